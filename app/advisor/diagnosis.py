@@ -1,0 +1,337 @@
+"""Diagnosis of a training run's curves: overfitting, healthy, underfitting, diverging, or too
+few epochs to judge — with the evidence behind the verdict.
+
+Pure Python on purpose (no numpy, no torch): a report holds tens to hundreds of epochs, and at that
+size plain lists beat array set-up costs, so a diagnosis costs microseconds on the request path.
+
+The criterion is the validation metric when one is named, else the validation loss. It is turned
+into a "lower is better" series ``y`` so that one code path serves both directions. Overfitting
+means ``y`` got clearly worse after its best epoch while the training loss did not get worse:
+"clearly" is measured against the curve's own epoch-to-epoch jitter and a minimum relative change,
+so a noisy plateau whose best epoch is merely a lucky dip does not count.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from statistics import fmean, median
+from typing import Any
+
+
+class Verdict(StrEnum):
+    OVERFITTING = "overfitting"
+    HEALTHY = "healthy"
+    UNDERFITTING = "underfitting"
+    DIVERGING = "diverging"
+    INSUFFICIENT_DATA = "insufficient_data"
+
+
+class Severity(StrEnum):
+    NONE = "none"
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """What "better" means for this run: a named validation metric or the validation loss."""
+
+    name: str
+    higher_is_better: bool
+    is_loss: bool
+
+
+VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
+
+# Directions of common metric names, so a report that names only the metric still gets diagnosed.
+KNOWN_METRICS: dict[str, bool] = {
+    "accuracy": True, "acc": True, "top1": True, "top5": True, "balanced_accuracy": True,
+    "f1": True, "f1_score": True, "fbeta": True, "precision": True, "recall": True,
+    "auc": True, "roc_auc": True, "ap": True, "map": True, "dice": True, "iou": True,
+    "jaccard": True, "miou": True, "r2": True, "mcc": True, "psnr": True, "ssim": True,
+    "error_rate": False, "error": False, "top1_error": False, "top5_error": False,
+    "mse": False, "rmse": False, "mae": False, "perplexity": False, "cer": False, "wer": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Tuning knobs: a change is "clear" when it exceeds both a relative floor and ``noise_z``
+    times the jitter of the curve. Losses move proportionally more than bounded metrics, hence
+    separate floors."""
+
+    min_epochs: int = 4
+    noise_z: float = 3.0
+    min_rel_loss: float = 0.05
+    min_rel_metric: float = 0.015
+    # Relative degradation at which overfitting becomes moderate / severe.
+    severity_loss: tuple[float, float] = (0.15, 0.5)
+    severity_metric: tuple[float, float] = (0.04, 0.12)
+    # Training loss that fell by less than this fraction of its first value did not learn.
+    not_learning_drop: float = 0.05
+    # Training loss whose tail rose by this fraction of its own range is diverging.
+    diverging_share: float = 0.25
+    train_rise_rel: float = 0.10
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    criterion: str
+    higher_is_better: bool
+    n_epochs: int
+    best_epoch: int | None
+    last_epoch: int | None
+    best_value: float | None
+    last_value: float | None
+    # Positive means worse, as a fraction of the best value.
+    metric_degradation: float | None
+    valid_loss_degradation: float | None
+    # Relative change of the training loss from the best epoch to the end; negative is improving.
+    train_loss_change: float | None
+    train_loss_trend: str | None
+    generalization_gap: float | None
+    gap_ratio: float | None
+    noise: float | None
+    threshold: float | None
+    tail_epochs: int | None
+    still_improving: bool
+    severity: Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    verdict: Verdict
+    best_epoch: int | None
+    summary: str
+    evidence: Evidence
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criterion:
+    """The criterion a report asks for; ``higher_is_better`` may be left to the known-metric table.
+
+    Raises ValueError (for the API to turn into a 4xx) when the direction cannot be known."""
+    if name is None or name == "valid_loss":
+        return VALID_LOSS
+    if higher_is_better is None:
+        known = KNOWN_METRICS.get(name.lower())
+        if known is None:
+            raise ValueError(
+                f"metric '{name}' is not a known metric: say whether higher is better"
+            )
+        higher_is_better = known
+    return Criterion(name, higher_is_better, is_loss=False)
+
+
+def infer_criterion(epochs: Sequence[Epoch]) -> Criterion:
+    """With no metric named, use the single well-known metric every epoch carries, else the loss."""
+    if not epochs:
+        return VALID_LOSS
+    shared = set(epochs[0].metrics)
+    for e in epochs[1:]:
+        shared &= e.metrics.keys()
+    known = [k for k in shared if k.lower() in KNOWN_METRICS]
+    if len(known) == 1:
+        return Criterion(known[0], KNOWN_METRICS[known[0].lower()], is_loss=False)
+    return VALID_LOSS
+
+
+def _smooth(y: Sequence[float]) -> list[float]:
+    """Centred 3-point moving average; the ends average what they have."""
+    if len(y) < 3:
+        return list(y)
+    out = [(y[0] + y[1]) / 2]
+    out.extend([(a + b + c) / 3 for a, b, c in zip(y, y[1:], y[2:], strict=False)])
+    out.append((y[-2] + y[-1]) / 2)
+    return out
+
+
+def _noise(y: Sequence[float]) -> float:
+    """Robust epoch-to-epoch jitter of the later part of a curve.
+
+    Second differences cancel a locally linear trend, so a steadily rising or falling curve is not
+    mistaken for noise; MAD/0.6745 makes it robust to a few spikes; /sqrt(6) turns the variance of
+    a second difference of white noise back into the noise's own scale."""
+    start = max(1, len(y) // 3)
+    if len(y) - start < 4:
+        start = 1
+    d2 = [abs(a - 2 * b + c) for a, b, c in zip(y[start - 1 :], y[start:], y[start + 1 :], strict=False)]
+    if not d2:
+        return 0.0
+    return 1.4826 * median(d2) / math.sqrt(6)
+
+
+def _argmin(y: Sequence[float]) -> int:
+    """First index of the smallest value."""
+    return min(range(len(y)), key=y.__getitem__)
+
+
+def _rel(delta: float, reference: float) -> float:
+    """``delta`` as a fraction of ``reference``; a zero reference is floored so the figure stays
+    finite (and JSON-safe)."""
+    return delta / max(abs(reference), 1e-12)
+
+
+def _severity(rel: float, bounds: tuple[float, float]) -> Severity:
+    if rel < bounds[0]:
+        return Severity.MILD
+    if rel < bounds[1]:
+        return Severity.MODERATE
+    return Severity.SEVERE
+
+
+def diagnose(
+    epochs: Sequence[Epoch],
+    criterion: Criterion | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Diagnosis:
+    """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`."""
+    crit = criterion or infer_criterion(epochs)
+    n = len(epochs)
+    if n < thresholds.min_epochs:
+        return _insufficient(epochs, crit, thresholds)
+
+    raw = [e.valid_loss if crit.is_loss else e.metrics[crit.name] for e in epochs]
+    y = [-v for v in raw] if crit.higher_is_better else raw
+    train = [e.train_loss for e in epochs]
+    valid = [e.valid_loss for e in epochs]
+
+    k = max(1, min(5, n // 4))  # tail length: the "end of training" we judge
+    best = _argmin(y)
+    smooth = _smooth(y)
+    best_smooth = _argmin(smooth)
+    noise = _noise(y)
+    scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
+    min_rel = thresholds.min_rel_loss if crit.is_loss else thresholds.min_rel_metric
+    threshold = max(min_rel * scale, thresholds.noise_z * noise)
+
+    tail = fmean(y[-k:])
+    degradation = tail - smooth[best_smooth]
+    degraded = degradation > threshold and best_smooth < n - k
+
+    # Still improving: the tail beats the window just before it by a clear margin.
+    before = y[-2 * k : -k] if n >= 2 * k + 1 else y[:-k]
+    still_improving = bool(before) and fmean(before) - tail > threshold
+
+    train_min_at = _argmin(train)
+    train_tail = fmean(train[-k:])
+    train_rise = train_tail - train[train_min_at]
+    train_range = max(train) - train[train_min_at]
+    train_worsening = (
+        train_min_at < n - k
+        and train_rise > thresholds.train_rise_rel * train[train_min_at]
+        and train_rise > thresholds.noise_z * _noise(train)
+    )
+    train_change = _rel(train_tail - train[best], train[best])
+    trend = "improving" if train_change < -0.01 else "worsening" if train_change > 0.01 else "flat"
+
+    valid_change = _rel(valid[-1] - valid[best], valid[best])
+    metric_change = None if crit.is_loss else _rel(y[-1] - y[best], raw[best])
+    rel_degradation = _rel(degradation, scale)
+
+    severity = Severity.NONE
+    if train_worsening and (train_rise >= thresholds.diverging_share * train_range or degraded):
+        verdict = Verdict.DIVERGING
+        summary = (
+            f"Training loss rose from {train[train_min_at]:.4g} (epoch "
+            f"{epochs[train_min_at].epoch}) to {train_tail:.4g} at the end: the optimisation "
+            "itself is getting worse. Lower the learning rate."
+        )
+    elif degraded:
+        verdict = Verdict.OVERFITTING
+        bounds = thresholds.severity_loss if crit.is_loss else thresholds.severity_metric
+        severity = _severity(rel_degradation, bounds)
+        summary = (
+            f"{crit.name} was best at epoch {epochs[best].epoch} ({raw[best]:.4g}) and ended "
+            f"{abs(rel_degradation):.1%} worse ({raw[-1]:.4g}) while the training loss kept "
+            f"{'improving' if trend == 'improving' else 'steady'}: {severity} overfitting."
+        )
+    elif _rel(train[0] - train[train_min_at], train[0]) < thresholds.not_learning_drop or (
+        still_improving and train[-1] >= valid[-1]
+    ):
+        verdict = Verdict.UNDERFITTING
+        summary = (
+            "The model does not fit even its training data yet "
+            f"(training loss {train[-1]:.4g}, validation loss {valid[-1]:.4g}"
+            f"{', still improving' if still_improving else ''}): train longer, use a larger "
+            "model or less regularization."
+        )
+    else:
+        verdict = Verdict.HEALTHY
+        summary = (
+            f"{crit.name} is at or near its best ({raw[best]:.4g} at epoch {epochs[best].epoch})"
+            f"{' and still improving' if still_improving else ''}; no sign of overfitting."
+        )
+    return Diagnosis(
+        verdict=verdict,
+        best_epoch=epochs[best].epoch,
+        summary=summary,
+        evidence=Evidence(
+            criterion=crit.name,
+            higher_is_better=crit.higher_is_better,
+            n_epochs=n,
+            best_epoch=epochs[best].epoch,
+            last_epoch=epochs[-1].epoch,
+            best_value=raw[best],
+            last_value=raw[-1],
+            metric_degradation=metric_change,
+            valid_loss_degradation=valid_change,
+            train_loss_change=train_change,
+            train_loss_trend=trend,
+            generalization_gap=valid[-1] - train[-1],
+            gap_ratio=valid[-1] / train[-1] if train[-1] > 0 else None,
+            noise=noise,
+            threshold=threshold,
+            tail_epochs=k,
+            still_improving=still_improving,
+            severity=severity,
+        ),
+    )
+
+
+def _insufficient(epochs: Sequence[Epoch], crit: Criterion, thresholds: Thresholds) -> Diagnosis:
+    n = len(epochs)
+    last = epochs[-1] if epochs else None
+    return Diagnosis(
+        verdict=Verdict.INSUFFICIENT_DATA,
+        best_epoch=None,
+        summary=(
+            f"{n} epoch{'s' if n != 1 else ''} reported; at least {thresholds.min_epochs} are "
+            "needed to tell a trend from noise. Train longer and report again."
+        ),
+        evidence=Evidence(
+            criterion=crit.name,
+            higher_is_better=crit.higher_is_better,
+            n_epochs=n,
+            best_epoch=None,
+            last_epoch=last.epoch if last else None,
+            best_value=None,
+            last_value=None,
+            metric_degradation=None,
+            valid_loss_degradation=None,
+            train_loss_change=None,
+            train_loss_trend=None,
+            generalization_gap=(last.valid_loss - last.train_loss) if last else None,
+            gap_ratio=None,
+            noise=None,
+            threshold=None,
+            tail_epochs=None,
+            still_improving=False,
+            severity=Severity.NONE,
+        ),
+    )

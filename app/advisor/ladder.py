@@ -1,0 +1,441 @@
+"""The guidance ladder: which remedy to try next for an overfitting model, and why.
+
+Remedies are tried in a fixed order (more data, augmentation, Mixup, batch norm, dropout in the
+head, dropout and weight decay throughout, and only last a smaller model). Each rung knows three
+things about a run's facts: whether it cannot apply at all (``blocked``), which of its intensity
+levels the run already has (``level``), and the recipe change for a given level (``option``). The
+walk adds the rules that are the same for every rung: refuted rungs are skipped, rungs already in
+the recipe or applied in the lineage are skipped unless a verification confirmed they help, in
+which case the next level is offered.
+
+Changes are keyed by recipe field paths (``head.ps``, ``mixup``, ``arch``…) so the model builder
+can apply them as they are.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from app.advisor.diagnosis import Diagnosis, Verdict
+from app.builder.meta import ARCHS, sibling, smaller_sibling
+
+
+class RungId(StrEnum):
+    MORE_DATA = "more_data"
+    AUGMENT = "augment"
+    MIXUP = "mixup"
+    BATCHNORM = "batchnorm"
+    DROPOUT_HEAD = "dropout_head"
+    DROPOUT_BODY = "dropout_body"
+    SMALLER_MODEL = "smaller_model"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a report says about the model and data; None means the report did not say."""
+
+    task: str = "classification"
+    arch: str | None = None
+    batchnorm: bool | None = None
+    head_dropout: float | None = None
+    body_dropout: float | None = None
+    weight_decay: float | None = None
+    lr: float | None = None
+    augment: str | None = None
+    mixup_kind: str | None = None
+    mixup_alpha: float | None = None
+    more_data_available: bool | None = None
+    data_fraction: float | None = None
+    time_limited: bool = False
+    memory_limited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the run's lineage already tried: rungs applied by ancestors, verification verdicts."""
+
+    applied: frozenset[str] = frozenset()
+    confirmed: frozenset[str] = frozenset()
+    refuted: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    rung: str
+    level: int
+    action: str
+    change: dict[str, Any]
+    rationale: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    rung: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rung as seen from one run: recommended, alternative, skipped (with why) or open."""
+
+    rung: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    rung: str | None
+    level: int | None
+    action: str
+    change: dict[str, Any]
+    rationale: str
+    skipped: list[Skip] = field(default_factory=list)
+    alternatives: list[Option] = field(default_factory=list)
+    ladder: list[Step] = field(default_factory=list)
+
+
+Change = tuple[str, dict[str, Any], str]  # action, recipe change, rationale
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    id: RungId
+    title: str
+    remedy: str
+    changes: str
+    levels: tuple[str, ...]
+    blocked: Callable[[Facts], str | None]
+    level: Callable[[Facts], int]
+    option: Callable[[Facts, int], Change]
+
+
+def _level_of(value: float | None, steps: tuple[float, ...]) -> int:
+    """Index of the highest step ``value`` reaches; -1 when absent (None or 0)."""
+    if not value:
+        return -1
+    reached = [i for i, s in enumerate(steps) if value >= s]
+    return reached[-1] if reached else 0
+
+
+# --- more data ---------------------------------------------------------------------------------
+
+def _more_data_blocked(f: Facts) -> str | None:
+    if f.more_data_available is False and (f.data_fraction is None or f.data_fraction >= 1.0):
+        return "the report says no more data is available and all of it is already used"
+    return None
+
+
+def _more_data_option(f: Facts, level: int) -> Change:
+    if f.data_fraction is not None and f.data_fraction < 1.0:
+        return (
+            f"Train on all the data you have: data_fraction {f.data_fraction:g} -> 1.0.",
+            {"data_fraction": 1.0},
+            f"Only {f.data_fraction:.0%} of the available training data was used; more data is "
+            "the most reliable remedy for overfitting and costs no model change.",
+        )
+    said = "you have more data available" if f.more_data_available else "you can get more data"
+    return (
+        "Add more labelled data (more examples, more label kinds, or data already on disk).",
+        {},
+        f"If {said}, more data is the most reliable remedy for overfitting and changes nothing "
+        "else. If you cannot, report more_data_available=false and the ladder moves on.",
+    )
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+_AUGMENT_LEVELS = ("basic", "strong")
+
+
+def _augment_option(f: Facts, level: int) -> Change:
+    kind = _AUGMENT_LEVELS[level]
+    what = (
+        "random resized crop, horizontal flip, small rotation"
+        if kind == "basic"
+        else "basic augmentation plus colour jitter and random erasing"
+    )
+    return (
+        f"Use {kind} data augmentation ({what}).",
+        {"augment": kind},
+        "Augmentation shows the model new variants of each image every epoch, so it cannot "
+        "memorise the training set as easily; it needs no new labels.",
+    )
+
+
+# --- mixup -------------------------------------------------------------------------------------
+
+_MIXUP_ALPHAS = (0.2, 0.4)
+
+
+def _mixup_blocked(f: Facts) -> str | None:
+    if f.task == "segmentation":
+        return "Mixup/CutMix mix class labels and do not apply to segmentation masks"
+    return None
+
+
+def _mixup_option(f: Facts, level: int) -> Change:
+    alpha = _MIXUP_ALPHAS[level]
+    kind = f.mixup_kind or "mixup"
+    return (
+        f"Train with {kind} (alpha {alpha}).",
+        {"mixup": {"kind": kind, "alpha": alpha}},
+        "Mixup blends pairs of images and their labels, a regularizer that works on nearly any "
+        "data and needs no domain knowledge.",
+    )
+
+
+# --- batch norm --------------------------------------------------------------------------------
+
+def _batchnorm_blocked(f: Facts) -> str | None:
+    if f.batchnorm:
+        return "the model already uses batch normalization"
+    meta = ARCHS.get(f.arch or "")
+    if f.batchnorm is None and meta is not None:
+        if meta.norm == "batch":
+            return f"{meta.name} already uses batch normalization"
+        if meta.norm == "layer":
+            return f"{meta.name} normalizes with layer norm throughout"
+    return None
+
+
+def _batchnorm_option(f: Facts, level: int) -> Change:
+    change: dict[str, Any] = {"batchnorm": True}
+    meta = ARCHS.get(f.arch or "")
+    body = ""
+    if meta is not None and meta.bn_variant:
+        change["arch"] = meta.bn_variant
+        body = f" and switch the body to {meta.bn_variant}"
+    return (
+        f"Add batch normalization to the head{body}.",
+        change,
+        "Batch normalization makes the network easier to train and generalize better, and "
+        "lets the later regularizers work at milder settings.",
+    )
+
+
+# --- dropout in the head -----------------------------------------------------------------------
+
+_HEAD_PS = (0.25, 0.5)
+
+
+def _dropout_head_option(f: Facts, level: int) -> Change:
+    ps = _HEAD_PS[level]
+    return (
+        f"Add dropout p={ps} to the last layers (head).",
+        {"head.ps": ps},
+        "Dropout in the last layer or two is the cheapest architectural regularizer and "
+        "leaves the pretrained body untouched.",
+    )
+
+
+# --- dropout throughout and weight decay -------------------------------------------------------
+
+_BODY_DROPOUT = ((0.1, 0.05), (0.2, 0.1))  # (body dropout, weight decay) per level
+
+
+def _dropout_body_option(f: Facts, level: int) -> Change:
+    p, wd = _BODY_DROPOUT[level]
+    wd = max(wd, f.weight_decay or 0.0)
+    meta = ARCHS.get(f.arch or "")
+    kind = (
+        "stochastic depth on the residual blocks"
+        if meta is not None and meta.body_dropout == "stochastic_depth"
+        else "Dropout2d between stages"
+    )
+    return (
+        f"Add dropout throughout the body ({kind}, p={p}) and weight decay {wd:g}.",
+        {"body_dropout": p, "weight_decay": wd},
+        "With the head regularized, dropout of another kind throughout the model and weight "
+        "decay constrain the whole network, not just its last layers.",
+    )
+
+
+# --- smaller model -----------------------------------------------------------------------------
+
+def _smaller_blocked(f: Facts) -> str | None:
+    if f.arch in ARCHS and smaller_sibling(f.arch) is None:
+        return f"{f.arch} is already the smallest of its family"
+    return None
+
+
+def _smaller_option(f: Facts, level: int) -> Change:
+    smaller = smaller_sibling(f.arch) if f.arch in ARCHS else None
+    if smaller is None:
+        name = f.arch or "the architecture"
+        return (
+            f"Use a smaller version of {name}.",
+            {},
+            "A smaller model has less capacity to memorise; it is the last resort because it "
+            "usually costs accuracy as well.",
+        )
+    return (
+        f"Use the smaller {smaller} instead of {f.arch}.",
+        {"arch": smaller},
+        "A smaller model has less capacity to memorise; it comes last because it usually "
+        "costs accuracy as well, but it trains faster and needs less memory.",
+    )
+
+
+def _never(f: Facts) -> str | None:
+    return None
+
+
+RUNGS: tuple[Rung, ...] = (
+    Rung(RungId.MORE_DATA, "More data",
+         "Get more data: more labels, more tasks or label kinds, or the data already on disk.",
+         "data_fraction -> 1.0; otherwise collect more", ("all available data",),
+         _more_data_blocked, lambda f: -1, _more_data_option),
+    Rung(RungId.AUGMENT, "Data augmentation",
+         "Random transformations of the training images every epoch.",
+         "augment: none -> basic -> strong", _AUGMENT_LEVELS,
+         _never, lambda f: _AUGMENT_LEVELS.index(f.augment) if f.augment in _AUGMENT_LEVELS else -1,
+         _augment_option),
+    Rung(RungId.MIXUP, "Mixup / CutMix",
+         "Blend pairs of images and their labels; effective on nearly any data.",
+         "mixup: {kind: mixup, alpha}, alpha 0.2 -> 0.4", tuple(f"alpha {a}" for a in _MIXUP_ALPHAS),
+         _mixup_blocked, lambda f: _level_of(f.mixup_alpha, _MIXUP_ALPHAS) if f.mixup_kind else -1,
+         _mixup_option),
+    Rung(RungId.BATCHNORM, "Batch normalization",
+         "A more generalizable architecture: batch normalization in the head and the body.",
+         "batchnorm: true; the *_bn variant of the body where one exists", ("on",),
+         _batchnorm_blocked, lambda f: -1, _batchnorm_option),
+    Rung(RungId.DROPOUT_HEAD, "Dropout in the head",
+         "Dropout in the last layer or two.",
+         "head.ps: 0 -> 0.25 -> 0.5", tuple(f"p={p}" for p in _HEAD_PS),
+         _never, lambda f: _level_of(f.head_dropout, _HEAD_PS), _dropout_head_option),
+    Rung(RungId.DROPOUT_BODY, "Dropout throughout, weight decay",
+         "Dropout of other kinds throughout the model (stochastic depth, Dropout2d) and "
+         "weight decay.",
+         "body_dropout 0 -> 0.1 -> 0.2, weight_decay -> 0.05 -> 0.1",
+         tuple(f"p={p}, wd={wd}" for p, wd in _BODY_DROPOUT),
+         _never, lambda f: _level_of(f.body_dropout, tuple(p for p, _ in _BODY_DROPOUT)),
+         _dropout_body_option),
+    Rung(RungId.SMALLER_MODEL, "Smaller model",
+         "A smaller version of the architecture; last, because it usually costs accuracy.",
+         "arch: the next smaller model of the family (resnet50 -> resnet34 -> resnet18, ...)",
+         ("next smaller",), _smaller_blocked, lambda f: -1, _smaller_option),
+)
+
+RUNG_BY_ID: Mapping[str, Rung] = {r.id.value: r for r in RUNGS}
+
+
+def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
+    """Whether ``rung`` can be the next remedy for this run, and at which level."""
+    rid = rung.id.value
+    if rid in history.refuted:
+        return Skip(rid, "a verification in this run's lineage found it does not help (refuted)")
+    reason = rung.blocked(facts)
+    if reason:
+        return Skip(rid, reason)
+    current = rung.level(facts)
+    if current >= 0 or rid in history.applied:
+        already = (
+            f"already in the recipe ({rung.levels[current]})"
+            if current >= 0
+            else "already applied in this run's lineage"
+        )
+        if rid not in history.confirmed:
+            return Skip(rid, already)
+        if current + 1 >= len(rung.levels):
+            return Skip(rid, f"verified as helping and {already}, its strongest level")
+        level = current + 1
+        action, change, why = rung.option(facts, level)
+        why = f"Verified as helping in this lineage; the model still overfits, so go stronger. {why}"
+        return Option(rid, level, action, change, why)
+    action, change, why = rung.option(facts, 0)
+    return Option(rid, 0, action, change, why)
+
+
+def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) -> Recommendation:
+    """Walk the ladder for an overfitting run; answer honestly when there is nothing to remedy."""
+    if diagnosis.verdict != Verdict.OVERFITTING:
+        return _no_remedy(diagnosis, facts)
+
+    results = [evaluate(r, facts, history) for r in RUNGS]
+    options = [r for r in results if isinstance(r, Option)]
+    smaller = results[-1]
+    constrained = facts.time_limited or facts.memory_limited
+    if constrained and isinstance(smaller, Option):
+        chosen: Option | None = smaller
+        alternatives = [o for o in options if o is not smaller][:1]
+        limits = " and ".join(
+            w for w, on in (("too slow", facts.time_limited), ("too memory-hungry", facts.memory_limited))
+            if on
+        )
+        chosen = Option(
+            smaller.rung, smaller.level, smaller.action, smaller.change,
+            f"Offered first because the report says training is {limits}. {smaller.rationale}",
+        )
+    else:
+        chosen = options[0] if options else None
+        alternatives = options[1:2]
+
+    normal_first = next((i for i, r in enumerate(results) if isinstance(r, Option)), len(results))
+    skipped = [r for r in results[:normal_first] if isinstance(r, Skip)]
+    steps = _steps(results, chosen, alternatives)
+    if chosen is None:
+        return Recommendation(
+            rung=None,
+            level=None,
+            action=(
+                f"Every rung of the ladder is applied or ruled out. Stop training at the best "
+                f"epoch ({diagnosis.best_epoch}) and keep that checkpoint."
+            ),
+            change={},
+            rationale=diagnosis.summary,
+            skipped=skipped,
+            ladder=steps,
+        )
+    return Recommendation(
+        rung=chosen.rung,
+        level=chosen.level,
+        action=chosen.action,
+        change=chosen.change,
+        rationale=f"{diagnosis.summary} {chosen.rationale}",
+        skipped=skipped,
+        alternatives=alternatives,
+        ladder=steps,
+    )
+
+
+def _steps(
+    results: list[Option | Skip], chosen: Option | None, alternatives: list[Option]
+) -> list[Step]:
+    steps = []
+    for r in results:
+        if isinstance(r, Skip):
+            steps.append(Step(r.rung, "skipped", r.reason))
+        elif chosen is not None and r.rung == chosen.rung:
+            steps.append(Step(r.rung, "recommended", chosen.action))
+        elif any(a.rung == r.rung for a in alternatives):
+            steps.append(Step(r.rung, "alternative", r.action))
+        else:
+            steps.append(Step(r.rung, "open", r.action))
+    return steps
+
+
+def _no_remedy(diagnosis: Diagnosis, facts: Facts) -> Recommendation:
+    change: dict[str, Any] = {}
+    verdict = diagnosis.verdict
+    if verdict == Verdict.HEALTHY:
+        action = "No remedy needed: the model is not overfitting. Keep this recipe."
+        if diagnosis.evidence.still_improving:
+            action += " It is still improving, so more epochs may help."
+    elif verdict == Verdict.UNDERFITTING:
+        larger = sibling(facts.arch, +1) if facts.arch in ARCHS else None
+        action = "Train longer, use a larger model"
+        if larger:
+            action += f" ({larger})"
+            change = {"arch": larger}
+        action += ", or use less regularization."
+    elif verdict == Verdict.DIVERGING:
+        action = "Lower the learning rate (about 10x) and check the data for bad values."
+        if facts.lr:
+            change = {"lr": facts.lr / 10}
+    else:
+        action = "Report more epochs before judging."
+    return Recommendation(
+        rung=None, level=None, action=action, change=change, rationale=diagnosis.summary
+    )

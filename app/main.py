@@ -1,0 +1,162 @@
+"""The application factory: routers, error handling, limits and start-up."""
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api import health, ladder, runs
+from app.db import Database
+from app.migrate import head_revision
+from app.services.errors import ServiceError
+from app.services.projects import Scope as ProjectScope
+from app.services.projects import ensure_project
+from app.settings import Settings
+
+logger = logging.getLogger("advisor")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Refuses bodies over ``limit`` bytes with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"message": f"body: request body is larger than the limit of {self.limit} bytes"},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """('body', 'epochs', 3, 'valid_loss') -> 'epochs[3].valid_loss'."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path") else list(loc)
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or (str(loc[0]) if loc else "body")
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    messages = []
+    for err in errors:
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        path = field_path(err.get("loc", ()))
+        # Model-level checks already name the field in their message.
+        messages.append(msg if path in ("body", "") and ":" in msg else f"{path}: {msg}")
+    return "; ".join(messages)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        body: dict[str, Any] = {"message": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        detail = [
+            {"field": field_path(e.get("loc", ())), "message": str(e.get("msg")), "type": e.get("type")}
+            for e in errors
+        ]
+        return JSONResponse({"message": validation_message(errors), "detail": detail}, status_code=422)
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        return JSONResponse(
+            {"message": "the run was changed by another request at the same time; retry"},
+            status_code=409,
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            with db.session() as session:
+                project = ensure_project(session, settings.default_project)
+                app.state.default_scope = ProjectScope(project.id, project.name, sees_all=True)
+        except (OperationalError, ProgrammingError) as exc:
+            logger.error("database %s is not migrated: run 'advisor migrate' (%s)", db.url, exc)
+            raise
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="Overfit Advisor",
+        version="1.0.0",
+        summary="Diagnoses training curves and answers with the next remedy on the guidance ladder.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.logger = logger
+    app.state.migration_head = head_revision()
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+
+    for router in (runs.router, ladder.router):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

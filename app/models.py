@@ -1,0 +1,145 @@
+"""ORM tables. Alembic (``migrations/``) owns the schema; these classes must match it, which a
+test checks with an autogenerate comparison on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use UTC-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tokens: Mapped[list["ApiToken"]] = relationship(back_populates="project")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of a 256-bit random token: a fast hash is enough for a secret with that entropy.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    project: Mapped[Project] = relationship(back_populates="tokens")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_project_id_id", "project_id", "id"),
+        Index("ix_runs_verdict", "verdict"),
+        Index("ix_runs_rung", "rung"),
+        Index("ix_runs_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True, default=None
+    )
+    applied_rung: Mapped[str | None] = mapped_column(String(32), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="client")
+    task: Mapped[str] = mapped_column(String(32), default="classification")
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    model_facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    data_facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    constraints: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metric_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    metric_higher_is_better: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    epochs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    verdict: Mapped[str] = mapped_column(String(32))
+    rung: Mapped[str | None] = mapped_column(String(32), default=None)
+    diagnosis: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    # Appending epochs is read-modify-write: a concurrent append fails instead of being lost.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Verification(Base):
+    """A verification job. The table is the queue: workers claim the oldest runnable row and hold
+    it under a lease that their heartbeat renews; an expired lease makes the job claimable again."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (Index("ix_verifications_status_created_at", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    rung: Mapped[str] = mapped_column(String(32))
+    level: Mapped[int | None] = mapped_column(Integer, default=None)
+    candidate_recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seeds: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    epochs: Mapped[int | None] = mapped_column(Integer, default=None)
+    device: Mapped[str] = mapped_column(String(16), default="auto")
+    budget: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    verdict: Mapped[str | None] = mapped_column(String(16), default=None)
+    effect: Mapped[float | None] = mapped_column(Float, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

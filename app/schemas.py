@@ -1,0 +1,213 @@
+"""The public contract: request and response models of the v1 API."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.advisor.ladder import RungId
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+Fraction = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1)]
+Task = Literal["classification", "segmentation"]
+Augment = Literal["none", "basic", "strong"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """Facts objects accept extra keys (kept as reported) so a client can say more than we read."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class MetricSpec(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    higher_is_better: bool | None = Field(
+        default=None, description="May be left out for well-known metric names (accuracy, ...)."
+    )
+
+
+class ModelFacts(Open):
+    arch: str | None = Field(default=None, max_length=64)
+    batchnorm: bool | None = None
+    head_dropout: Fraction | None = None
+    body_dropout: Fraction | None = None
+    weight_decay: Annotated[float, Field(allow_inf_nan=False, ge=0)] | None = None
+    lr: Annotated[float, Field(allow_inf_nan=False, gt=0)] | None = None
+
+
+class MixupSpec(Strict):
+    kind: Literal["mixup", "cutmix"] = "mixup"
+    alpha: Annotated[float, Field(allow_inf_nan=False, gt=0, le=10)] = 0.2
+
+
+class DataFacts(Open):
+    n_train: Annotated[int, Field(ge=0)] | None = None
+    n_valid: Annotated[int, Field(ge=0)] | None = None
+    n_classes: Annotated[int, Field(ge=1)] | None = None
+    augment: Augment | None = None
+    mixup: MixupSpec | None = None
+    more_data_available: bool | None = None
+    data_fraction: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1)] | None = None
+
+
+class Constraints(Strict):
+    time_limited: bool = False
+    memory_limited: bool = False
+
+
+class EpochIn(Strict):
+    epoch: Annotated[int, Field(ge=0)]
+    train_loss: Loss
+    valid_loss: Loss
+    metrics: dict[Annotated[str, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+def check_epoch_order(epochs: list[EpochIn], after: int | None = None) -> None:
+    """Epoch numbers must strictly increase (and follow ``after``, the last stored epoch)."""
+    previous = after
+    for i, e in enumerate(epochs):
+        if previous is not None and e.epoch <= previous:
+            what = "duplicated" if e.epoch == previous else "out of order"
+            raise ValueError(
+                f"epochs[{i}].epoch: epoch {e.epoch} is {what} (previous epoch is {previous})"
+            )
+        previous = e.epoch
+
+
+def check_metric_present(epochs: list[EpochIn], metric: str | None) -> None:
+    if metric is None or metric == "valid_loss":
+        return
+    for i, e in enumerate(epochs):
+        if metric not in e.metrics:
+            raise ValueError(f"epochs[{i}].metrics: metric '{metric}' is named but missing")
+
+
+class EpochsIn(Strict):
+    epochs: list[EpochIn] = Field(min_length=1)
+
+    @field_validator("epochs")
+    @classmethod
+    def _ordered(cls, epochs: list[EpochIn]) -> list[EpochIn]:
+        check_epoch_order(epochs)
+        return epochs
+
+
+class RunCreate(Strict):
+    name: str = Field(default="", max_length=200)
+    project: str | None = Field(default=None, max_length=100)
+    parent_id: int | None = None
+    applied_rung: RungId | None = Field(
+        default=None,
+        description="The rung this run applied to its parent; defaults to the parent's "
+        "recommended rung when a parent is given.",
+    )
+    task: Task = "classification"
+    metric: MetricSpec | None = None
+    model: ModelFacts = Field(default_factory=ModelFacts)
+    data: DataFacts = Field(default_factory=DataFacts)
+    constraints: Constraints = Field(default_factory=Constraints)
+    recipe: dict[str, Any] | None = None
+    epochs: list[EpochIn]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunCreate":
+        check_epoch_order(self.epochs)
+        check_metric_present(self.epochs, self.metric.name if self.metric else None)
+        return self
+
+
+class SkippedOut(BaseModel):
+    rung: str
+    reason: str
+
+
+class OptionOut(BaseModel):
+    rung: str
+    level: int
+    action: str
+    change: dict[str, Any]
+    rationale: str
+
+
+class StepOut(BaseModel):
+    rung: str
+    status: str
+    reason: str
+
+
+class RecommendationOut(BaseModel):
+    rung: str | None
+    level: int | None
+    action: str
+    change: dict[str, Any]
+    rationale: str
+    skipped: list[SkippedOut]
+    alternatives: list[OptionOut]
+    ladder: list[StepOut]
+
+
+class DiagnosisOut(BaseModel):
+    verdict: str
+    best_epoch: int | None
+    summary: str
+    evidence: dict[str, Any]
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    project: str
+    parent_id: int | None
+    applied_rung: str | None
+    source: str
+    task: str
+    verdict: str
+    rung: str | None
+    n_epochs: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunOut(RunSummary):
+    metric: MetricSpec | None
+    model: dict[str, Any]
+    data: dict[str, Any]
+    constraints: dict[str, Any]
+    recipe: dict[str, Any] | None
+    epochs: list[dict[str, Any]]
+    diagnosis: DiagnosisOut
+    recommendation: RecommendationOut
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    next_cursor: str | None
+
+
+class Lineage(BaseModel):
+    run: RunSummary
+    ancestors: list[RunSummary] = Field(description="Parent first, then its parent, ...")
+    descendants: list[RunSummary] = Field(description="Breadth-first, nearest first")
+
+
+class RungOut(BaseModel):
+    id: str
+    order: int
+    title: str
+    remedy: str
+    changes: str
+    levels: list[str]
+
+
+class ErrorOut(BaseModel):
+    message: str
+    detail: Any = None

@@ -1,0 +1,61 @@
+"""Service settings, read from the environment (prefix ``ADVISOR_``) and an optional ``.env``."""
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthMode = Literal["auto", "required", "off"]
+WorkerMode = Literal["embedded", "off"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADVISOR_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / 'advisor.db'}",
+        description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... at scale.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    auth: AuthMode = Field(
+        default="auto",
+        description="auto: required unless the server binds to loopback; off is refused off loopback.",
+    )
+    default_project: str = "default"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_epochs: int = Field(default=10_000, ge=1)
+    worker: WorkerMode = "embedded"
+    data_roots: list[Path] = Field(default_factory=list)
+    sqlite_busy_timeout_ms: int = 5000
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _auth_off_loopback(self) -> "Settings":
+        if self.auth == "off" and not is_loopback(self.host):
+            raise ValueError(
+                f"ADVISOR_AUTH=off is refused when binding to {self.host}: auth is required "
+                "whenever the server is reachable from other machines"
+            )
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "required"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

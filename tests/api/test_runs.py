@@ -1,0 +1,181 @@
+"""The runs API on SQLite and PostgreSQL: reports in, diagnosis and recommendation out, history."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import epochs_from, healthy_epochs, overfit_epochs
+
+
+def post(client: TestClient, **body: Any) -> dict[str, Any]:
+    body.setdefault("epochs", overfit_epochs())
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_report_gets_diagnosis_and_next_rung(client: TestClient) -> None:
+    run = post(
+        client,
+        name="resnet34-pets",
+        model={"arch": "resnet34", "batchnorm": True, "head_dropout": 0.0},
+        data={"n_train": 5912, "augment": "none", "more_data_available": False,
+              "data_fraction": 1.0},
+    )
+    assert run["project"] == "default"
+    assert run["verdict"] == "overfitting"
+    diagnosis = run["diagnosis"]
+    assert diagnosis["verdict"] == "overfitting"
+    assert diagnosis["best_epoch"] == 6
+    evidence = diagnosis["evidence"]
+    assert evidence["criterion"] == "valid_loss"
+    assert evidence["valid_loss_degradation"] > 0.5
+    assert evidence["train_loss_trend"] == "improving"
+    rec = run["recommendation"]
+    assert rec["rung"] == "augment"
+    assert rec["change"] == {"augment": "basic"}
+    assert rec["skipped"] == [
+        {"rung": "more_data",
+         "reason": "the report says no more data is available and all of it is already used"}
+    ]
+    assert rec["alternatives"][0]["rung"] == "mixup"
+    assert [s["rung"] for s in rec["ladder"]] == [
+        "more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
+        "smaller_model",
+    ]
+
+    fetched = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert fetched == run
+
+
+def test_healthy_run_gets_no_remedy(client: TestClient) -> None:
+    run = post(client, epochs=healthy_epochs())
+    assert run["verdict"] == "healthy"
+    assert run["recommendation"]["rung"] is None
+    assert "not overfitting" in run["recommendation"]["action"]
+
+
+def test_appending_epochs_recomputes_the_diagnosis(client: TestClient) -> None:
+    epochs = overfit_epochs(20)
+    run = post(client, epochs=epochs[:3])
+    assert run["verdict"] == "insufficient_data"
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": epochs[3:]})
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"] == "overfitting"
+    assert r.json()["n_epochs"] == 20
+    stored = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert [e["epoch"] for e in stored["epochs"]] == list(range(20))
+    assert stored["recommendation"]["rung"] == "more_data"
+
+
+def test_appending_an_epoch_already_stored_is_refused(client: TestClient) -> None:
+    run = post(client)
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": overfit_epochs(20)[-1:]})
+    assert r.status_code == 422
+    assert "epochs[0].epoch" in r.json()["message"]
+    assert "duplicated" in r.json()["message"]
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 20
+
+
+def test_child_run_skips_the_rung_its_parent_applied(client: TestClient) -> None:
+    facts = {"model": {"arch": "resnet34", "batchnorm": True},
+             "data": {"more_data_available": False, "augment": "none"}}
+    parent = post(client, name="base", **facts)
+    assert parent["rung"] == "augment"
+    child = post(client, name="child", parent_id=parent["id"], **facts)
+    # The child says nothing about augmentation, but its lineage applied it.
+    assert child["applied_rung"] == "augment"
+    assert child["rung"] == "mixup"
+    skipped = {s["rung"]: s["reason"] for s in child["recommendation"]["skipped"]}
+    assert skipped["augment"] == "already applied in this run's lineage"
+    grandchild = post(client, name="grandchild", parent_id=child["id"], **facts)
+    assert grandchild["applied_rung"] == "mixup"
+    assert grandchild["rung"] == "dropout_head"  # resnet34 has batch norm: skipped
+
+    lineage = client.get(f"/api/v1/runs/{child['id']}/lineage").json()
+    assert [r["id"] for r in lineage["ancestors"]] == [parent["id"]]
+    assert [r["id"] for r in lineage["descendants"]] == [grandchild["id"]]
+    top = client.get(f"/api/v1/runs/{parent['id']}/lineage").json()
+    assert [r["id"] for r in top["descendants"]] == [child["id"], grandchild["id"]]
+    bottom = client.get(f"/api/v1/runs/{grandchild['id']}/lineage").json()
+    assert [r["id"] for r in bottom["ancestors"]] == [child["id"], parent["id"]]
+
+
+def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
+    ids = []
+    for i in range(7):
+        epochs = overfit_epochs() if i % 2 == 0 else healthy_epochs()
+        ids.append(post(client, name=f"exp-{i}-{'Big' if i < 3 else 'small'}", epochs=epochs)["id"])
+
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/api/v1/runs", params=params).json()
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+
+    over = client.get("/api/v1/runs", params={"verdict": "overfitting"}).json()["items"]
+    assert sorted(r["id"] for r in over) == ids[0::2]
+    by_rung = client.get("/api/v1/runs", params={"rung": "more_data"}).json()["items"]
+    assert sorted(r["id"] for r in by_rung) == ids[0::2]
+    named = client.get("/api/v1/runs", params={"name": "big"}).json()["items"]
+    assert sorted(r["id"] for r in named) == ids[:3]
+    assert client.get("/api/v1/runs", params={"name": "%"}).json()["items"] == []
+    assert len(client.get("/api/v1/runs", params={"project": "default"}).json()["items"]) == 7
+    assert client.get("/api/v1/runs", params={"project": "nobody"}).json()["items"] == []
+
+    now = datetime.now(UTC)
+    after = client.get("/api/v1/runs", params={"created_after": (now - timedelta(hours=1)).isoformat()})
+    assert len(after.json()["items"]) == 7
+    before = client.get("/api/v1/runs", params={"created_before": (now - timedelta(hours=1)).isoformat()})
+    assert before.json()["items"] == []
+
+
+def test_unknown_run_answers_404(client: TestClient) -> None:
+    for path in ("/api/v1/runs/999999", "/api/v1/runs/999999/lineage"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert "999999" in r.json()["message"]
+    r = client.post("/api/v1/runs/999999/epochs", json={"epochs": overfit_epochs(1)})
+    assert r.status_code == 404
+
+
+def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
+    n = 20
+    train = [1.0 * 0.8**i + 0.01 for i in range(n)]
+    valid = [0.5 + 0.01 * i for i in range(n)]  # the loss rises all along...
+    acc = [0.80 + 0.005 * min(i, 10) for i in range(n)]  # ...but accuracy never gets worse
+    run = post(client, metric={"name": "accuracy"}, epochs=epochs_from(train, valid, acc))
+    assert run["metric"] == {"name": "accuracy", "higher_is_better": True}
+    assert run["verdict"] == "healthy"
+    assert run["diagnosis"]["evidence"]["criterion"] == "accuracy"
+
+
+def test_ladder_endpoint_lists_the_seven_rungs_in_order(client: TestClient) -> None:
+    rungs = client.get("/api/v1/ladder").json()
+    assert [r["id"] for r in rungs] == [
+        "more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
+        "smaller_model",
+    ]
+    assert [r["order"] for r in rungs] == list(range(1, 8))
+    assert rungs[4]["levels"] == ["p=0.25", "p=0.5"]
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["revision"] == ready.json()["head"]
+
+
+def test_openapi_documents_the_contract(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/runs" in spec["paths"]
+    assert "RunCreate" in spec["components"]["schemas"]
