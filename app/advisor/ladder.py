@@ -370,7 +370,8 @@ def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) 
         )
     else:
         chosen = options[0] if options else None
-        alternatives = options[1:2]
+        # A smaller model is offered only once rungs 1-6 are exhausted, not even as an alternative.
+        alternatives = [o for o in options[1:2] if o is not smaller]
 
     normal_first = next((i for i, r in enumerate(results) if isinstance(r, Option)), len(results))
     skipped = [r for r in results[:normal_first] if isinstance(r, Skip)]
