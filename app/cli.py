@@ -7,8 +7,10 @@ import typer
 
 from app.settings import Settings
 
-app = typer.Typer(help="Overfit Advisor: diagnose overfitting runs and walk the remedy ladder.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Overfit Advisor: diagnose overfitting runs and walk the remedy ladder.",
+    no_args_is_help=True,
+)
 project_app = typer.Typer(help="Projects and their API tokens.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
 
@@ -28,7 +30,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (ADVISOR_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (ADVISOR_PORT).")] = None,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
-    no_migrate: Annotated[bool, typer.Option(help="Skip the upgrade to the latest schema.")] = False,
+    no_migrate: Annotated[
+        bool, typer.Option(help="Skip the upgrade to the latest schema.")
+    ] = False,
 ) -> None:
     """Migrate the database and start the API."""
     import os
@@ -46,10 +50,19 @@ def serve(
         upgrade(settings.database_url)
     logging.basicConfig(level=settings.log_level.upper())
     auth = "required" if settings.auth_required else "off (loopback)"
-    typer.echo(f"Overfit Advisor on http://{settings.host}:{settings.port}  auth: {auth}  "
-               f"database: {_redact(settings.database_url)}")
-    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level=settings.log_level, access_log=False)
+    typer.echo(
+        f"Overfit Advisor on http://{settings.host}:{settings.port}  auth: {auth}  "
+        f"database: {_redact(settings.database_url)}"
+    )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
 
 
 @project_app.command("create")

@@ -48,7 +48,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    # FastAPI passes HTTPExceptions raised while reading the body through as they are.
+                    # FastAPI passes an HTTPException raised while reading the body on as is.
                     raise HTTPException(status_code=413, detail=self.message)
             return message
 
@@ -85,16 +85,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"message": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         detail = [
-            {"field": field_path(e.get("loc", ())), "message": str(e.get("msg")), "type": e.get("type")}
+            {
+                "field": field_path(e.get("loc", ())),
+                "message": str(e.get("msg")),
+                "type": e.get("type"),
+            }
             for e in errors
         ]
-        return JSONResponse({"message": validation_message(errors), "detail": detail}, status_code=422)
+        return JSONResponse(
+            {"message": validation_message(errors), "detail": detail}, status_code=422
+        )
 
     @app.exception_handler(StaleDataError)
     async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
@@ -123,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Overfit Advisor",
         version="1.0.0",
-        summary="Diagnoses training curves and answers with the next remedy on the guidance ladder.",
+        summary="Diagnoses training curves; answers with the next remedy on the guidance ladder.",
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     auth: AuthMode = Field(
         default="auto",
-        description="auto: required unless the server binds to loopback; off is refused off loopback.",
+        description="auto: required unless bound to loopback; off is refused off loopback.",
     )
     default_project: str = "default"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -45,7 +45,9 @@ def client(db_url: str) -> Iterator[TestClient]:
         yield c
 
 
-def epochs_from(train: list[float], valid: list[float], acc: list[float] | None = None) -> list[dict[str, Any]]:
+def epochs_from(
+    train: list[float], valid: list[float], acc: list[float] | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "epoch": i,

@@ -55,12 +55,38 @@ VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
 
 # Directions of common metric names, so a report that names only the metric still gets diagnosed.
 KNOWN_METRICS: dict[str, bool] = {
-    "accuracy": True, "acc": True, "top1": True, "top5": True, "balanced_accuracy": True,
-    "f1": True, "f1_score": True, "fbeta": True, "precision": True, "recall": True,
-    "auc": True, "roc_auc": True, "ap": True, "map": True, "dice": True, "iou": True,
-    "jaccard": True, "miou": True, "r2": True, "mcc": True, "psnr": True, "ssim": True,
-    "error_rate": False, "error": False, "top1_error": False, "top5_error": False,
-    "mse": False, "rmse": False, "mae": False, "perplexity": False, "cer": False, "wer": False,
+    "accuracy": True,
+    "acc": True,
+    "top1": True,
+    "top5": True,
+    "balanced_accuracy": True,
+    "f1": True,
+    "f1_score": True,
+    "fbeta": True,
+    "precision": True,
+    "recall": True,
+    "auc": True,
+    "roc_auc": True,
+    "ap": True,
+    "map": True,
+    "dice": True,
+    "iou": True,
+    "jaccard": True,
+    "miou": True,
+    "r2": True,
+    "mcc": True,
+    "psnr": True,
+    "ssim": True,
+    "error_rate": False,
+    "error": False,
+    "top1_error": False,
+    "top5_error": False,
+    "mse": False,
+    "rmse": False,
+    "mae": False,
+    "perplexity": False,
+    "cer": False,
+    "wer": False,
 }
 
 
@@ -79,6 +105,10 @@ class Thresholds:
     severity_metric: tuple[float, float] = (0.04, 0.12)
     # Training loss that fell by less than this fraction of its first value did not learn.
     not_learning_drop: float = 0.05
+    # Underfit: the training loss ends above this share of its first value while sitting within
+    # ``underfit_gap`` (relative) of the validation loss: the model has not fit the data it sees.
+    underfit_share: float = 0.4
+    underfit_gap: float = 0.1
     # Training loss whose tail rose by this fraction of its own range is diverging.
     diverging_share: float = 0.25
     train_rise_rel: float = 0.10
@@ -131,9 +161,7 @@ def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criter
     if higher_is_better is None:
         known = KNOWN_METRICS.get(name.lower())
         if known is None:
-            raise ValueError(
-                f"metric '{name}' is not a known metric: say whether higher is better"
-            )
+            raise ValueError(f"metric '{name}' is not a known metric: say whether higher is better")
         higher_is_better = known
     return Criterion(name, higher_is_better, is_loss=False)
 
@@ -151,13 +179,15 @@ def infer_criterion(epochs: Sequence[Epoch]) -> Criterion:
     return VALID_LOSS
 
 
-def _smooth(y: Sequence[float]) -> list[float]:
-    """Centred 3-point moving average; the ends average what they have."""
-    if len(y) < 3:
+def _rolling_mean(y: Sequence[float], width: int) -> list[float]:
+    """Means of every ``width`` consecutive values (trailing windows), in O(n)."""
+    if width <= 1 or len(y) < width:
         return list(y)
-    out = [(y[0] + y[1]) / 2]
-    out.extend([(a + b + c) / 3 for a, b, c in zip(y, y[1:], y[2:], strict=False)])
-    out.append((y[-2] + y[-1]) / 2)
+    total = sum(y[:width])
+    out = [total / width]
+    for old, new in zip(y, y[width:], strict=False):
+        total += new - old
+        out.append(total / width)
     return out
 
 
@@ -170,7 +200,10 @@ def _noise(y: Sequence[float]) -> float:
     start = max(1, len(y) // 3)
     if len(y) - start < 4:
         start = 1
-    d2 = [abs(a - 2 * b + c) for a, b, c in zip(y[start - 1 :], y[start:], y[start + 1 :], strict=False)]
+    d2 = [
+        abs(a - 2 * b + c)
+        for a, b, c in zip(y[start - 1 :], y[start:], y[start + 1 :], strict=False)
+    ]
     if not d2:
         return 0.0
     return 1.4826 * median(d2) / math.sqrt(6)
@@ -213,16 +246,19 @@ def diagnose(
 
     k = max(1, min(5, n // 4))  # tail length: the "end of training" we judge
     best = _argmin(y)
-    smooth = _smooth(y)
-    best_smooth = _argmin(smooth)
+    # The best level is the best k-epoch window, so it is compared like with like against the
+    # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
+    windows = _rolling_mean(y, k)
+    best_window = _argmin(windows)
     noise = _noise(y)
     scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
     min_rel = thresholds.min_rel_loss if crit.is_loss else thresholds.min_rel_metric
     threshold = max(min_rel * scale, thresholds.noise_z * noise)
 
     tail = fmean(y[-k:])
-    degradation = tail - smooth[best_smooth]
-    degraded = degradation > threshold and best_smooth < n - k
+    degradation = tail - windows[best_window]
+    # best_window indexes windows ending at best_window + k - 1; it must end before the tail.
+    degraded = degradation > threshold and best_window + k - 1 < n - k
 
     # Still improving: the tail beats the window just before it by a clear margin.
     before = y[-2 * k : -k] if n >= 2 * k + 1 else y[:-k]
@@ -232,10 +268,13 @@ def diagnose(
     train_tail = fmean(train[-k:])
     train_rise = train_tail - train[train_min_at]
     train_range = max(train) - train[train_min_at]
-    train_worsening = (
-        train_min_at < n - k
-        and train_rise > thresholds.train_rise_rel * train[train_min_at]
-        and train_rise > thresholds.noise_z * _noise(train)
+    # Worse beyond noise, or doubled: an oscillating blow-up is its own "noise".
+    train_worsening = train_min_at < n - k and (
+        train_rise > train[train_min_at]
+        or (
+            train_rise > thresholds.train_rise_rel * train[train_min_at]
+            and train_rise > thresholds.noise_z * _noise(train)
+        )
     )
     train_change = _rel(train_tail - train[best], train[best])
     trend = "improving" if train_change < -0.01 else "worsening" if train_change > 0.01 else "flat"
@@ -262,12 +301,14 @@ def diagnose(
             f"{'improving' if trend == 'improving' else 'steady'}: {severity} overfitting."
         )
     elif _rel(train[0] - train[train_min_at], train[0]) < thresholds.not_learning_drop or (
-        still_improving and train[-1] >= valid[-1]
+        train_tail > thresholds.underfit_share * train[0]
+        and fmean(valid[-k:]) - train_tail < thresholds.underfit_gap * train_tail
     ):
         verdict = Verdict.UNDERFITTING
         summary = (
-            "The model does not fit even its training data yet "
-            f"(training loss {train[-1]:.4g}, validation loss {valid[-1]:.4g}"
+            "The model does not fit even its training data: its training loss ended at "
+            f"{train_tail / train[0]:.0%} of its first value and close to the validation loss "
+            f"({train[-1]:.4g} vs {valid[-1]:.4g}"
             f"{', still improving' if still_improving else ''}): train longer, use a larger "
             "model or less regularization."
         )

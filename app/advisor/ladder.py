@@ -121,6 +121,7 @@ def _level_of(value: float | None, steps: tuple[float, ...]) -> int:
 
 # --- more data ---------------------------------------------------------------------------------
 
+
 def _more_data_blocked(f: Facts) -> str | None:
     if f.more_data_available is False and (f.data_fraction is None or f.data_fraction >= 1.0):
         return "the report says no more data is available and all of it is already used"
@@ -188,6 +189,7 @@ def _mixup_option(f: Facts, level: int) -> Change:
 
 # --- batch norm --------------------------------------------------------------------------------
 
+
 def _batchnorm_blocked(f: Facts) -> str | None:
     if f.batchnorm:
         return "the model already uses batch normalization"
@@ -254,6 +256,7 @@ def _dropout_body_option(f: Facts, level: int) -> Change:
 
 # --- smaller model -----------------------------------------------------------------------------
 
+
 def _smaller_blocked(f: Facts) -> str | None:
     if f.arch in ARCHS and smaller_sibling(f.arch) is None:
         return f"{f.arch} is already the smallest of its family"
@@ -283,39 +286,77 @@ def _never(f: Facts) -> str | None:
 
 
 RUNGS: tuple[Rung, ...] = (
-    Rung(RungId.MORE_DATA, "More data",
-         "Get more data: more labels, more tasks or label kinds, or the data already on disk.",
-         "data_fraction -> 1.0; otherwise collect more", ("all available data",),
-         _more_data_blocked, lambda f: -1, _more_data_option),
-    Rung(RungId.AUGMENT, "Data augmentation",
-         "Random transformations of the training images every epoch.",
-         "augment: none -> basic -> strong", _AUGMENT_LEVELS,
-         _never, lambda f: _AUGMENT_LEVELS.index(f.augment) if f.augment in _AUGMENT_LEVELS else -1,
-         _augment_option),
-    Rung(RungId.MIXUP, "Mixup / CutMix",
-         "Blend pairs of images and their labels; effective on nearly any data.",
-         "mixup: {kind: mixup, alpha}, alpha 0.2 -> 0.4", tuple(f"alpha {a}" for a in _MIXUP_ALPHAS),
-         _mixup_blocked, lambda f: _level_of(f.mixup_alpha, _MIXUP_ALPHAS) if f.mixup_kind else -1,
-         _mixup_option),
-    Rung(RungId.BATCHNORM, "Batch normalization",
-         "A more generalizable architecture: batch normalization in the head and the body.",
-         "batchnorm: true; the *_bn variant of the body where one exists", ("on",),
-         _batchnorm_blocked, lambda f: -1, _batchnorm_option),
-    Rung(RungId.DROPOUT_HEAD, "Dropout in the head",
-         "Dropout in the last layer or two.",
-         "head.ps: 0 -> 0.25 -> 0.5", tuple(f"p={p}" for p in _HEAD_PS),
-         _never, lambda f: _level_of(f.head_dropout, _HEAD_PS), _dropout_head_option),
-    Rung(RungId.DROPOUT_BODY, "Dropout throughout, weight decay",
-         "Dropout of other kinds throughout the model (stochastic depth, Dropout2d) and "
-         "weight decay.",
-         "body_dropout 0 -> 0.1 -> 0.2, weight_decay -> 0.05 -> 0.1",
-         tuple(f"p={p}, wd={wd}" for p, wd in _BODY_DROPOUT),
-         _never, lambda f: _level_of(f.body_dropout, tuple(p for p, _ in _BODY_DROPOUT)),
-         _dropout_body_option),
-    Rung(RungId.SMALLER_MODEL, "Smaller model",
-         "A smaller version of the architecture; last, because it usually costs accuracy.",
-         "arch: the next smaller model of the family (resnet50 -> resnet34 -> resnet18, ...)",
-         ("next smaller",), _smaller_blocked, lambda f: -1, _smaller_option),
+    Rung(
+        RungId.MORE_DATA,
+        "More data",
+        "Get more data: more labels, more tasks or label kinds, or the data already on disk.",
+        "data_fraction -> 1.0; otherwise collect more",
+        ("all available data",),
+        _more_data_blocked,
+        lambda f: -1,
+        _more_data_option,
+    ),
+    Rung(
+        RungId.AUGMENT,
+        "Data augmentation",
+        "Random transformations of the training images every epoch.",
+        "augment: none -> basic -> strong",
+        _AUGMENT_LEVELS,
+        _never,
+        lambda f: _AUGMENT_LEVELS.index(f.augment) if f.augment in _AUGMENT_LEVELS else -1,
+        _augment_option,
+    ),
+    Rung(
+        RungId.MIXUP,
+        "Mixup / CutMix",
+        "Blend pairs of images and their labels; effective on nearly any data.",
+        "mixup: {kind: mixup, alpha}, alpha 0.2 -> 0.4",
+        tuple(f"alpha {a}" for a in _MIXUP_ALPHAS),
+        _mixup_blocked,
+        lambda f: _level_of(f.mixup_alpha, _MIXUP_ALPHAS) if f.mixup_kind else -1,
+        _mixup_option,
+    ),
+    Rung(
+        RungId.BATCHNORM,
+        "Batch normalization",
+        "A more generalizable architecture: batch normalization in the head and the body.",
+        "batchnorm: true; the *_bn variant of the body where one exists",
+        ("on",),
+        _batchnorm_blocked,
+        lambda f: -1,
+        _batchnorm_option,
+    ),
+    Rung(
+        RungId.DROPOUT_HEAD,
+        "Dropout in the head",
+        "Dropout in the last layer or two.",
+        "head.ps: 0 -> 0.25 -> 0.5",
+        tuple(f"p={p}" for p in _HEAD_PS),
+        _never,
+        lambda f: _level_of(f.head_dropout, _HEAD_PS),
+        _dropout_head_option,
+    ),
+    Rung(
+        RungId.DROPOUT_BODY,
+        "Dropout throughout, weight decay",
+        "Dropout of other kinds throughout the model (stochastic depth, Dropout2d) and "
+        "weight decay.",
+        "body_dropout 0 -> 0.1 -> 0.2, weight_decay -> 0.05 -> 0.1",
+        tuple(f"p={p}, wd={wd}" for p, wd in _BODY_DROPOUT),
+        _never,
+        lambda f: _level_of(f.body_dropout, tuple(p for p, _ in _BODY_DROPOUT)),
+        _dropout_body_option,
+    ),
+    Rung(
+        RungId.SMALLER_MODEL,
+        "Smaller model",
+        "A smaller version of the architecture; last, because it usually costs accuracy.",
+        "arch: the next smaller model of the family (resnet50 -> resnet34 -> resnet18, ...)",
+        ("next smaller",),
+        _smaller_blocked,
+        lambda f: -1,
+        _smaller_option,
+    ),
 )
 
 RUNG_BY_ID: Mapping[str, Rung] = {r.id.value: r for r in RUNGS}
@@ -342,7 +383,9 @@ def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
             return Skip(rid, f"verified as helping and {already}, its strongest level")
         level = current + 1
         action, change, why = rung.option(facts, level)
-        why = f"Verified as helping in this lineage; the model still overfits, so go stronger. {why}"
+        why = (
+            f"Verified as helping in this lineage; the model still overfits, so go stronger. {why}"
+        )
         return Option(rid, level, action, change, why)
     action, change, why = rung.option(facts, 0)
     return Option(rid, 0, action, change, why)
@@ -361,11 +404,18 @@ def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) 
         chosen: Option | None = smaller
         alternatives = [o for o in options if o is not smaller][:1]
         limits = " and ".join(
-            w for w, on in (("too slow", facts.time_limited), ("too memory-hungry", facts.memory_limited))
+            w
+            for w, on in (
+                ("too slow", facts.time_limited),
+                ("too memory-hungry", facts.memory_limited),
+            )
             if on
         )
         chosen = Option(
-            smaller.rung, smaller.level, smaller.action, smaller.change,
+            smaller.rung,
+            smaller.level,
+            smaller.action,
+            smaller.change,
             f"Offered first because the report says training is {limits}. {smaller.rationale}",
         )
     else:

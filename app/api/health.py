@@ -27,7 +27,11 @@ def readyz(request: Request) -> JSONResponse:
         )
     ok = current == head
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "database": "reachable",
-         "revision": current, "head": head},
+        {
+            "status": "ok" if ok else "unavailable",
+            "database": "reachable",
+            "revision": current,
+            "head": head,
+        },
         status_code=200 if ok else 503,
     )

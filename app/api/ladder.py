@@ -10,8 +10,14 @@ router = APIRouter(tags=["ladder"])
 
 def ladder_rungs() -> list[RungOut]:
     return [
-        RungOut(id=r.id.value, order=i, title=r.title, remedy=r.remedy, changes=r.changes,
-                levels=list(r.levels))
+        RungOut(
+            id=r.id.value,
+            order=i,
+            title=r.title,
+            remedy=r.remedy,
+            changes=r.changes,
+            levels=list(r.levels),
+        )
         for i, r in enumerate(RUNGS, start=1)
     ]
 

@@ -1,7 +1,7 @@
 """/api/v1/runs: report runs, append epochs, browse history and lineage."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -15,7 +15,7 @@ from app.services.projects import project_by_name
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
     403: {"model": ErrorOut},
     404: {"model": ErrorOut},
@@ -63,8 +63,16 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunPage:
     runs, next_cursor = service.list_runs(
-        session, scope, project=project, verdict=verdict, rung=rung, name=name,
-        created_after=created_after, created_before=created_before, cursor=cursor, limit=limit,
+        session,
+        scope,
+        project=project,
+        verdict=verdict,
+        rung=rung,
+        name=name,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+        limit=limit,
     )
     return RunPage(items=service.summaries(session, runs), next_cursor=next_cursor)
 

@@ -1,4 +1,4 @@
-"""Run reports: store them with their diagnosis and recommendation, append epochs, browse history."""
+"""Run reports: stored with diagnosis and recommendation, epochs appended, history browsed."""
 
 import base64
 from collections.abc import Sequence
@@ -27,7 +27,9 @@ from app.services.projects import Scope
 MAX_LINEAGE_DEPTH = 1000
 
 
-def facts_of(task: str, model: dict[str, Any], data: dict[str, Any], constraints: dict[str, Any]) -> Facts:
+def facts_of(
+    task: str, model: dict[str, Any], data: dict[str, Any], constraints: dict[str, Any]
+) -> Facts:
     mixup = data.get("mixup") or {}
     return Facts(
         task=task,
@@ -74,7 +76,7 @@ def ancestor_ids(session: Session, parent_id: int | None) -> list[int]:
     chain = select(Run.id, Run.parent_id).where(Run.id == parent_id).cte("chain", recursive=True)
     chain = chain.union(select(Run.id, Run.parent_id).join(chain, Run.id == chain.c.parent_id))
     rows = session.execute(select(chain.c.id, chain.c.parent_id).limit(MAX_LINEAGE_DEPTH))
-    parents: dict[int, int | None] = {child: parent for child, parent in rows}
+    parents: dict[int, int | None] = dict(rows.all())
     ordered: list[int] = []
     current: int | None = parent_id
     while current is not None and current in parents:
@@ -87,9 +89,7 @@ def lineage_history(session: Session, run_ids: Sequence[int]) -> History:
     """Rungs applied along the chain and the latest verification verdict of each rung."""
     if not run_ids:
         return History()
-    applied = {
-        r for r in session.scalars(select(Run.applied_rung).where(Run.id.in_(run_ids))) if r
-    }
+    applied = {r for r in session.scalars(select(Run.applied_rung).where(Run.id.in_(run_ids))) if r}
     latest: dict[str, str] = {}
     rows = session.execute(
         select(Verification.rung, Verification.verdict)
@@ -141,7 +141,7 @@ def create_run(
         metric_higher_is_better=criterion.higher_is_better if criterion else None,
         epochs=[e.model_dump() for e in body.epochs],
     )
-    chain = [body.parent_id, *ancestor_ids(session, parent.parent_id)] if parent else []
+    chain = [parent.id, *ancestor_ids(session, parent.parent_id)] if parent else []
     history = lineage_history(session, chain)
     if applied:
         history = History(history.applied | {applied}, history.confirmed, history.refuted)
@@ -160,7 +160,9 @@ def append_epochs(session: Session, run: Run, epochs: list[EpochIn], *, max_epoc
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
     run.epochs = [*run.epochs, *(e.model_dump() for e in epochs)]
-    _store_assessment(run, lineage_history(session, [run.id, *ancestor_ids(session, run.parent_id)]))
+    _store_assessment(
+        run, lineage_history(session, [run.id, *ancestor_ids(session, run.parent_id)])
+    )
     session.flush()
     return run
 
@@ -209,8 +211,8 @@ def run_out(session: Session, run: Run) -> RunOut:
         constraints=run.constraints,
         recipe=run.recipe,
         epochs=run.epochs,
-        diagnosis=run.diagnosis,  # type: ignore[arg-type]
-        recommendation=run.recommendation,  # type: ignore[arg-type]
+        diagnosis=run.diagnosis,
+        recommendation=run.recommendation,
     )
 
 
@@ -247,7 +249,7 @@ def list_runs(
     limit: int = 50,
 ) -> tuple[list[Run], str | None]:
     """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive."""
-    query: Select[tuple[Run]] = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    query: Select[Run] = select(Run).order_by(Run.id.desc()).limit(limit + 1)
     if not scope.sees_all:
         query = query.where(Run.project_id == scope.project_id)
     if project is not None:
@@ -276,7 +278,9 @@ def descendant_ids(session: Session, run_id: int) -> list[int]:
     found: list[int] = []
     frontier = [run_id]
     while frontier and len(found) < MAX_LINEAGE_DEPTH * 10:
-        frontier = list(session.scalars(select(Run.id).where(Run.parent_id.in_(frontier)).order_by(Run.id)))
+        frontier = list(
+            session.scalars(select(Run.id).where(Run.parent_id.in_(frontier)).order_by(Run.id))
+        )
         found.extend(frontier)
     return found
 

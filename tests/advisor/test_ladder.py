@@ -2,6 +2,7 @@
 
 import math
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -13,9 +14,7 @@ ORDER = [r.id.value for r in RUNGS]
 
 
 def overfitting() -> Diagnosis:
-    epochs = [
-        Epoch(i, 1.5 * 0.8**i + 0.01, 0.6 + 0.004 * (i - 6) ** 2, {}) for i in range(20)
-    ]
+    epochs = [Epoch(i, 1.5 * 0.8**i + 0.01, 0.6 + 0.004 * (i - 6) ** 2, {}) for i in range(20)]
     d = diagnose(epochs)
     assert d.verdict == Verdict.OVERFITTING
     return d
@@ -23,12 +22,27 @@ def overfitting() -> Diagnosis:
 
 OVER = overfitting()
 # Facts under which every rung before `smaller_model` can apply.
-FRESH = Facts(arch="vgg16", batchnorm=False, head_dropout=0.0, body_dropout=0.0, augment="none",
-              more_data_available=True, data_fraction=1.0)
+FRESH = Facts(
+    arch="vgg16",
+    batchnorm=False,
+    head_dropout=0.0,
+    body_dropout=0.0,
+    augment="none",
+    more_data_available=True,
+    data_fraction=1.0,
+)
 # Facts under which rungs 1-6 are all already in the recipe.
-SATURATED = Facts(arch="resnet50", batchnorm=True, head_dropout=0.5, body_dropout=0.2,
-                  augment="strong", mixup_kind="mixup", mixup_alpha=0.4,
-                  more_data_available=False, data_fraction=1.0)
+SATURATED = Facts(
+    arch="resnet50",
+    batchnorm=True,
+    head_dropout=0.5,
+    body_dropout=0.2,
+    augment="strong",
+    mixup_kind="mixup",
+    mixup_alpha=0.4,
+    more_data_available=False,
+    data_fraction=1.0,
+)
 
 
 def walk(facts: Facts, history: History = History()) -> Recommendation:
@@ -40,8 +54,15 @@ def skipped(rec: Recommendation) -> dict[str, str]:
 
 
 def test_the_seven_rungs_in_order() -> None:
-    assert ORDER == ["more_data", "augment", "mixup", "batchnorm", "dropout_head",
-                     "dropout_body", "smaller_model"]
+    assert ORDER == [
+        "more_data",
+        "augment",
+        "mixup",
+        "batchnorm",
+        "dropout_head",
+        "dropout_body",
+        "smaller_model",
+    ]
 
 
 def test_the_ladder_is_climbed_one_rung_at_a_time() -> None:
@@ -81,14 +102,19 @@ def test_more_data_first_and_its_changes() -> None:
         (Facts(augment="none"), "augment", {"augment": "basic"}, None),
         (Facts(augment="basic"), "mixup", None, "already in the recipe (basic)"),
         (Facts(augment="strong"), "mixup", None, "already in the recipe (strong)"),
-        (Facts(augment="strong", mixup_kind="mixup", mixup_alpha=0.2), "batchnorm", None,
-         "already in the recipe (alpha 0.2)"),
+        (
+            Facts(augment="strong", mixup_kind="mixup", mixup_alpha=0.2),
+            "batchnorm",
+            None,
+            "already in the recipe (alpha 0.2)",
+        ),
         (Facts(augment="strong", task="segmentation"), "batchnorm", None, "segmentation masks"),
     ],
 )
-def test_augment_and_mixup(facts: Facts, rung: str, change: dict[str, str] | None,
-                           reason: str | None) -> None:
-    rec = walk(Facts(**{**_asdict(facts), "more_data_available": False}))
+def test_augment_and_mixup(
+    facts: Facts, rung: str, change: dict[str, str] | None, reason: str | None
+) -> None:
+    rec = walk(replace(facts, more_data_available=False))
     assert rec.rung == rung
     if change is not None:
         assert rec.change == change
@@ -96,48 +122,44 @@ def test_augment_and_mixup(facts: Facts, rung: str, change: dict[str, str] | Non
         assert any(reason in r for r in skipped(rec).values()), skipped(rec)
 
 
-def _asdict(f: Facts) -> dict[str, object]:
-    return {name: getattr(f, name) for name in f.__slots__}  # type: ignore[attr-defined]
-
-
-BASE = {"more_data_available": False, "augment": "strong", "mixup_kind": "mixup",
-        "mixup_alpha": 0.4}
+# Facts where rungs 1-3 are used up, so the walk reaches batch norm and dropout.
+BASE = Facts(more_data_available=False, augment="strong", mixup_kind="mixup", mixup_alpha=0.4)
 
 
 def test_batchnorm_uses_the_bn_sibling_where_one_exists() -> None:
-    rec = walk(Facts(**BASE, arch="vgg16"))
+    rec = walk(replace(BASE, arch="vgg16"))
     assert rec.rung == "batchnorm"
     assert rec.change == {"batchnorm": True, "arch": "vgg16_bn"}
-    rec = walk(Facts(**BASE, arch="alexnet"))
+    rec = walk(replace(BASE, arch="alexnet"))
     assert rec.change == {"batchnorm": True}  # no sibling: BN in the head only
-    rec = walk(Facts(**BASE, arch="resnet34"))
+    rec = walk(replace(BASE, arch="resnet34"))
     assert rec.rung == "dropout_head"
     assert skipped(rec)["batchnorm"] == "resnet34 already uses batch normalization"
-    rec = walk(Facts(**BASE, arch="convnext_tiny"))
+    rec = walk(replace(BASE, arch="convnext_tiny"))
     assert "layer norm" in skipped(rec)["batchnorm"]
-    rec = walk(Facts(**BASE, arch="my_custom_net", batchnorm=True))
+    rec = walk(replace(BASE, arch="my_custom_net", batchnorm=True))
     assert skipped(rec)["batchnorm"] == "the model already uses batch normalization"
 
 
 def test_dropout_levels() -> None:
-    facts = {**BASE, "arch": "resnet34"}
-    assert walk(Facts(**facts)).change == {"head.ps": 0.25}
-    rec = walk(Facts(**facts, head_dropout=0.25))
+    facts = replace(BASE, arch="resnet34")
+    assert walk(facts).change == {"head.ps": 0.25}
+    rec = walk(replace(facts, head_dropout=0.25))
     assert rec.rung == "dropout_body"
     assert rec.change == {"body_dropout": 0.1, "weight_decay": 0.05}
     assert "stochastic depth" in rec.action
-    assert "Dropout2d" in walk(Facts(**{**facts, "arch": "vgg16_bn"}, head_dropout=0.5)).action
+    assert "Dropout2d" in walk(replace(facts, arch="vgg16_bn", head_dropout=0.5)).action
     # A confirmed rung that still leaves the model overfitting goes one level stronger.
     confirmed = History(applied=frozenset({"dropout_head"}), confirmed=frozenset({"dropout_head"}))
-    rec = walk(Facts(**facts, head_dropout=0.25), confirmed)
+    rec = walk(replace(facts, head_dropout=0.25), confirmed)
     assert rec.rung == "dropout_head"
     assert rec.level == 1
     assert rec.change == {"head.ps": 0.5}
     assert "Verified as helping" in rec.rationale
-    rec = walk(Facts(**facts, head_dropout=0.5), confirmed)
+    rec = walk(replace(facts, head_dropout=0.5), confirmed)
     assert rec.rung == "dropout_body"
     assert "strongest level" in skipped(rec)["dropout_head"]
-    rec = walk(Facts(**facts, head_dropout=0.5, weight_decay=0.3))
+    rec = walk(replace(facts, head_dropout=0.5, weight_decay=0.3))
     assert rec.change == {"body_dropout": 0.1, "weight_decay": 0.3}  # never weakens decay
 
 
@@ -148,8 +170,10 @@ def test_mixup_levels_keep_the_kind() -> None:
 
 
 def test_refuted_rungs_are_skipped_even_when_absent() -> None:
-    rec = walk(Facts(more_data_available=False, augment="none"),
-               History(refuted=frozenset({"augment", "mixup"})))
+    rec = walk(
+        Facts(more_data_available=False, augment="none"),
+        History(refuted=frozenset({"augment", "mixup"})),
+    )
     assert rec.rung == "batchnorm"
     assert "refuted" in skipped(rec)["augment"]
     assert "refuted" in skipped(rec)["mixup"]
@@ -161,23 +185,24 @@ def test_smaller_model_only_last() -> None:
     assert rec.change == {"arch": "resnet34"}
     assert [s.rung for s in rec.skipped] == ORDER[:6]
     # With any earlier rung open, smaller_model is not recommended, nor even the alternative.
-    for facts in (FRESH, Facts(**{**_asdict(SATURATED), "head_dropout": 0.0})):
+    for facts in (FRESH, replace(SATURATED, head_dropout=0.0)):
         rec = walk(facts)
         assert rec.rung != "smaller_model"
         assert all(a.rung != "smaller_model" for a in rec.alternatives)
-    assert walk(Facts(**{**_asdict(SATURATED), "arch": "resnet18"})).rung is None
+    assert walk(replace(SATURATED, arch="resnet18")).rung is None
 
 
-@pytest.mark.parametrize("limit", ["time_limited", "memory_limited"])
-def test_constraints_put_the_smaller_model_first(limit: str) -> None:
-    facts = Facts(**{**_asdict(FRESH), "arch": "resnet50", limit: True})
+@pytest.mark.parametrize(("slow", "big"), [(True, False), (False, True), (True, True)])
+def test_constraints_put_the_smaller_model_first(slow: bool, big: bool) -> None:
+    limited = replace(FRESH, time_limited=slow, memory_limited=big)
+    facts = replace(limited, arch="resnet50")
     rec = walk(facts)
     assert rec.rung == "smaller_model"
     assert rec.change == {"arch": "resnet34"}
     assert "too slow" in rec.rationale or "memory-hungry" in rec.rationale
     assert [a.rung for a in rec.alternatives] == ["more_data"]
     # Without a smaller sibling the normal ladder answers.
-    facts = Facts(**{**_asdict(FRESH), "arch": "resnet18", limit: True})
+    facts = replace(limited, arch="resnet18")
     assert walk(facts).rung == "more_data"
 
 
@@ -185,11 +210,13 @@ def test_lineage_rules() -> None:
     applied = History(applied=frozenset({"more_data", "augment"}))
     rec = walk(FRESH, applied)
     assert rec.rung == "mixup"
-    assert skipped(rec) == {"more_data": "already applied in this run's lineage",
-                            "augment": "already applied in this run's lineage"}
+    assert skipped(rec) == {
+        "more_data": "already applied in this run's lineage",
+        "augment": "already applied in this run's lineage",
+    }
     # Smaller model applied and confirmed: the next smaller again.
     history = History(applied=frozenset({"smaller_model"}), confirmed=frozenset({"smaller_model"}))
-    rec = walk(Facts(**{**_asdict(SATURATED), "arch": "resnet34"}), history)
+    rec = walk(replace(SATURATED, arch="resnet34"), history)
     assert rec.change == {"arch": "resnet18"}
 
 
@@ -197,13 +224,18 @@ def test_lineage_rules() -> None:
     ("verdict_epochs", "verdict", "words"),
     [
         ([(2.3, 2.3)] * 10, Verdict.UNDERFITTING, "larger model"),
-        ([(1.0 * 0.8**i + 0.1, 1.0 * 0.8**i + 0.2) for i in range(12)], Verdict.HEALTHY, "not overfitting"),
+        (
+            [(1.0 * 0.8**i + 0.1, 1.0 * 0.8**i + 0.2) for i in range(12)],
+            Verdict.HEALTHY,
+            "not overfitting",
+        ),
         ([(1.0 + i * i, 1.0 + i * i) for i in range(8)], Verdict.DIVERGING, "learning rate"),
         ([(1.0, 1.0)] * 2, Verdict.INSUFFICIENT_DATA, "more epochs"),
     ],
 )
-def test_no_remedy_when_not_overfitting(verdict_epochs: list[tuple[float, float]], verdict: Verdict,
-                                        words: str) -> None:
+def test_no_remedy_when_not_overfitting(
+    verdict_epochs: list[tuple[float, float]], verdict: Verdict, words: str
+) -> None:
     d = diagnose([Epoch(i, t, v, {}) for i, (t, v) in enumerate(verdict_epochs)])
     assert d.verdict == verdict
     rec = recommend(d, Facts(arch="resnet34", lr=1e-2))
@@ -223,7 +255,7 @@ def test_every_architecture_has_consistent_table_facts() -> None:
         if smaller is not None:
             assert ARCHS[smaller].family == meta.family
             assert sibling(smaller, +1) == name
-        rec = walk(Facts(**{**_asdict(SATURATED), "arch": name}))
+        rec = walk(replace(SATURATED, arch=name))
         assert rec.rung == ("smaller_model" if smaller else None), name
         assert rec.rung is None or rec.change == {"arch": smaller}
 
@@ -231,8 +263,10 @@ def test_every_architecture_has_consistent_table_facts() -> None:
 def test_the_advisor_imports_neither_torch_nor_sqlalchemy() -> None:
     import subprocess
 
-    code = ("import sys, app.advisor.ladder, app.advisor.diagnosis, app.builder.meta; "
-            "print(sorted(m for m in ('torch', 'sqlalchemy', 'fastapi', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, app.advisor.ladder, app.advisor.diagnosis, app.builder.meta; "
+        "print(sorted(m for m in ('torch', 'sqlalchemy', 'fastapi', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

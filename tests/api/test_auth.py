@@ -24,8 +24,11 @@ def test_requests_without_a_valid_token_are_refused(db_url: str) -> None:
         assert r.status_code == 401
         assert r.headers["www-authenticate"] == "Bearer"
         assert "token" in r.json()["message"]
-        r = client.post("/api/v1/runs", json={"epochs": overfit_epochs()},
-                        headers={"Authorization": "Bearer oa_wrong"})
+        r = client.post(
+            "/api/v1/runs",
+            json={"epochs": overfit_epochs()},
+            headers={"Authorization": "Bearer oa_wrong"},
+        )
         assert r.status_code == 401
         r = client.get("/api/v1/runs", headers={"Authorization": f"Basic {token}"})
         assert r.status_code == 401
@@ -41,7 +44,9 @@ def test_a_project_sees_only_its_own_runs(db_url: str) -> None:
     a = {"Authorization": f"Bearer {alice}"}
     b = {"Authorization": f"Bearer {bob}"}
     with make_client(db_url, auth="required") as client:
-        run = client.post("/api/v1/runs", json={"name": "a1", "epochs": overfit_epochs()}, headers=a)
+        run = client.post(
+            "/api/v1/runs", json={"name": "a1", "epochs": overfit_epochs()}, headers=a
+        )
         assert run.status_code == 201
         assert run.json()["project"] == "alice"
         run_id = run.json()["id"]
@@ -50,16 +55,23 @@ def test_a_project_sees_only_its_own_runs(db_url: str) -> None:
             r = client.get(path, headers=b)
             assert r.status_code == 404
             assert r.json()["message"] == f"run {run_id} not found"
-        r = client.post(f"/api/v1/runs/{run_id}/epochs", headers=b,
-                        json={"epochs": [{"epoch": 99, "train_loss": 0.1, "valid_loss": 0.1}]})
+        r = client.post(
+            f"/api/v1/runs/{run_id}/epochs",
+            headers=b,
+            json={"epochs": [{"epoch": 99, "train_loss": 0.1, "valid_loss": 0.1}]},
+        )
         assert r.status_code == 404
         assert client.get("/api/v1/runs", headers=b).json()["items"] == []
         assert [r["id"] for r in client.get("/api/v1/runs", headers=a).json()["items"]] == [run_id]
         # Bob cannot write into Alice's project, nor derive a run from hers.
-        r = client.post("/api/v1/runs", json={"project": "alice", "epochs": overfit_epochs()}, headers=b)
+        r = client.post(
+            "/api/v1/runs", json={"project": "alice", "epochs": overfit_epochs()}, headers=b
+        )
         assert r.status_code == 403
         assert "project" in r.json()["message"]
-        r = client.post("/api/v1/runs", json={"parent_id": run_id, "epochs": overfit_epochs()}, headers=b)
+        r = client.post(
+            "/api/v1/runs", json={"parent_id": run_id, "epochs": overfit_epochs()}, headers=b
+        )
         assert r.status_code == 422
         assert "parent_id" in r.json()["message"]
         assert client.get("/api/v1/runs", headers=b).json()["items"] == []

@@ -23,17 +23,31 @@ def with_epoch(i: int, **fields: Any) -> list[dict[str, Any]]:
 
 CASES: list[tuple[str, Any, int, str]] = [
     ("negative loss", report(epochs=with_epoch(2, valid_loss=-0.1)), 422, "epochs[2].valid_loss"),
-    ("loss of wrong type", report(epochs=with_epoch(1, train_loss="low")), 422, "epochs[1].train_loss"),
-    ("metric of wrong type", report(epochs=with_epoch(0, metrics={"accuracy": "high"})), 422,
-     "epochs[0].metrics.accuracy"),
+    (
+        "loss of wrong type",
+        report(epochs=with_epoch(1, train_loss="low")),
+        422,
+        "epochs[1].train_loss",
+    ),
+    (
+        "metric of wrong type",
+        report(epochs=with_epoch(0, metrics={"accuracy": "high"})),
+        422,
+        "epochs[0].metrics.accuracy",
+    ),
     ("duplicated epoch", report(epochs=with_epoch(3, epoch=2)), 422, "epochs[3].epoch"),
     ("epochs out of order", report(epochs=with_epoch(3, epoch=1)), 422, "epochs[3].epoch"),
     ("negative epoch number", report(epochs=with_epoch(0, epoch=-1)), 422, "epochs[0].epoch"),
     ("metric named but missing", report(metric={"name": "accuracy"}), 422, "epochs[0].metrics"),
-    ("unknown metric direction", report(
-        metric={"name": "bleurgh"},
-        epochs=[{**e, "metrics": {"bleurgh": 1.0}} for e in overfit_epochs(6)]),
-     422, "metric.higher_is_better"),
+    (
+        "unknown metric direction",
+        report(
+            metric={"name": "bleurgh"},
+            epochs=[{**e, "metrics": {"bleurgh": 1.0}} for e in overfit_epochs(6)],
+        ),
+        422,
+        "metric.higher_is_better",
+    ),
     ("missing epochs", {"name": "x"}, 422, "epochs"),
     ("epochs not a list", report(epochs={"epoch": 0}), 422, "epochs"),
     ("unknown top-level field", report(epoch=[]), 422, "epoch"),
@@ -41,8 +55,12 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("unknown augment", report(data={"augment": "lots"}), 422, "data.augment"),
     ("dropout above 1", report(model={"head_dropout": 1.5}), 422, "model.head_dropout"),
     ("data fraction of zero", report(data={"data_fraction": 0}), 422, "data.data_fraction"),
-    ("wrong constraint type", report(constraints={"time_limited": "sometimes"}), 422,
-     "constraints.time_limited"),
+    (
+        "wrong constraint type",
+        report(constraints={"time_limited": "sometimes"}),
+        422,
+        "constraints.time_limited",
+    ),
     ("unknown applied rung", report(applied_rung="pray"), 422, "applied_rung"),
     ("unknown parent", report(parent_id=424242), 422, "parent_id"),
     ("unknown project", report(project="nobody"), 422, "project"),
@@ -72,7 +90,8 @@ def test_non_finite_values_are_refused(client: TestClient, value: str, where: st
         epochs[4][where] = float(value)
         field = f"epochs[4].{where}"
     r = client.post(
-        "/api/v1/runs", content=json.dumps({"epochs": epochs}),
+        "/api/v1/runs",
+        content=json.dumps({"epochs": epochs}),
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 422, r.text
@@ -81,7 +100,9 @@ def test_non_finite_values_are_refused(client: TestClient, value: str, where: st
 
 
 def test_malformed_json_is_refused(client: TestClient) -> None:
-    r = client.post("/api/v1/runs", content=b'{"epochs": [', headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/v1/runs", content=b'{"epochs": [', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert "JSON" in r.json()["message"]
 
@@ -98,7 +119,9 @@ def test_body_over_the_limit_is_refused(db_url: str) -> None:
             for i in range(0, len(body), 1000):
                 yield body[i : i + 1000]
 
-        r = client.post("/api/v1/runs", content=chunks(), headers={"content-type": "application/json"})
+        r = client.post(
+            "/api/v1/runs", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413
         assert client.get("/api/v1/runs").json()["items"] == []
 
@@ -109,16 +132,27 @@ def test_too_many_epochs_is_refused(db_url: str) -> None:
         assert r.status_code == 422
         assert "epochs" in r.json()["message"]
         run = client.post("/api/v1/runs", json=report(epochs=overfit_epochs(10)[:8])).json()
-        r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": overfit_epochs(10)[8:] + [
-            {"epoch": 10, "train_loss": 0.1, "valid_loss": 0.9, "metrics": {}}]})
+        r = client.post(
+            f"/api/v1/runs/{run['id']}/epochs",
+            json={
+                "epochs": [
+                    *overfit_epochs(10)[8:],
+                    {"epoch": 10, "train_loss": 0.1, "valid_loss": 0.9},
+                ]
+            },
+        )
         assert r.status_code == 422
         assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 8
 
 
 def test_bad_query_parameters(client: TestClient) -> None:
-    for params, field in (({"verdict": "great"}, "verdict"), ({"rung": "x"}, "rung"),
-                          ({"limit": 0}, "limit"), ({"cursor": "%%%"}, "cursor"),
-                          ({"created_after": "yesterday"}, "created_after")):
+    for params, field in (
+        ({"verdict": "great"}, "verdict"),
+        ({"rung": "x"}, "rung"),
+        ({"limit": 0}, "limit"),
+        ({"cursor": "%%%"}, "cursor"),
+        ({"created_after": "yesterday"}, "created_after"),
+    ):
         r = client.get("/api/v1/runs", params=params)
         assert r.status_code == 422, (params, r.text)
         assert field in r.json()["message"]

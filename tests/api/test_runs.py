@@ -12,7 +12,8 @@ def post(client: TestClient, **body: Any) -> dict[str, Any]:
     body.setdefault("epochs", overfit_epochs())
     r = client.post("/api/v1/runs", json=body)
     assert r.status_code == 201, r.text
-    return r.json()
+    run: dict[str, Any] = r.json()
+    return run
 
 
 def test_report_gets_diagnosis_and_next_rung(client: TestClient) -> None:
@@ -20,8 +21,12 @@ def test_report_gets_diagnosis_and_next_rung(client: TestClient) -> None:
         client,
         name="resnet34-pets",
         model={"arch": "resnet34", "batchnorm": True, "head_dropout": 0.0},
-        data={"n_train": 5912, "augment": "none", "more_data_available": False,
-              "data_fraction": 1.0},
+        data={
+            "n_train": 5912,
+            "augment": "none",
+            "more_data_available": False,
+            "data_fraction": 1.0,
+        },
     )
     assert run["project"] == "default"
     assert run["verdict"] == "overfitting"
@@ -36,12 +41,19 @@ def test_report_gets_diagnosis_and_next_rung(client: TestClient) -> None:
     assert rec["rung"] == "augment"
     assert rec["change"] == {"augment": "basic"}
     assert rec["skipped"] == [
-        {"rung": "more_data",
-         "reason": "the report says no more data is available and all of it is already used"}
+        {
+            "rung": "more_data",
+            "reason": "the report says no more data is available and all of it is already used",
+        }
     ]
     assert rec["alternatives"][0]["rung"] == "mixup"
     assert [s["rung"] for s in rec["ladder"]] == [
-        "more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
+        "more_data",
+        "augment",
+        "mixup",
+        "batchnorm",
+        "dropout_head",
+        "dropout_body",
         "smaller_model",
     ]
 
@@ -79,8 +91,10 @@ def test_appending_an_epoch_already_stored_is_refused(client: TestClient) -> Non
 
 
 def test_child_run_skips_the_rung_its_parent_applied(client: TestClient) -> None:
-    facts = {"model": {"arch": "resnet34", "batchnorm": True},
-             "data": {"more_data_available": False, "augment": "none"}}
+    facts = {
+        "model": {"arch": "resnet34", "batchnorm": True},
+        "data": {"more_data_available": False, "augment": "none"},
+    }
     parent = post(client, name="base", **facts)
     assert parent["rung"] == "augment"
     child = post(client, name="child", parent_id=parent["id"], **facts)
@@ -132,9 +146,13 @@ def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
     assert client.get("/api/v1/runs", params={"project": "nobody"}).json()["items"] == []
 
     now = datetime.now(UTC)
-    after = client.get("/api/v1/runs", params={"created_after": (now - timedelta(hours=1)).isoformat()})
+    after = client.get(
+        "/api/v1/runs", params={"created_after": (now - timedelta(hours=1)).isoformat()}
+    )
     assert len(after.json()["items"]) == 7
-    before = client.get("/api/v1/runs", params={"created_before": (now - timedelta(hours=1)).isoformat()})
+    before = client.get(
+        "/api/v1/runs", params={"created_before": (now - timedelta(hours=1)).isoformat()}
+    )
     assert before.json()["items"] == []
 
 
@@ -161,7 +179,12 @@ def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
 def test_ladder_endpoint_lists_the_seven_rungs_in_order(client: TestClient) -> None:
     rungs = client.get("/api/v1/ladder").json()
     assert [r["id"] for r in rungs] == [
-        "more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
+        "more_data",
+        "augment",
+        "mixup",
+        "batchnorm",
+        "dropout_head",
+        "dropout_body",
         "smaller_model",
     ]
     assert [r["order"] for r in rungs] == list(range(1, 8))

@@ -57,6 +57,7 @@ ACCURACY = {"name": "accuracy", "higher_is_better": True}
 # helpers shared by both sections
 # --------------------------------------------------------------------------
 
+
 def r6(x):
     """Round to 6 significant digits."""
     x = float(x)
@@ -67,8 +68,7 @@ def r6(x):
 
 def write_curve(name, label, source, notes, metric, epochs, show=False):
     assert source in ("real", "synthetic")
-    assert label in ("overfitting", "healthy", "underfitting", "diverging",
-                     "insufficient_data")
+    assert label in ("overfitting", "healthy", "underfitting", "diverging", "insufficient_data")
     rows = []
     for i, ep in enumerate(epochs):
         tr, va = r6(ep["train_loss"]), r6(ep["valid_loss"])
@@ -76,10 +76,15 @@ def write_curve(name, label, source, notes, metric, epochs, show=False):
         mets = {k: r6(v) for k, v in ep.get("metrics", {}).items()}
         if metric is not None:
             assert metric["name"] in mets, (name, i)
-        rows.append({"epoch": i, "train_loss": tr, "valid_loss": va,
-                     "metrics": mets})
-    doc = {"name": name, "label": label, "source": source, "notes": notes,
-           "metric": metric, "epochs": rows}
+        rows.append({"epoch": i, "train_loss": tr, "valid_loss": va, "metrics": mets})
+    doc = {
+        "name": name,
+        "label": label,
+        "source": source,
+        "notes": notes,
+        "metric": metric,
+        "epochs": rows,
+    }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -87,8 +92,10 @@ def write_curve(name, label, source, notes, metric, epochs, show=False):
         print(f"\n{name}  [{label}]  metric={metric and metric['name']}")
         for row in rows:
             m = " ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items())
-            print(f"  {row['epoch']:3d}  train={row['train_loss']:9.4f}  "
-                  f"valid={row['valid_loss']:9.4f}  {m}")
+            print(
+                f"  {row['epoch']:3d}  train={row['train_loss']:9.4f}  "
+                f"valid={row['valid_loss']:9.4f}  {m}"
+            )
     return path
 
 
@@ -96,11 +103,13 @@ def write_curve(name, label, source, notes, metric, epochs, show=False):
 # Section 1: REAL training on load_digits
 # --------------------------------------------------------------------------
 
+
 def load_split():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     X_pool, X_valid, y_pool, y_valid = train_test_split(
-        X, y, test_size=500, random_state=0, stratify=y)
+        X, y, test_size=500, random_state=0, stratify=y
+    )
     return X_pool, y_pool, X_valid, y_valid
 
 
@@ -123,7 +132,7 @@ def shift_images(X, rng):
         for sx in (-1, 0, 1):
             sel = (dy == sy) & (dx == sx)
             if sel.any():
-                out[sel] = padded[sel, 1 - sy:9 - sy, 1 - sx:9 - sx]
+                out[sel] = padded[sel, 1 - sy : 9 - sy, 1 - sx : 9 - sx]
     return out.reshape(n, 64)
 
 
@@ -135,24 +144,42 @@ def train_subset(data, n, seed, label_noise):
         idx = idx[:n]
     Xt, yt = X_pool[idx], y_pool[idx].copy()
     if label_noise:
-        k = int(round(label_noise * len(yt)))
+        k = round(label_noise * len(yt))
         j = rng.choice(len(yt), k, replace=False)
         yt[j] = (yt[j] + rng.randint(1, N_CLASSES, k)) % N_CLASSES
     return Xt, yt
 
 
-def run_sklearn(data, epochs, n=None, hidden=(100,), solver="adam", lr=1e-3,
-                alpha=0.0, batch_size=32, momentum=0.9, seed=0,
-                input_noise=0.0, shift=False, label_noise=0.0,
-                train_loss_on_augmented=False):
+def run_sklearn(
+    data,
+    epochs,
+    n=None,
+    hidden=(100,),
+    solver="adam",
+    lr=1e-3,
+    alpha=0.0,
+    batch_size=32,
+    momentum=0.9,
+    seed=0,
+    input_noise=0.0,
+    shift=False,
+    label_noise=0.0,
+    train_loss_on_augmented=False,
+):
     """MLPClassifier trained epoch by epoch with partial_fit."""
     _, _, Xv, yv = data
     Xt, yt = train_subset(data, n, seed, label_noise)
     rng = np.random.RandomState(seed)
-    model = MLPClassifier(hidden_layer_sizes=hidden, solver=solver,
-                          learning_rate="constant", learning_rate_init=lr,
-                          alpha=alpha, batch_size=min(batch_size, len(Xt)),
-                          momentum=momentum, random_state=seed)
+    model = MLPClassifier(
+        hidden_layer_sizes=hidden,
+        solver=solver,
+        learning_rate="constant",
+        learning_rate_init=lr,
+        alpha=alpha,
+        batch_size=min(batch_size, len(Xt)),
+        momentum=momentum,
+        random_state=seed,
+    )
     out = []
     for _ in range(epochs):
         Xe = Xt
@@ -172,13 +199,13 @@ def run_sklearn(data, epochs, n=None, hidden=(100,), solver="adam", lr=1e-3,
         acc = float((pv.argmax(axis=1) == yv).mean())
         if not (math.isfinite(tr) and math.isfinite(va)):
             break
-        out.append({"train_loss": tr, "valid_loss": va,
-                    "metrics": {"accuracy": acc}})
+        out.append({"train_loss": tr, "valid_loss": va, "metrics": {"accuracy": acc}})
     return out
 
 
-def run_numpy(data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9,
-              batch_size=32, seed=0, lr_growth=1.0):
+def run_numpy(
+    data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9, batch_size=32, seed=0, lr_growth=1.0
+):
     """One-hidden-layer tanh MLP, softmax output, minibatch SGD + momentum.
 
     lr_growth != 1 multiplies the learning rate after every epoch (LR range test).
@@ -206,12 +233,12 @@ def run_numpy(data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9,
         for _ in range(epochs):
             order = rng.permutation(len(Xt))
             for s in range(0, len(Xt), batch_size):
-                b = order[s:s + batch_size]
+                b = order[s : s + batch_size]
                 h, P = forward(Xt[b])
                 d2 = (P - onehot[yt[b]]) / len(b)
-                dh = (d2 @ W2.T) * (1.0 - h ** 2)
+                dh = (d2 @ W2.T) * (1.0 - h**2)
                 grads = [Xt[b].T @ dh, dh.sum(0), h.T @ d2, d2.sum(0)]
-                for p, v, g in zip(params, vel, grads):
+                for p, v, g in zip(params, vel, grads, strict=False):
                     v *= momentum
                     v -= lr * g
                     p += v
@@ -223,8 +250,13 @@ def run_numpy(data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9,
             va = clipped_log_loss(pv, yv)
             if not (math.isfinite(tr) and math.isfinite(va)):
                 break
-            out.append({"train_loss": tr, "valid_loss": va,
-                        "metrics": {"accuracy": float((pv.argmax(1) == yv).mean())}})
+            out.append(
+                {
+                    "train_loss": tr,
+                    "valid_loss": va,
+                    "metrics": {"accuracy": float((pv.argmax(1) == yv).mean())},
+                }
+            )
     return out
 
 
@@ -234,138 +266,243 @@ def run_numpy(data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9,
 # shared), in which case it is trained once.
 RUNS = [
     # ---------------- overfitting ----------------
-    dict(name="digits_mlp_adam_lr0.01_n200_h512_noreg", label="overfitting",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=80, n=200, hidden=(512,), lr=0.01, alpha=0.0, batch_size=16),
-         notes="200 train images, wide MLP, no L2, constant LR 0.01: valid loss "
-               "bottoms at 0.314 (epoch 4) then climbs steadily to ~0.45 while train "
-               "loss keeps falling to ~2e-4 (criterion = valid loss)"),
-    dict(name="digits_mlp_sgd_lr0.1_n200_h256_noreg", label="overfitting",
-         metric=None, trainer="sklearn", run="sgd_n200",
-         cfg=dict(epochs=60, n=200, hidden=(256,), solver="sgd", lr=0.1, alpha=0.0),
-         notes="SGD+momentum, 200 images, no L2: valid loss min 0.288 at epoch 9, "
-               "then rises steadily to ~0.348 (+21%, far above the ~0.003 late jitter) "
-               "while train loss keeps falling; metric=null so the criterion is the valid loss"),
-    dict(name="digits_mlp_adam_lr0.01_n100_h512_bs10_noreg", label="overfitting",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=80, n=100, hidden=(512,), lr=0.01, alpha=0.0, batch_size=10, seed=3),
-         notes="only 100 train images, batch 10, no L2: valid loss best 0.351 at "
-               "epoch 11 then rises almost monotonically to 0.407; train loss -> 2e-4"),
-    dict(name="digits_mlp_adam_lr0.01_n300_labelnoise25_acc", label="overfitting",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=60, n=300, hidden=(256,), lr=0.01, alpha=0.0, label_noise=0.25),
-         notes="25% of the 300 train labels corrupted, no L2: the net memorises the "
-               "noise; valid accuracy peaks at 0.862 (epoch 6) and falls to ~0.70-0.72 "
-               "(valid loss 0.62 -> ~1.0) while train loss (on the noisy labels) keeps falling"),
-    dict(name="digits_mlp_adam_lr0.01_n500_h128x128_labelnoise20", label="overfitting",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=60, n=500, hidden=(128, 128), lr=0.01, alpha=0.0,
-                  label_noise=0.2, seed=1),
-         notes="20% corrupted train labels: valid loss best 0.435 at epoch 14, "
-               "then climbs (noisily) to ~0.95 while train loss (noisy labels) falls to ~0.01"),
+    dict(
+        name="digits_mlp_adam_lr0.01_n200_h512_noreg",
+        label="overfitting",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=80, n=200, hidden=(512,), lr=0.01, alpha=0.0, batch_size=16),
+        notes="200 train images, wide MLP, no L2, constant LR 0.01: valid loss "
+        "bottoms at 0.314 (epoch 4) then climbs steadily to ~0.45 while train "
+        "loss keeps falling to ~2e-4 (criterion = valid loss)",
+    ),
+    dict(
+        name="digits_mlp_sgd_lr0.1_n200_h256_noreg",
+        label="overfitting",
+        metric=None,
+        trainer="sklearn",
+        run="sgd_n200",
+        cfg=dict(epochs=60, n=200, hidden=(256,), solver="sgd", lr=0.1, alpha=0.0),
+        notes="SGD+momentum, 200 images, no L2: valid loss min 0.288 at epoch 9, "
+        "then rises steadily to ~0.348 (+21%, far above the ~0.003 late jitter) "
+        "while train loss keeps falling; metric=null so the criterion is the valid loss",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.01_n100_h512_bs10_noreg",
+        label="overfitting",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=80, n=100, hidden=(512,), lr=0.01, alpha=0.0, batch_size=10, seed=3),
+        notes="only 100 train images, batch 10, no L2: valid loss best 0.351 at "
+        "epoch 11 then rises almost monotonically to 0.407; train loss -> 2e-4",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.01_n300_labelnoise25_acc",
+        label="overfitting",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=60, n=300, hidden=(256,), lr=0.01, alpha=0.0, label_noise=0.25),
+        notes="25% of the 300 train labels corrupted, no L2: the net memorises the "
+        "noise; valid accuracy peaks at 0.862 (epoch 6) and falls to ~0.70-0.72 "
+        "(valid loss 0.62 -> ~1.0) while train loss (on the noisy labels) keeps falling",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.01_n500_h128x128_labelnoise20",
+        label="overfitting",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=60, n=500, hidden=(128, 128), lr=0.01, alpha=0.0, label_noise=0.2, seed=1),
+        notes="20% corrupted train labels: valid loss best 0.435 at epoch 14, "
+        "then climbs (noisily) to ~0.95 while train loss (noisy labels) falls to ~0.01",
+    ),
     # ---------------- healthy ----------------
-    dict(name="digits_mlp_sgd_lr0.1_n200_h256_noreg_acc", label="healthy",
-         metric=ACCURACY, trainer="sklearn", run="sgd_n200",
-         cfg=dict(epochs=60, n=200, hidden=(256,), solver="sgd", lr=0.1, alpha=0.0),
-         notes="SAME run as digits_mlp_sgd_lr0.1_n200_h256_noreg but the stored "
-               "criterion is accuracy: valid loss creeps up (+21%) yet accuracy stays "
-               "flat at 0.906-0.916 to the end (best 0.916, last 0.912), so by the "
-               "metric it is not overfitting"),
-    dict(name="digits_mlp_adam_lr0.001_full_h100", label="healthy",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=40, n=None, hidden=(100,), lr=0.001, alpha=1e-4),
-         notes="all 1297 train images, Adam 1e-3, tiny L2: train and valid loss fall "
-               "together, valid still (slowly) improving at the end"),
-    dict(name="digits_mlp_adam_lr0.003_full_h128_gaussnoise0.2", label="healthy",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=50, n=None, hidden=(128,), lr=0.003, alpha=0.0, input_noise=0.2),
-         notes="Gaussian input noise (sd 0.2) added to the train images each epoch "
-               "(train loss measured on clean images): noisy, still-improving valid "
-               "loss, best 0.055 at epoch 41, last 0.058"),
-    dict(name="digits_mlp_adam_lr0.002_full_h128_shift1", label="healthy",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=50, n=None, hidden=(128,), lr=0.002, alpha=1e-4, shift=True),
-         notes="random +-1 pixel shifts of the train images every epoch (train loss "
-               "on unshifted images): valid loss ~ train loss, both still improving"),
-    dict(name="digits_mlp_sgd_lr0.05_full_h64_l2", label="healthy",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=40, n=None, hidden=(64,), solver="sgd", lr=0.05, alpha=1e-3),
-         notes="SGD+momentum on all train images: valid loss converges to a noisy "
-               "plateau ~0.074-0.09 (best 0.0741 at epoch 31, last 0.0779): converged"),
-    dict(name="digits_mlp_adam_lr0.003_n500_h100_alpha0.1", label="healthy",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=50, n=500, hidden=(100,), lr=0.003, alpha=0.1),
-         notes="moderate L2 (alpha 0.1) on 500 images: valid loss converges to a "
-               "plateau ~0.18-0.19 (best 0.179, last 0.186) above train ~0.065; "
-               "accuracy flat ~0.95"),
+    dict(
+        name="digits_mlp_sgd_lr0.1_n200_h256_noreg_acc",
+        label="healthy",
+        metric=ACCURACY,
+        trainer="sklearn",
+        run="sgd_n200",
+        cfg=dict(epochs=60, n=200, hidden=(256,), solver="sgd", lr=0.1, alpha=0.0),
+        notes="SAME run as digits_mlp_sgd_lr0.1_n200_h256_noreg but the stored "
+        "criterion is accuracy: valid loss creeps up (+21%) yet accuracy stays "
+        "flat at 0.906-0.916 to the end (best 0.916, last 0.912), so by the "
+        "metric it is not overfitting",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.001_full_h100",
+        label="healthy",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=None, hidden=(100,), lr=0.001, alpha=1e-4),
+        notes="all 1297 train images, Adam 1e-3, tiny L2: train and valid loss fall "
+        "together, valid still (slowly) improving at the end",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.003_full_h128_gaussnoise0.2",
+        label="healthy",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=50, n=None, hidden=(128,), lr=0.003, alpha=0.0, input_noise=0.2),
+        notes="Gaussian input noise (sd 0.2) added to the train images each epoch "
+        "(train loss measured on clean images): noisy, still-improving valid "
+        "loss, best 0.055 at epoch 41, last 0.058",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.002_full_h128_shift1",
+        label="healthy",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=50, n=None, hidden=(128,), lr=0.002, alpha=1e-4, shift=True),
+        notes="random +-1 pixel shifts of the train images every epoch (train loss "
+        "on unshifted images): valid loss ~ train loss, both still improving",
+    ),
+    dict(
+        name="digits_mlp_sgd_lr0.05_full_h64_l2",
+        label="healthy",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=None, hidden=(64,), solver="sgd", lr=0.05, alpha=1e-3),
+        notes="SGD+momentum on all train images: valid loss converges to a noisy "
+        "plateau ~0.074-0.09 (best 0.0741 at epoch 31, last 0.0779): converged",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.003_n500_h100_alpha0.1",
+        label="healthy",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=50, n=500, hidden=(100,), lr=0.003, alpha=0.1),
+        notes="moderate L2 (alpha 0.1) on 500 images: valid loss converges to a "
+        "plateau ~0.18-0.19 (best 0.179, last 0.186) above train ~0.065; "
+        "accuracy flat ~0.95",
+    ),
     # ---------------- underfitting ----------------
-    dict(name="digits_mlp_sgd_lr0.0001_n500_h100", label="underfitting",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=40, n=500, hidden=(100,), solver="sgd", lr=1e-4, alpha=0.0),
-         notes="tiny LR 1e-4: train loss crawls 2.40 -> 2.16 in 40 epochs, stuck "
-               "near ln(10)=2.30, accuracy <= 0.19"),
-    dict(name="digits_mlp_adam_lr3e-05_full_h100", label="underfitting",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=40, n=None, hidden=(100,), lr=3e-5, alpha=0.0),
-         notes="tiny Adam LR 3e-5: train 2.41 -> 1.57, valid within 1% of train, both "
-               "falling linearly at the end (stopped far too early, LR too small)"),
-    dict(name="digits_mlp_adam_lr0.003_n500_alpha5", label="underfitting",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=40, n=500, hidden=(100,), lr=0.003, alpha=5.0),
-         notes="very strong L2 (alpha 5): train loss 2.08 then stuck at ~1.9-2.0 for 40 epochs"),
-    dict(name="digits_mlp_adam_lr0.003_n500_alpha3", label="underfitting",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=40, n=500, hidden=(100,), lr=0.003, alpha=3.0),
-         notes="strong L2 (alpha 3): train loss drops 2.0 -> 1.29 in 8 epochs then "
-               "is stuck at ~1.24 (converged, but badly under-fitted: an unregularised "
-               "net reaches ~0.01)"),
-    dict(name="digits_mlp_sgd_lr0.001_full_h64_gaussnoise0.4_augtrainloss",
-         label="underfitting", metric=None, trainer="sklearn",
-         cfg=dict(epochs=25, n=None, hidden=(64,), solver="sgd", lr=0.001, alpha=0.0,
-                  input_noise=0.4, train_loss_on_augmented=True),
-         notes="heavy input noise (sd 0.4) + small LR; train loss is measured on the "
-               "noisy train images (as Keras/fastai report it), so it stays ABOVE the "
-               "clean valid loss while both are still clearly falling at epoch 24"),
+    dict(
+        name="digits_mlp_sgd_lr0.0001_n500_h100",
+        label="underfitting",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=500, hidden=(100,), solver="sgd", lr=1e-4, alpha=0.0),
+        notes="tiny LR 1e-4: train loss crawls 2.40 -> 2.16 in 40 epochs, stuck "
+        "near ln(10)=2.30, accuracy <= 0.19",
+    ),
+    dict(
+        name="digits_mlp_adam_lr3e-05_full_h100",
+        label="underfitting",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=None, hidden=(100,), lr=3e-5, alpha=0.0),
+        notes="tiny Adam LR 3e-5: train 2.41 -> 1.57, valid within 1% of train, both "
+        "falling linearly at the end (stopped far too early, LR too small)",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.003_n500_alpha5",
+        label="underfitting",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=500, hidden=(100,), lr=0.003, alpha=5.0),
+        notes="very strong L2 (alpha 5): train loss 2.08 then stuck at ~1.9-2.0 for 40 epochs",
+    ),
+    dict(
+        name="digits_mlp_adam_lr0.003_n500_alpha3",
+        label="underfitting",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=500, hidden=(100,), lr=0.003, alpha=3.0),
+        notes="strong L2 (alpha 3): train loss drops 2.0 -> 1.29 in 8 epochs then "
+        "is stuck at ~1.24 (converged, but badly under-fitted: an unregularised "
+        "net reaches ~0.01)",
+    ),
+    dict(
+        name="digits_mlp_sgd_lr0.001_full_h64_gaussnoise0.4_augtrainloss",
+        label="underfitting",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(
+            epochs=25,
+            n=None,
+            hidden=(64,),
+            solver="sgd",
+            lr=0.001,
+            alpha=0.0,
+            input_noise=0.4,
+            train_loss_on_augmented=True,
+        ),
+        notes="heavy input noise (sd 0.4) + small LR; train loss is measured on the "
+        "noisy train images (as Keras/fastai report it), so it stays ABOVE the "
+        "clean valid loss while both are still clearly falling at epoch 24",
+    ),
     # ---------------- diverging ----------------
-    dict(name="digits_numpy_tanh_sgd_lr0.75_n500_seed0", label="diverging",
-         metric=ACCURACY, trainer="numpy",
-         cfg=dict(epochs=25, n=500, hidden=64, lr=0.75, momentum=0.9, seed=0),
-         notes="numpy tanh MLP, constant LR 0.75 + momentum 0.9: train loss "
-               "oscillates upward 0.47 -> 5-6 (last 2.9, still 6x its start), accuracy collapses"),
-    dict(name="digits_numpy_tanh_sgd_lr0.75_n500_seed1", label="diverging",
-         metric=None, trainer="numpy",
-         cfg=dict(epochs=25, n=500, hidden=64, lr=0.75, momentum=0.9, seed=1),
-         notes="same as seed0 with another seed: train loss climbs in oscillations "
-               "from 0.87 to ~4-8"),
-    dict(name="digits_numpy_tanh_sgd_lr0.7_n500_h128_seed2", label="diverging",
-         metric=None, trainer="numpy",
-         cfg=dict(epochs=30, n=500, hidden=128, lr=0.7, momentum=0.9, seed=2),
-         notes="LR 0.7 + momentum 0.9, 128 tanh units: train loss 0.56 -> 12.7 "
-               "within 3 epochs, then stays blown up at 6-13"),
-    dict(name="digits_numpy_tanh_sgd_lr0.8_full_seed3", label="diverging",
-         metric=ACCURACY, trainer="numpy",
-         cfg=dict(epochs=30, n=None, hidden=64, lr=0.8, momentum=0.9, seed=3),
-         notes="LR 0.8 + momentum 0.9 on all images: train loss oscillates upward "
-               "2.0 -> ~13 (far worse than chance), accuracy 0.74 -> 0.17"),
-    dict(name="digits_numpy_tanh_lr_range_test", label="diverging",
-         metric=None, trainer="numpy",
-         cfg=dict(epochs=30, n=500, hidden=64, lr=0.01, momentum=0.9, lr_growth=1.4),
-         notes="LR range test: LR x1.4 per epoch from 0.01; loss falls to 0.04, then "
-               "the LR gets too high and the train loss explodes to ~14.4 and stays there"),
+    dict(
+        name="digits_numpy_tanh_sgd_lr0.75_n500_seed0",
+        label="diverging",
+        metric=ACCURACY,
+        trainer="numpy",
+        cfg=dict(epochs=25, n=500, hidden=64, lr=0.75, momentum=0.9, seed=0),
+        notes="numpy tanh MLP, constant LR 0.75 + momentum 0.9: train loss "
+        "oscillates upward 0.47 -> 5-6 (last 2.9, still 6x its start), accuracy collapses",
+    ),
+    dict(
+        name="digits_numpy_tanh_sgd_lr0.75_n500_seed1",
+        label="diverging",
+        metric=None,
+        trainer="numpy",
+        cfg=dict(epochs=25, n=500, hidden=64, lr=0.75, momentum=0.9, seed=1),
+        notes="same as seed0 with another seed: train loss climbs in oscillations "
+        "from 0.87 to ~4-8",
+    ),
+    dict(
+        name="digits_numpy_tanh_sgd_lr0.7_n500_h128_seed2",
+        label="diverging",
+        metric=None,
+        trainer="numpy",
+        cfg=dict(epochs=30, n=500, hidden=128, lr=0.7, momentum=0.9, seed=2),
+        notes="LR 0.7 + momentum 0.9, 128 tanh units: train loss 0.56 -> 12.7 "
+        "within 3 epochs, then stays blown up at 6-13",
+    ),
+    dict(
+        name="digits_numpy_tanh_sgd_lr0.8_full_seed3",
+        label="diverging",
+        metric=ACCURACY,
+        trainer="numpy",
+        cfg=dict(epochs=30, n=None, hidden=64, lr=0.8, momentum=0.9, seed=3),
+        notes="LR 0.8 + momentum 0.9 on all images: train loss oscillates upward "
+        "2.0 -> ~13 (far worse than chance), accuracy 0.74 -> 0.17",
+    ),
+    dict(
+        name="digits_numpy_tanh_lr_range_test",
+        label="diverging",
+        metric=None,
+        trainer="numpy",
+        cfg=dict(epochs=30, n=500, hidden=64, lr=0.01, momentum=0.9, lr_growth=1.4),
+        notes="LR range test: LR x1.4 per epoch from 0.01; loss falls to 0.04, then "
+        "the LR gets too high and the train loss explodes to ~14.4 and stays there",
+    ),
     # ---------------- insufficient_data ----------------
-    dict(name="digits_mlp_adam_lr0.01_n200_2epochs", label="insufficient_data",
-         metric=ACCURACY, trainer="sklearn",
-         cfg=dict(epochs=2, n=200, hidden=(256,), lr=0.01, alpha=0.0, seed=5),
-         notes="real run stopped after 2 epochs: too few to judge"),
-    dict(name="digits_mlp_sgd_lr0.1_full_3epochs", label="insufficient_data",
-         metric=None, trainer="sklearn",
-         cfg=dict(epochs=3, n=None, hidden=(64,), solver="sgd", lr=0.1, alpha=1e-4, seed=6),
-         notes="real run stopped after 3 epochs: too few to judge"),
-    dict(name="digits_numpy_tanh_sgd_lr0.75_3epochs", label="insufficient_data",
-         metric=None, trainer="numpy",
-         cfg=dict(epochs=3, n=500, hidden=64, lr=0.75, momentum=0.9, seed=0),
-         notes="first 3 epochs of the diverging seed0 setup (loss still jumping "
-               "around): too few epochs to judge"),
+    dict(
+        name="digits_mlp_adam_lr0.01_n200_2epochs",
+        label="insufficient_data",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=2, n=200, hidden=(256,), lr=0.01, alpha=0.0, seed=5),
+        notes="real run stopped after 2 epochs: too few to judge",
+    ),
+    dict(
+        name="digits_mlp_sgd_lr0.1_full_3epochs",
+        label="insufficient_data",
+        metric=None,
+        trainer="sklearn",
+        cfg=dict(epochs=3, n=None, hidden=(64,), solver="sgd", lr=0.1, alpha=1e-4, seed=6),
+        notes="real run stopped after 3 epochs: too few to judge",
+    ),
+    dict(
+        name="digits_numpy_tanh_sgd_lr0.75_3epochs",
+        label="insufficient_data",
+        metric=None,
+        trainer="numpy",
+        cfg=dict(epochs=3, n=500, hidden=64, lr=0.75, momentum=0.9, seed=0),
+        notes="first 3 epochs of the diverging seed0 setup (loss still jumping "
+        "around): too few epochs to judge",
+    ),
 ]
 
 
@@ -386,14 +523,18 @@ def make_real(show=False, only=None):
         epochs = cache[key]
         if spec["metric"] is None:
             epochs = [{**e, "metrics": {}} for e in epochs]
-        written.append(write_curve(spec["name"], spec["label"], "real",
-                                   spec["notes"], spec["metric"], epochs, show))
+        written.append(
+            write_curve(
+                spec["name"], spec["label"], "real", spec["notes"], spec["metric"], epochs, show
+            )
+        )
     return written
 
 
 # --------------------------------------------------------------------------
 # Section 2: SYNTHETIC hand-shaped curves (written once; fixed seeds)
 # --------------------------------------------------------------------------
+
 
 def _ep(train, valid, metric_name=None, metric_vals=None, extra=None):
     """Zip arrays into epoch dicts."""
@@ -405,8 +546,13 @@ def _ep(train, valid, metric_name=None, metric_vals=None, extra=None):
         if extra:
             for k, v in extra.items():
                 mets[k] = v[i]
-        out.append({"train_loss": max(float(train[i]), 0.0),
-                    "valid_loss": max(float(valid[i]), 0.0), "metrics": mets})
+        out.append(
+            {
+                "train_loss": max(float(train[i]), 0.0),
+                "valid_loss": max(float(valid[i]), 0.0),
+                "metrics": mets,
+            }
+        )
     return out
 
 
@@ -440,9 +586,14 @@ def synthetic_curves():
     e = np.arange(40)
     tr = _jit(rng, _decay(e, 2.1, 0.01, 5.0), 0.01)
     va = _jit(rng, _decay(e, 2.1, 0.30, 4.0) + 0.013 * np.maximum(0, e - 8), 0.012)
-    add("overfit_valid_loss_u_shape", "overfitting",
+    add(
+        "overfit_valid_loss_u_shape",
+        "overfitting",
         "classic U: valid loss min ~0.40 near epoch 10, rises to ~0.70 by epoch 39 "
-        "while train loss falls to ~0.01", None, _ep(tr, va))
+        "while train loss falls to ~0.01",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(102)
     e = np.arange(50)
@@ -450,18 +601,27 @@ def synthetic_curves():
     va = _jit(rng, _decay(e, 1.9, 0.32, 3.5) + 0.012 * np.maximum(0, e - 12), 0.015)
     acc = 0.915 - 0.80 * np.exp(-e / 3.0) - 0.0017 * np.maximum(0, e - 12)
     acc = np.round(acc + rng.normal(0, 0.003, e.shape), 3)
-    add("overfit_accuracy_dropping", "overfitting",
+    add(
+        "overfit_accuracy_dropping",
+        "overfitting",
         "accuracy peaks ~0.907 around epoch 16 then drops steadily to ~0.86 while "
-        "train loss keeps falling (valid loss rises too)", ACCURACY, _ep(tr, va, "accuracy", acc))
+        "train loss keeps falling (valid loss rises too)",
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(103)
     e = np.arange(60)
     tr = _jit(rng, _decay(e, 1.2, 0.05, 12.0), 0.004)
     va = _jit(rng, _decay(e, 1.3, 0.30, 9.0) + 0.0022 * np.maximum(0, e - 40) ** 1.0, 0.003)
-    add("overfit_late_mild", "overfitting",
+    add(
+        "overfit_late_mild",
+        "overfitting",
         "valid loss bottoms at ~0.311 around epoch 40, then rises smoothly by "
         "~+10% (-> 0.342) over the last 20 epochs, far above its 0.3% jitter",
-        None, _ep(tr, va))
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(104)
     e = np.arange(40)
@@ -469,26 +629,40 @@ def synthetic_curves():
     err = 0.08 + 0.55 * np.exp(-e / 3.5) + 0.0025 * np.maximum(0, e - 15)
     err = np.round(np.clip(err + rng.normal(0, 0.003, e.shape), 0, 1), 4)
     va = _jit(rng, _decay(e, 1.6, 0.28, 4.0) + 0.009 * np.maximum(0, e - 15), 0.01)
-    add("overfit_error_rate_rising", "overfitting",
+    add(
+        "overfit_error_rate_rising",
+        "overfitting",
         "error_rate (lower is better) bottoms at ~0.085 around epoch 14-15 and "
-        "climbs to 0.14; train loss keeps falling", ERROR_RATE, _ep(tr, va, "error_rate", err))
+        "climbs to 0.14; train loss keeps falling",
+        ERROR_RATE,
+        _ep(tr, va, "error_rate", err),
+    )
 
     rng = np.random.RandomState(105)
     e = np.arange(200)
     tr = _jit(rng, _decay(e, 2.2, 0.02, 20.0), 0.03)
     va = _jit(rng, _decay(e, 2.2, 0.45, 15.0) + 0.003 * np.maximum(0, e - 60), 0.04)
-    add("overfit_long_200_noisy", "overfitting",
+    add(
+        "overfit_long_200_noisy",
+        "overfitting",
         "200 noisy epochs (4% jitter): valid loss best ~0.45-0.5 around epoch 60-70 "
-        "then drifts up to ~0.85 while train loss keeps falling", None, _ep(tr, va))
+        "then drifts up to ~0.85 while train loss keeps falling",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(106)
     e = np.arange(30)
     tr = _jit(rng, np.full(30, 0.0012) + 0.0004 * np.exp(-e / 3), 0.03)
     va = _jit(rng, 0.25 + 0.007 * e, 0.01)
-    add("overfit_train_flat_at_min", "overfitting",
+    add(
+        "overfit_train_flat_at_min",
+        "overfitting",
         "train loss already at its minimum (~0.0012, flat) while valid loss rises "
         "steadily 0.25 -> 0.45 (continued training of a memorised model)",
-        None, _ep(tr, va))
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(107)
     e = np.arange(35)
@@ -496,81 +670,123 @@ def synthetic_curves():
     va = _jit(rng, _decay(e, 0.69, 0.48, 3.0) + 0.006 * np.maximum(0, e - 8), 0.01)
     auc = 0.80 - 0.30 * np.exp(-e / 2.5) - 0.003 * np.maximum(0, e - 8)
     auc = np.round(auc + rng.normal(0, 0.002, e.shape), 4)
-    add("overfit_binary_roc_auc_dropping", "overfitting",
+    add(
+        "overfit_binary_roc_auc_dropping",
+        "overfitting",
         "binary task: roc_auc peaks ~0.79 at epochs 8-11 then drops to 0.72; train "
-        "loss keeps falling", {"name": "roc_auc", "higher_is_better": True},
-        _ep(tr, va, "roc_auc", auc))
+        "loss keeps falling",
+        {"name": "roc_auc", "higher_is_better": True},
+        _ep(tr, va, "roc_auc", auc),
+    )
 
     tr = [0.62, 0.31, 0.17, 0.09, 0.05, 0.028]
     va = [0.30, 0.24, 0.25, 0.29, 0.34, 0.40]
     acc = [0.905, 0.928, 0.926, 0.915, 0.903, 0.891]
-    add("overfit_short_6_epochs_finetune", "overfitting",
+    add(
+        "overfit_short_6_epochs_finetune",
+        "overfitting",
         "short 6-epoch fine-tune: accuracy peaks at epoch 1 (0.928) then falls "
-        "every epoch to 0.891 as valid loss climbs", ACCURACY,
-        _ep(tr, va, "accuracy", acc))
+        "every epoch to 0.891 as valid loss climbs",
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     # ---------------- healthy ----------------
     rng = np.random.RandomState(201)
     e = np.arange(50)
     tr = _jit(rng, np.full(50, 0.30), 0.02)
     va = _jit(rng, np.full(50, 0.35), 0.03)
-    add("healthy_noisy_plateau", "healthy",
+    add(
+        "healthy_noisy_plateau",
+        "healthy",
         "no trend at all: train ~0.30 and valid ~0.35 with 2-3% jitter only",
-        None, _ep(tr, va))
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(202)
     e = np.arange(30)
     tr = _jit(rng, _decay(e, 1.6, 0.12, 8.0), 0.01)
     va = _jit(rng, _decay(e, 1.8, 0.38, 9.0), 0.01)
     acc = np.round(_acc_from_loss(va, 0.96) + rng.normal(0, 0.003, e.shape), 3)
-    add("healthy_valid_above_train_improving", "healthy",
+    add(
+        "healthy_valid_above_train_improving",
+        "healthy",
         "valid loss sits ~0.2-0.3 above train loss but both still improve to the "
-        "end; accuracy still rising", ACCURACY, _ep(tr, va, "accuracy", acc))
+        "end; accuracy still rising",
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(203)
     e = np.arange(30)
     tr = _jit(rng, _decay(e, 1.5, 0.06, 5.0), 0.01)
-    bump = 0.06 * np.exp(-((e - 13.0) / 3.0) ** 2)
+    bump = 0.06 * np.exp(-(((e - 13.0) / 3.0) ** 2))
     va = _decay(e, 1.5, 0.30, 1.0) + bump
     va = _jit(rng, va, 0.004)
-    add("healthy_early_best_then_recovery", "healthy",
+    add(
+        "healthy_early_best_then_recovery",
+        "healthy",
         "valid loss reaches ~0.30 by epoch 5-7, gets worse (~0.36) around epoch "
-        "11-15, then recovers to ~0.30 by the end: about at its best again", None, _ep(tr, va))
+        "11-15, then recovers to ~0.30 by the end: about at its best again",
+        None,
+        _ep(tr, va),
+    )
 
     tr = [0.92, 0.41, 0.30, 0.24, 0.20, 0.17, 0.15, 0.135, 0.12, 0.11]
     va = [0.205, 0.188, 0.180, 0.183, 0.187, 0.191, 0.193, 0.197, 0.199, 0.202]
     acc = [0.941, 0.950, 0.952, 0.953, 0.952, 0.953, 0.953, 0.952, 0.953, 0.953]
-    add("healthy_finetune_loss_up_accuracy_flat", "healthy",
+    add(
+        "healthy_finetune_loss_up_accuracy_flat",
+        "healthy",
         "fastai-style fine-tune: valid loss rises slightly (0.180 -> 0.202) but the "
-        "chosen metric, accuracy, stays flat at its best (0.952-0.953)", ACCURACY,
-        _ep(tr, va, "accuracy", acc))
+        "chosen metric, accuracy, stays flat at its best (0.952-0.953)",
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(205)
     e = np.arange(30)
     tr = _jit(rng, _decay(e, 2.0, 0.05, 4.0), 0.005)
     va = _jit(rng, _decay(e, 2.0, 0.09, 4.0), 0.005)
-    acc = np.round(np.clip(0.975 - 0.85 * np.exp(-e / 3.0) + rng.normal(0, 0.002, e.shape), 0, 1), 3)
-    add("healthy_smooth_convergence", "healthy",
+    acc = np.round(
+        np.clip(0.975 - 0.85 * np.exp(-e / 3.0) + rng.normal(0, 0.002, e.shape), 0, 1), 3
+    )
+    add(
+        "healthy_smooth_convergence",
+        "healthy",
         "textbook exponential convergence of both losses, accuracy saturates ~0.975",
-        ACCURACY, _ep(tr, va, "accuracy", acc))
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(206)
     e = np.arange(25)
     tr = _jit(rng, _decay(e, 1.4, 0.10, 4.0), 0.01)
     va = _jit(rng, _decay(e, 1.4, 0.25, 3.0), 0.02)
     err = np.round(np.clip(0.07 + 0.5 * np.exp(-e / 2.5) + rng.normal(0, 0.004, e.shape), 0, 1), 4)
-    add("healthy_error_rate_plateau", "healthy",
+    add(
+        "healthy_error_rate_plateau",
+        "healthy",
         "error_rate (lower is better) falls then plateaus at ~0.07 with small jitter; "
-        "last value within noise of the best", ERROR_RATE, _ep(tr, va, "error_rate", err))
+        "last value within noise of the best",
+        ERROR_RATE,
+        _ep(tr, va, "error_rate", err),
+    )
 
     rng = np.random.RandomState(207)
     e = np.arange(40)
     tr = _jit(rng, _decay(e, 1.8, 0.05, 5.0), 0.005)
     va = _decay(e, 1.8, 0.200, 4.0) * (1 + 0.006 * np.sin(e * 1.3))
     va[-1] = va[-5:].min() * 1.01
-    add("healthy_valid_wobble_1pct", "healthy",
+    add(
+        "healthy_valid_wobble_1pct",
+        "healthy",
         "converged; valid loss wobbles by ~+-1% around 0.20 and the last epoch is 1% "
-        "above the best: within its own noise, not overfitting", None, _ep(tr, va))
+        "above the best: within its own noise, not overfitting",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(208)
     e = np.arange(60)
@@ -578,54 +794,80 @@ def synthetic_curves():
     va = _jit(rng, _decay(e, 1.2, 0.28, 25.0), 0.03)
     f1 = np.round(np.clip(0.92 - 0.6 * np.exp(-e / 20.0) + rng.normal(0, 0.006, e.shape), 0, 1), 4)
     lr = np.full(60, 1e-3)
-    add("healthy_slow_noisy_f1", "healthy",
+    add(
+        "healthy_slow_noisy_f1",
+        "healthy",
         "slow, noisy but steady improvement over 60 epochs; macro F1 still rising "
         "at the end (metrics also carry an unrelated 'lr' figure)",
         {"name": "f1_macro", "higher_is_better": True},
-        _ep(tr, va, "f1_macro", f1, extra={"lr": lr}))
+        _ep(tr, va, "f1_macro", f1, extra={"lr": lr}),
+    )
 
     # ---------------- underfitting ----------------
     rng = np.random.RandomState(301)
     e = np.arange(30)
     tr = 2.3026 + 0.004 * rng.standard_normal(30) + 0.02 * np.exp(-e / 3)
     va = 2.3031 + 0.005 * rng.standard_normal(30) + 0.02 * np.exp(-e / 3)
-    add("underfit_flat_near_ln10", "underfitting",
+    add(
+        "underfit_flat_near_ln10",
+        "underfitting",
         "10 classes: train and valid loss stuck at ~2.30 = ln(10), i.e. chance level, "
-        "for 30 epochs", None, _ep(tr, va))
+        "for 30 epochs",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(302)
     e = np.arange(20)
     tr = _jit(rng, _decay(e, 2.2, 0.3, 25.0), 0.008)
     va = _jit(rng, _decay(e, 2.1, 0.2, 25.0), 0.008)
-    add("underfit_train_above_valid_both_falling", "underfitting",
+    add(
+        "underfit_train_above_valid_both_falling",
+        "underfitting",
         "train loss stays above valid loss (heavy dropout/augmentation) and both are "
         "still falling steadily at epoch 19 (2.2 -> 1.19): stopped far too early",
-        None, _ep(tr, va))
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(303)
     e = np.arange(25)
     tr = _jit(rng, 2.25 - 0.006 * e, 0.003)
     va = _jit(rng, 2.27 - 0.006 * e, 0.003)
     acc = np.round(np.clip(0.12 + 0.003 * e + rng.normal(0, 0.006, e.shape), 0, 1), 3)
-    add("underfit_accuracy_stuck_low", "underfitting",
+    add(
+        "underfit_accuracy_stuck_low",
+        "underfitting",
         "train loss barely moves (2.25 -> 2.11), accuracy stuck at 0.12-0.20",
-        ACCURACY, _ep(tr, va, "accuracy", acc))
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(304)
     e = np.arange(40)
     tr = _jit(rng, 1.00 - 0.001 * e, 0.004)
     va = _jit(rng, 1.02 - 0.001 * e, 0.004)
-    add("underfit_regression_mse_stuck", "underfitting",
+    add(
+        "underfit_regression_mse_stuck",
+        "underfitting",
         "regression with MSE on standardised targets: train loss ~1.0 (the variance "
-        "of the target, i.e. predicting the mean) and barely decreasing", None, _ep(tr, va))
+        "of the target, i.e. predicting the mean) and barely decreasing",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(305)
     e = np.arange(30)
     tr = _jit(rng, 1.62 - 0.004 * e, 0.006)
     va = _jit(rng, 1.52 - 0.004 * e, 0.006)
-    add("underfit_high_plateau_train_above_valid", "underfitting",
+    add(
+        "underfit_high_plateau_train_above_valid",
+        "underfitting",
         "train loss ~1.6 barely decreases (1.62 -> 1.50) and stays above valid loss: "
-        "model too small / too regularised", None, _ep(tr, va))
+        "model too small / too regularised",
+        None,
+        _ep(tr, va),
+    )
 
     # ---------------- diverging ----------------
     e = np.arange(15)
@@ -633,9 +875,14 @@ def synthetic_curves():
     grow = 0.60 * 1.6 ** np.arange(1, 11)
     tr = np.concatenate([base, grow])
     va = tr * 1.08 + 0.05
-    add("diverging_explodes", "diverging",
+    add(
+        "diverging_explodes",
+        "diverging",
         "loss falls for 5 epochs, then grows x1.6 per epoch to ~66 (LR too high, "
-        "stopped before NaN)", None, _ep(tr, va))
+        "stopped before NaN)",
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(402)
     e = np.arange(30)
@@ -643,59 +890,107 @@ def synthetic_curves():
     tr = np.abs(trend * (1 + 0.45 * np.sin(e * 2.1)) + rng.normal(0, 0.05, 30))
     va = tr * 1.1 + 0.05
     acc = np.round(np.clip(0.9 - 0.025 * e * (1 + 0.3 * np.sin(e * 2.1)), 0.1, 1), 3)
-    add("diverging_oscillating_up", "diverging",
+    add(
+        "diverging_oscillating_up",
+        "diverging",
         "train loss oscillates with growing level (~0.5 -> ~3), accuracy collapses",
-        ACCURACY, _ep(tr, va, "accuracy", acc))
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     e = np.arange(12)
-    tr = 2.3 * 1.18 ** e
+    tr = 2.3 * 1.18**e
     va = tr * 1.02
-    add("diverging_from_start", "diverging",
+    add(
+        "diverging_from_start",
+        "diverging",
         "train loss increases every epoch from the very start (2.3 -> ~14)",
-        None, _ep(tr, va))
+        None,
+        _ep(tr, va),
+    )
 
     rng = np.random.RandomState(404)
     e = np.arange(20)
-    tr = _jit(rng, np.concatenate([_decay(np.arange(6), 1.0, 0.35, 2.0),
-                                   0.35 + 0.5 * np.arange(1, 15) ** 1.3]), 0.05)
+    tr = _jit(
+        rng,
+        np.concatenate(
+            [_decay(np.arange(6), 1.0, 0.35, 2.0), 0.35 + 0.5 * np.arange(1, 15) ** 1.3]
+        ),
+        0.05,
+    )
     va = tr * 1.05 + 0.1
-    acc = np.round(np.clip(np.concatenate([0.9 - 0.2 * np.exp(-np.arange(6) / 2.0),
-                                           0.88 - 0.06 * np.arange(1, 15)]), 0.1, 1), 3)
-    add("diverging_accuracy_to_chance", "diverging",
+    acc = np.round(
+        np.clip(
+            np.concatenate(
+                [0.9 - 0.2 * np.exp(-np.arange(6) / 2.0), 0.88 - 0.06 * np.arange(1, 15)]
+            ),
+            0.1,
+            1,
+        ),
+        3,
+    )
+    add(
+        "diverging_accuracy_to_chance",
+        "diverging",
         "after 6 good epochs the train loss climbs steadily to ~15 and accuracy "
-        "falls to chance (0.10)", ACCURACY, _ep(tr, va, "accuracy", acc))
+        "falls to chance (0.10)",
+        ACCURACY,
+        _ep(tr, va, "accuracy", acc),
+    )
 
     rng = np.random.RandomState(405)
     e = np.arange(25)
     tr = np.concatenate([[0.55, 0.42, 0.38], _jit(rng, np.full(22, 8.0), 0.15)])
     va = tr * 1.04
-    add("diverging_jump_and_stay_high", "diverging",
+    add(
+        "diverging_jump_and_stay_high",
+        "diverging",
         "train loss 0.38 at epoch 2, then jumps to ~8 and stays blown up (weights "
-        "saturated after a too-large step)", None, _ep(tr, va))
+        "saturated after a too-large step)",
+        None,
+        _ep(tr, va),
+    )
 
     # ---------------- insufficient_data ----------------
-    add("insufficient_1_epoch", "insufficient_data", "only one epoch", None,
-        _ep([0.84], [0.61]))
-    add("insufficient_2_epochs", "insufficient_data", "only two epochs", ACCURACY,
-        _ep([1.10, 0.52], [0.70, 0.45], "accuracy", [0.78, 0.86]))
-    add("insufficient_3_epochs_valid_rising", "insufficient_data",
-        "three epochs; valid loss rising but 3 epochs are too few to judge", None,
-        _ep([0.40, 0.20, 0.10], [0.30, 0.34, 0.41]))
-    add("insufficient_3_epochs_loss_exploding", "insufficient_data",
+    add("insufficient_1_epoch", "insufficient_data", "only one epoch", None, _ep([0.84], [0.61]))
+    add(
+        "insufficient_2_epochs",
+        "insufficient_data",
+        "only two epochs",
+        ACCURACY,
+        _ep([1.10, 0.52], [0.70, 0.45], "accuracy", [0.78, 0.86]),
+    )
+    add(
+        "insufficient_3_epochs_valid_rising",
+        "insufficient_data",
+        "three epochs; valid loss rising but 3 epochs are too few to judge",
+        None,
+        _ep([0.40, 0.20, 0.10], [0.30, 0.34, 0.41]),
+    )
+    add(
+        "insufficient_3_epochs_loss_exploding",
+        "insufficient_data",
         "three epochs; train loss jumps up but 3 epochs are too few to judge",
-        ERROR_RATE, _ep([0.9, 2.5, 7.8], [0.95, 2.7, 8.1], "error_rate", [0.3, 0.6, 0.88]))
+        ERROR_RATE,
+        _ep([0.9, 2.5, 7.8], [0.95, 2.7, 8.1], "error_rate", [0.3, 0.6, 0.88]),
+    )
     return C
 
 
 def make_synthetic(show=False):
-    return [write_curve(name, label, "synthetic", notes, metric, epochs, show)
-            for name, label, notes, metric, epochs in synthetic_curves()]
+    return [
+        write_curve(name, label, "synthetic", notes, metric, epochs, show)
+        for name, label, notes, metric, epochs in synthetic_curves()
+    ]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--synthetic", action="store_true",
-                    help="write the synthetic curves instead of the real ones")
+    ap.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="write the synthetic curves instead of the real ones",
+    )
     ap.add_argument("--show", action="store_true", help="print every curve")
     ap.add_argument("--only", nargs="*", help="only these real run names")
     args = ap.parse_args()

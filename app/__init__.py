@@ -1,0 +1,1 @@
+"""Overfit Advisor: diagnoses overfitting training runs and walks the remedy ladder."""
