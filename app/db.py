@@ -4,11 +4,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> Engine:
+    # orjson for the JSON columns: epochs and diagnoses are most of every row.
+    kwargs.update(json_serializer=_json_dumps, json_deserializer=orjson.loads)
     if url.startswith("sqlite"):
         # The API answers from a thread pool; SQLite connections may cross threads under WAL.
         engine = create_engine(

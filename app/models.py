@@ -107,6 +107,9 @@ class Run(Base):
     diagnosis: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+    # Every read of a run shows its project's name: load it in the same query.
+    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

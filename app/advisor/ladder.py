@@ -95,6 +95,30 @@ class Recommendation:
     alternatives: list[Option] = field(default_factory=list)
     ladder: list[Step] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data, without the cost of ``dataclasses.asdict``'s deep copies."""
+        return {
+            "rung": self.rung,
+            "level": self.level,
+            "action": self.action,
+            "change": self.change,
+            "rationale": self.rationale,
+            "skipped": [{"rung": s.rung, "reason": s.reason} for s in self.skipped],
+            "alternatives": [
+                {
+                    "rung": o.rung,
+                    "level": o.level,
+                    "action": o.action,
+                    "change": o.change,
+                    "rationale": o.rationale,
+                }
+                for o in self.alternatives
+            ],
+            "ladder": [
+                {"rung": s.rung, "status": s.status, "reason": s.reason} for s in self.ladder
+            ],
+        }
+
 
 Change = tuple[str, dict[str, Any], str]  # action, recipe change, rationale
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
+from app.api.json import FastJSON
 from app.schemas import EpochsIn, ErrorOut, Lineage, RunCreate, RunOut, RunPage
 from app.services import runs as service
 from app.services.errors import Forbidden
@@ -24,29 +25,35 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _project_id(session: SessionDep, scope: ScopeDep, name: str | None) -> int:
+    name = name or scope.project_name
+    if name == scope.project_name:
+        return scope.project_id
+    if not scope.sees_all:
+        raise Forbidden(f"this token is for project '{scope.project_name}'", field="project")
+    return project_by_name(session, name).id
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, responses=ERRORS)
 def create_run(
     body: RunCreate, session: SessionDep, scope: ScopeDep, settings: SettingsDep
-) -> RunOut:
+) -> FastJSON:
     """Store a training-run report; the answer carries its diagnosis and the next remedy."""
-    name = body.project or scope.project_name
-    if not scope.sees_all and name != scope.project_name:
-        raise Forbidden(f"this token is for project '{scope.project_name}'", field="project")
-    project = project_by_name(session, name)
-    run = service.create_run(session, project, body, max_epochs=settings.max_epochs)
+    project_id = _project_id(session, scope, body.project)
+    run = service.create_run(session, project_id, body, max_epochs=settings.max_epochs)
     session.commit()
-    return service.run_out(session, run)
+    return FastJSON(service.run_payload(run, body.project or scope.project_name), status_code=201)
 
 
 @router.post("/{run_id}/epochs", response_model=RunOut, responses=ERRORS)
 def append_epochs(
     run_id: int, body: EpochsIn, session: SessionDep, scope: ScopeDep, settings: SettingsDep
-) -> RunOut:
+) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
     run = service.get_run(session, scope, run_id)
     service.append_epochs(session, run, body.epochs, max_epochs=settings.max_epochs)
     session.commit()
-    return service.run_out(session, run)
+    return FastJSON(service.run_payload(run, run.project.name))
 
 
 @router.get("", response_model=RunPage, responses=ERRORS)
@@ -61,7 +68,8 @@ def list_runs(
     created_before: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> RunPage:
+) -> FastJSON:
+    """Runs newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     runs, next_cursor = service.list_runs(
         session,
         scope,
@@ -74,22 +82,25 @@ def list_runs(
         cursor=cursor,
         limit=limit,
     )
-    return RunPage(items=service.summaries(session, runs), next_cursor=next_cursor)
+    return FastJSON({"items": service.summaries(runs), "next_cursor": next_cursor})
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS)
-def get_run(run_id: int, session: SessionDep, scope: ScopeDep) -> RunOut:
-    return service.run_out(session, service.get_run(session, scope, run_id))
+def get_run(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+    run = service.get_run(session, scope, run_id)
+    return FastJSON(service.run_payload(run, run.project.name))
 
 
 @router.get("/{run_id}/lineage", response_model=Lineage, responses=ERRORS)
-def lineage(run_id: int, session: SessionDep, scope: ScopeDep) -> Lineage:
+def lineage(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
     """The run's ancestors (parent first) and everything derived from it."""
     run = service.get_run(session, scope, run_id)
     ancestors = service.runs_by_ids(session, service.ancestor_ids(session, run.parent_id))
     descendants = service.runs_by_ids(session, service.descendant_ids(session, run.id))
-    return Lineage(
-        run=service.summaries(session, [run])[0],
-        ancestors=service.summaries(session, ancestors),
-        descendants=service.summaries(session, descendants),
+    return FastJSON(
+        {
+            "run": service.summaries([run])[0],
+            "ancestors": service.summaries(ancestors),
+            "descendants": service.summaries(descendants),
+        }
     )

@@ -2,7 +2,6 @@
 
 import base64
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -12,15 +11,7 @@ from sqlalchemy.orm import Session
 from app.advisor.diagnosis import Diagnosis, Epoch, diagnose, infer_criterion, resolve_criterion
 from app.advisor.ladder import Facts, History, Recommendation, recommend
 from app.models import Project, Run, Verification
-from app.schemas import (
-    EpochIn,
-    MetricSpec,
-    RunCreate,
-    RunOut,
-    RunSummary,
-    check_epoch_order,
-    check_metric_present,
-)
+from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
 from app.services.errors import Invalid, NotFound
 from app.services.projects import Scope
 
@@ -66,7 +57,7 @@ def _store_assessment(run: Run, history: History) -> None:
     run.verdict = diagnosis.verdict.value
     run.rung = rec.rung
     run.diagnosis = diagnosis.to_dict()
-    run.recommendation = asdict(rec)
+    run.recommendation = rec.to_dict()
 
 
 def ancestor_ids(session: Session, parent_id: int | None) -> list[int]:
@@ -111,14 +102,14 @@ def _check_length(n_epochs: int, max_epochs: int) -> None:
 
 
 def create_run(
-    session: Session, project: Project, body: RunCreate, *, max_epochs: int, source: str = "client"
+    session: Session, project_id: int, body: RunCreate, *, max_epochs: int, source: str = "client"
 ) -> Run:
     _check_length(len(body.epochs), max_epochs)
     parent: Run | None = None
     applied = body.applied_rung.value if body.applied_rung else None
     if body.parent_id is not None:
         parent = session.get(Run, body.parent_id)
-        if parent is None or parent.project_id != project.id:
+        if parent is None or parent.project_id != project_id:
             raise Invalid(f"unknown run id {body.parent_id}", field="parent_id")
         applied = applied or parent.rung
     metric = body.metric
@@ -127,7 +118,7 @@ def create_run(
     except ValueError as exc:
         raise Invalid(str(exc), field="metric.higher_is_better") from exc
     run = Run(
-        project_id=project.id,
+        project_id=project_id,
         name=body.name,
         parent_id=body.parent_id,
         applied_rung=applied,
@@ -175,50 +166,46 @@ def get_run(session: Session, scope: Scope, run_id: int) -> Run:
     return run
 
 
-def _project_names(session: Session, ids: set[int]) -> dict[int, str]:
-    return dict(session.execute(select(Project.id, Project.name).where(Project.id.in_(ids))).all())
+def summary_payload(run: Run, project: str) -> dict[str, Any]:
+    """The :class:`RunSummary` contract as plain data, serialised without a second validation."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "project": project,
+        "parent_id": run.parent_id,
+        "applied_rung": run.applied_rung,
+        "source": run.source,
+        "task": run.task,
+        "verdict": run.verdict,
+        "rung": run.rung,
+        "n_epochs": len(run.epochs),
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
 
 
-def summary(run: Run, project: str) -> RunSummary:
-    return RunSummary(
-        id=run.id,
-        name=run.name,
-        project=project,
-        parent_id=run.parent_id,
-        applied_rung=run.applied_rung,
-        source=run.source,
-        task=run.task,
-        verdict=run.verdict,
-        rung=run.rung,
-        n_epochs=len(run.epochs),
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-    )
-
-
-def run_out(session: Session, run: Run) -> RunOut:
-    project = _project_names(session, {run.project_id})[run.project_id]
+def run_payload(run: Run, project: str) -> dict[str, Any]:
+    """The :class:`RunOut` contract as plain data."""
     metric = (
-        MetricSpec(name=run.metric_name, higher_is_better=run.metric_higher_is_better)
+        {"name": run.metric_name, "higher_is_better": run.metric_higher_is_better}
         if run.metric_name
         else None
     )
-    return RunOut(
-        **summary(run, project).model_dump(),
-        metric=metric,
-        model=run.model_facts,
-        data=run.data_facts,
-        constraints=run.constraints,
-        recipe=run.recipe,
-        epochs=run.epochs,
-        diagnosis=run.diagnosis,
-        recommendation=run.recommendation,
-    )
+    return {
+        **summary_payload(run, project),
+        "metric": metric,
+        "model": run.model_facts,
+        "data": run.data_facts,
+        "constraints": run.constraints,
+        "recipe": run.recipe,
+        "epochs": run.epochs,
+        "diagnosis": run.diagnosis,
+        "recommendation": run.recommendation,
+    }
 
 
-def summaries(session: Session, runs: Sequence[Run]) -> list[RunSummary]:
-    names = _project_names(session, {r.project_id for r in runs})
-    return [summary(r, names[r.project_id]) for r in runs]
+def summaries(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    return [summary_payload(r, r.project.name) for r in runs]
 
 
 def encode_cursor(run_id: int) -> str:

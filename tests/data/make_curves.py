@@ -37,20 +37,74 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any, Literal, NotRequired, TypedDict, cast  # noqa: E402
 
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# (X_pool, y_pool, X_valid, y_valid)
+Split = tuple[FloatArray, IntArray, FloatArray, IntArray]
+Label = Literal["overfitting", "healthy", "underfitting", "diverging", "insufficient_data"]
+Source = Literal["real", "synthetic"]
+
+
+class MetricSpec(TypedDict):
+    name: str
+    higher_is_better: bool
+
+
+class Epoch(TypedDict):
+    train_loss: float
+    valid_loss: float
+    metrics: dict[str, float]
+
+
+class Row(TypedDict):
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    metrics: dict[str, float]
+
+
+class CurveDoc(TypedDict):
+    name: str
+    label: Label
+    source: Source
+    notes: str
+    metric: MetricSpec | None
+    epochs: list[Row]
+
+
+class RunSpec(TypedDict):
+    name: str
+    label: Label
+    metric: MetricSpec | None
+    trainer: Literal["sklearn", "numpy"]
+    cfg: dict[str, Any]  # keyword arguments of run_sklearn / run_numpy
+    notes: str
+    run: NotRequired[str]
+
+
+# A per-epoch series of the synthetic section: a list, or a float array (generic
+# dtype because numpy's stubs type e.g. np.round(np.clip(...)) as a float16 array).
+Curve = Sequence[float] | npt.NDArray[np.floating[Any]]
+# (name, label, notes, metric, epochs)
+SynthCurve = tuple[str, Label, str, MetricSpec | None, list[Epoch]]
+
 OUT_DIR = Path(__file__).resolve().parent / "curves"
 N_CLASSES = 10
 LABELS = list(range(N_CLASSES))
 PROB_EPS = 1e-7  # probabilities are clipped to [PROB_EPS, 1] before log_loss
-ACCURACY = {"name": "accuracy", "higher_is_better": True}
+ACCURACY: MetricSpec = {"name": "accuracy", "higher_is_better": True}
 
 
 # --------------------------------------------------------------------------
@@ -58,7 +112,7 @@ ACCURACY = {"name": "accuracy", "higher_is_better": True}
 # --------------------------------------------------------------------------
 
 
-def r6(x):
+def r6(x: float) -> float:
     """Round to 6 significant digits."""
     x = float(x)
     if not math.isfinite(x):
@@ -66,10 +120,18 @@ def r6(x):
     return float(f"{x:.6g}")
 
 
-def write_curve(name, label, source, notes, metric, epochs, show=False):
+def write_curve(
+    name: str,
+    label: Label,
+    source: Source,
+    notes: str,
+    metric: MetricSpec | None,
+    epochs: Sequence[Epoch],
+    show: bool = False,
+) -> Path:
     assert source in ("real", "synthetic")
     assert label in ("overfitting", "healthy", "underfitting", "diverging", "insufficient_data")
-    rows = []
+    rows: list[Row] = []
     for i, ep in enumerate(epochs):
         tr, va = r6(ep["train_loss"]), r6(ep["valid_loss"])
         assert tr >= 0 and va >= 0, (name, i)
@@ -77,7 +139,7 @@ def write_curve(name, label, source, notes, metric, epochs, show=False):
         if metric is not None:
             assert metric["name"] in mets, (name, i)
         rows.append({"epoch": i, "train_loss": tr, "valid_loss": va, "metrics": mets})
-    doc = {
+    doc: CurveDoc = {
         "name": name,
         "label": label,
         "source": source,
@@ -104,22 +166,29 @@ def write_curve(name, label, source, notes, metric, epochs, show=False):
 # --------------------------------------------------------------------------
 
 
-def load_split():
+def load_split() -> Split:
+    X: FloatArray
+    y: IntArray
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
+    X_pool: FloatArray
+    X_valid: FloatArray
+    y_pool: IntArray
+    y_valid: IntArray
     X_pool, X_valid, y_pool, y_valid = train_test_split(
         X, y, test_size=500, random_state=0, stratify=y
     )
     return X_pool, y_pool, X_valid, y_valid
 
 
-def clipped_log_loss(proba, y):
+def clipped_log_loss(proba: FloatArray, y: IntArray) -> float:
     p = np.clip(proba, PROB_EPS, 1.0)
     p = p / p.sum(axis=1, keepdims=True)
-    return log_loss(y, p, labels=LABELS)
+    loss: float = log_loss(y, p, labels=LABELS)
+    return loss
 
 
-def shift_images(X, rng):
+def shift_images(X: FloatArray, rng: np.random.RandomState) -> FloatArray:
     """Shift each 8x8 image by -1/0/+1 pixel in x and y (zero fill)."""
     n = len(X)
     img = X.reshape(n, 8, 8)
@@ -136,7 +205,9 @@ def shift_images(X, rng):
     return out.reshape(n, 64)
 
 
-def train_subset(data, n, seed, label_noise):
+def train_subset(
+    data: Split, n: int | None, seed: int, label_noise: float
+) -> tuple[FloatArray, IntArray]:
     X_pool, y_pool, _, _ = data
     rng = np.random.RandomState(1000 + seed)
     idx = rng.permutation(len(X_pool))
@@ -151,21 +222,21 @@ def train_subset(data, n, seed, label_noise):
 
 
 def run_sklearn(
-    data,
-    epochs,
-    n=None,
-    hidden=(100,),
-    solver="adam",
-    lr=1e-3,
-    alpha=0.0,
-    batch_size=32,
-    momentum=0.9,
-    seed=0,
-    input_noise=0.0,
-    shift=False,
-    label_noise=0.0,
-    train_loss_on_augmented=False,
-):
+    data: Split,
+    epochs: int,
+    n: int | None = None,
+    hidden: tuple[int, ...] = (100,),
+    solver: str = "adam",
+    lr: float = 1e-3,
+    alpha: float = 0.0,
+    batch_size: int = 32,
+    momentum: float = 0.9,
+    seed: int = 0,
+    input_noise: float = 0.0,
+    shift: bool = False,
+    label_noise: float = 0.0,
+    train_loss_on_augmented: bool = False,
+) -> list[Epoch]:
     """MLPClassifier trained epoch by epoch with partial_fit."""
     _, _, Xv, yv = data
     Xt, yt = train_subset(data, n, seed, label_noise)
@@ -180,7 +251,7 @@ def run_sklearn(
         momentum=momentum,
         random_state=seed,
     )
-    out = []
+    out: list[Epoch] = []
     for _ in range(epochs):
         Xe = Xt
         if shift:
@@ -194,7 +265,7 @@ def run_sklearn(
             break
         Xtl = Xe if train_loss_on_augmented else Xt
         tr = clipped_log_loss(model.predict_proba(Xtl), yt)
-        pv = model.predict_proba(Xv)
+        pv: FloatArray = model.predict_proba(Xv)
         va = clipped_log_loss(pv, yv)
         acc = float((pv.argmax(axis=1) == yv).mean())
         if not (math.isfinite(tr) and math.isfinite(va)):
@@ -204,8 +275,16 @@ def run_sklearn(
 
 
 def run_numpy(
-    data, epochs, n=None, hidden=64, lr=0.1, momentum=0.9, batch_size=32, seed=0, lr_growth=1.0
-):
+    data: Split,
+    epochs: int,
+    n: int | None = None,
+    hidden: int = 64,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    batch_size: int = 32,
+    seed: int = 0,
+    lr_growth: float = 1.0,
+) -> list[Epoch]:
     """One-hidden-layer tanh MLP, softmax output, minibatch SGD + momentum.
 
     lr_growth != 1 multiplies the learning rate after every epoch (LR range test).
@@ -221,14 +300,14 @@ def run_numpy(
     vel = [np.zeros_like(p) for p in params]
     onehot = np.eye(N_CLASSES)
 
-    def forward(X):
+    def forward(X: FloatArray) -> tuple[FloatArray, FloatArray]:
         h = np.tanh(X @ W1 + b1)
         z = h @ W2 + b2
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return h, e / e.sum(axis=1, keepdims=True)
 
-    out = []
+    out: list[Epoch] = []
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(epochs):
             order = rng.permutation(len(Xt))
@@ -264,9 +343,9 @@ def run_numpy(
 # metric (None -> criterion is the valid loss), trainer, config, notes.
 # The same run may appear twice with a different stored criterion ("run" key
 # shared), in which case it is trained once.
-RUNS = [
+RUNS: list[RunSpec] = [
     # ---------------- overfitting ----------------
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.01_n200_h512_noreg",
         label="overfitting",
         metric=None,
@@ -276,7 +355,7 @@ RUNS = [
         "bottoms at 0.314 (epoch 4) then climbs steadily to ~0.45 while train "
         "loss keeps falling to ~2e-4 (criterion = valid loss)",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.1_n200_h256_noreg",
         label="overfitting",
         metric=None,
@@ -287,7 +366,7 @@ RUNS = [
         "then rises steadily to ~0.348 (+21%, far above the ~0.003 late jitter) "
         "while train loss keeps falling; metric=null so the criterion is the valid loss",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.01_n100_h512_bs10_noreg",
         label="overfitting",
         metric=None,
@@ -296,7 +375,7 @@ RUNS = [
         notes="only 100 train images, batch 10, no L2: valid loss best 0.351 at "
         "epoch 11 then rises almost monotonically to 0.407; train loss -> 2e-4",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.01_n300_labelnoise25_acc",
         label="overfitting",
         metric=ACCURACY,
@@ -306,7 +385,7 @@ RUNS = [
         "noise; valid accuracy peaks at 0.862 (epoch 6) and falls to ~0.70-0.72 "
         "(valid loss 0.62 -> ~1.0) while train loss (on the noisy labels) keeps falling",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.01_n500_h128x128_labelnoise20",
         label="overfitting",
         metric=None,
@@ -316,7 +395,7 @@ RUNS = [
         "then climbs (noisily) to ~0.95 while train loss (noisy labels) falls to ~0.01",
     ),
     # ---------------- healthy ----------------
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.1_n200_h256_noreg_acc",
         label="healthy",
         metric=ACCURACY,
@@ -328,7 +407,7 @@ RUNS = [
         "flat at 0.906-0.916 to the end (best 0.916, last 0.912), so by the "
         "metric it is not overfitting",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.001_full_h100",
         label="healthy",
         metric=ACCURACY,
@@ -337,7 +416,7 @@ RUNS = [
         notes="all 1297 train images, Adam 1e-3, tiny L2: train and valid loss fall "
         "together, valid still (slowly) improving at the end",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.003_full_h128_gaussnoise0.2",
         label="healthy",
         metric=None,
@@ -347,7 +426,7 @@ RUNS = [
         "(train loss measured on clean images): noisy, still-improving valid "
         "loss, best 0.055 at epoch 41, last 0.058",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.002_full_h128_shift1",
         label="healthy",
         metric=ACCURACY,
@@ -356,7 +435,7 @@ RUNS = [
         notes="random +-1 pixel shifts of the train images every epoch (train loss "
         "on unshifted images): valid loss ~ train loss, both still improving",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.05_full_h64_l2",
         label="healthy",
         metric=None,
@@ -365,7 +444,7 @@ RUNS = [
         notes="SGD+momentum on all train images: valid loss converges to a noisy "
         "plateau ~0.074-0.09 (best 0.0741 at epoch 31, last 0.0779): converged",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.003_n500_h100_alpha0.1",
         label="healthy",
         metric=ACCURACY,
@@ -376,7 +455,7 @@ RUNS = [
         "accuracy flat ~0.95",
     ),
     # ---------------- underfitting ----------------
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.0001_n500_h100",
         label="underfitting",
         metric=ACCURACY,
@@ -385,7 +464,7 @@ RUNS = [
         notes="tiny LR 1e-4: train loss crawls 2.40 -> 2.16 in 40 epochs, stuck "
         "near ln(10)=2.30, accuracy <= 0.19",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr3e-05_full_h100",
         label="underfitting",
         metric=ACCURACY,
@@ -394,7 +473,7 @@ RUNS = [
         notes="tiny Adam LR 3e-5: train 2.41 -> 1.57, valid within 1% of train, both "
         "falling linearly at the end (stopped far too early, LR too small)",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.003_n500_alpha5",
         label="underfitting",
         metric=None,
@@ -402,7 +481,7 @@ RUNS = [
         cfg=dict(epochs=40, n=500, hidden=(100,), lr=0.003, alpha=5.0),
         notes="very strong L2 (alpha 5): train loss 2.08 then stuck at ~1.9-2.0 for 40 epochs",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.003_n500_alpha3",
         label="underfitting",
         metric=ACCURACY,
@@ -412,7 +491,7 @@ RUNS = [
         "is stuck at ~1.24 (converged, but badly under-fitted: an unregularised "
         "net reaches ~0.01)",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.001_full_h64_gaussnoise0.4_augtrainloss",
         label="underfitting",
         metric=None,
@@ -432,7 +511,7 @@ RUNS = [
         "clean valid loss while both are still clearly falling at epoch 24",
     ),
     # ---------------- diverging ----------------
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_sgd_lr0.75_n500_seed0",
         label="diverging",
         metric=ACCURACY,
@@ -441,7 +520,7 @@ RUNS = [
         notes="numpy tanh MLP, constant LR 0.75 + momentum 0.9: train loss "
         "oscillates upward 0.47 -> 5-6 (last 2.9, still 6x its start), accuracy collapses",
     ),
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_sgd_lr0.75_n500_seed1",
         label="diverging",
         metric=None,
@@ -450,7 +529,7 @@ RUNS = [
         notes="same as seed0 with another seed: train loss climbs in oscillations "
         "from 0.87 to ~4-8",
     ),
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_sgd_lr0.7_n500_h128_seed2",
         label="diverging",
         metric=None,
@@ -459,7 +538,7 @@ RUNS = [
         notes="LR 0.7 + momentum 0.9, 128 tanh units: train loss 0.56 -> 12.7 "
         "within 3 epochs, then stays blown up at 6-13",
     ),
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_sgd_lr0.8_full_seed3",
         label="diverging",
         metric=ACCURACY,
@@ -468,7 +547,7 @@ RUNS = [
         notes="LR 0.8 + momentum 0.9 on all images: train loss oscillates upward "
         "2.0 -> ~13 (far worse than chance), accuracy 0.74 -> 0.17",
     ),
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_lr_range_test",
         label="diverging",
         metric=None,
@@ -478,7 +557,7 @@ RUNS = [
         "the LR gets too high and the train loss explodes to ~14.4 and stays there",
     ),
     # ---------------- insufficient_data ----------------
-    dict(
+    RunSpec(
         name="digits_mlp_adam_lr0.01_n200_2epochs",
         label="insufficient_data",
         metric=ACCURACY,
@@ -486,7 +565,7 @@ RUNS = [
         cfg=dict(epochs=2, n=200, hidden=(256,), lr=0.01, alpha=0.0, seed=5),
         notes="real run stopped after 2 epochs: too few to judge",
     ),
-    dict(
+    RunSpec(
         name="digits_mlp_sgd_lr0.1_full_3epochs",
         label="insufficient_data",
         metric=None,
@@ -494,7 +573,7 @@ RUNS = [
         cfg=dict(epochs=3, n=None, hidden=(64,), solver="sgd", lr=0.1, alpha=1e-4, seed=6),
         notes="real run stopped after 3 epochs: too few to judge",
     ),
-    dict(
+    RunSpec(
         name="digits_numpy_tanh_sgd_lr0.75_3epochs",
         label="insufficient_data",
         metric=None,
@@ -506,16 +585,18 @@ RUNS = [
 ]
 
 
-def make_real(show=False, only=None):
+def make_real(show: bool = False, only: Sequence[str] | None = None) -> list[Path]:
     data = load_split()
-    cache = {}
-    written = []
+    cache: dict[str, list[Epoch]] = {}
+    written: list[Path] = []
     for spec in RUNS:
         if only and spec["name"] not in only:
             continue
         key = spec.get("run", spec["name"])
         if key not in cache:
-            fn = run_sklearn if spec["trainer"] == "sklearn" else run_numpy
+            fn: Callable[..., list[Epoch]] = (
+                run_sklearn if spec["trainer"] == "sklearn" else run_numpy
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -536,12 +617,19 @@ def make_real(show=False, only=None):
 # --------------------------------------------------------------------------
 
 
-def _ep(train, valid, metric_name=None, metric_vals=None, extra=None):
+def _ep(
+    train: Curve,
+    valid: Curve,
+    metric_name: str | None = None,
+    metric_vals: Curve | None = None,
+    extra: dict[str, Curve] | None = None,
+) -> list[Epoch]:
     """Zip arrays into epoch dicts."""
-    out = []
+    out: list[Epoch] = []
     for i in range(len(train)):
-        mets = {}
+        mets: dict[str, float] = {}
         if metric_name is not None:
+            assert metric_vals is not None
             mets[metric_name] = metric_vals[i]
         if extra:
             for k, v in extra.items():
@@ -556,29 +644,35 @@ def _ep(train, valid, metric_name=None, metric_vals=None, extra=None):
     return out
 
 
-def _decay(e, start, end, tau):
+def _decay(e: npt.ArrayLike, start: float, end: float, tau: float) -> FloatArray:
     return end + (start - end) * np.exp(-np.asarray(e, float) / tau)
 
 
-def _jit(rng, x, rel):
+def _jit(rng: np.random.RandomState, x: npt.ArrayLike, rel: float) -> FloatArray:
     """Multiplicative jitter (keeps values positive)."""
     x = np.asarray(x, float)
     return x * (1.0 + rel * rng.standard_normal(x.shape))
 
 
-def _acc_from_loss(loss, top=0.97):
+def _acc_from_loss(loss: npt.ArrayLike, top: float = 0.97) -> FloatArray:
     """Rough accuracy for a 10-class problem given a loss level."""
     return np.clip(0.1 + (top - 0.1) * np.exp(-np.asarray(loss) / 0.55), 0.0, 1.0)
 
 
-ERROR_RATE = {"name": "error_rate", "higher_is_better": False}
+ERROR_RATE: MetricSpec = {"name": "error_rate", "higher_is_better": False}
 
 
-def synthetic_curves():
+def synthetic_curves() -> list[SynthCurve]:
     """Hand-shaped curves: (name, label, notes, metric, epochs). Fixed seeds."""
-    C = []
+    C: list[SynthCurve] = []
+    tr: Curve
+    va: Curve
+    acc: Curve
+    err: npt.NDArray[np.floating[Any]]
 
-    def add(name, label, notes, metric, epochs):
+    def add(
+        name: str, label: Label, notes: str, metric: MetricSpec | None, epochs: list[Epoch]
+    ) -> None:
         C.append(("synth_" + name, label, notes, metric, epochs))
 
     # ---------------- overfitting ----------------
@@ -777,7 +871,8 @@ def synthetic_curves():
     rng = np.random.RandomState(207)
     e = np.arange(40)
     tr = _jit(rng, _decay(e, 1.8, 0.05, 5.0), 0.005)
-    va = _decay(e, 1.8, 0.200, 4.0) * (1 + 0.006 * np.sin(e * 1.3))
+    # (the casts here and below: numpy's stubs type np.sin() of an int array as Any)
+    va = cast(FloatArray, _decay(e, 1.8, 0.200, 4.0) * (1 + 0.006 * np.sin(e * 1.3)))
     va[-1] = va[-5:].min() * 1.01
     add(
         "healthy_valid_wobble_1pct",
@@ -887,7 +982,7 @@ def synthetic_curves():
     rng = np.random.RandomState(402)
     e = np.arange(30)
     trend = 0.5 + 0.09 * e
-    tr = np.abs(trend * (1 + 0.45 * np.sin(e * 2.1)) + rng.normal(0, 0.05, 30))
+    tr = cast(FloatArray, np.abs(trend * (1 + 0.45 * np.sin(e * 2.1)) + rng.normal(0, 0.05, 30)))
     va = tr * 1.1 + 0.05
     acc = np.round(np.clip(0.9 - 0.025 * e * (1 + 0.3 * np.sin(e * 2.1)), 0.1, 1), 3)
     add(
@@ -977,14 +1072,14 @@ def synthetic_curves():
     return C
 
 
-def make_synthetic(show=False):
+def make_synthetic(show: bool = False) -> list[Path]:
     return [
         write_curve(name, label, "synthetic", notes, metric, epochs, show)
         for name, label, notes, metric, epochs in synthetic_curves()
     ]
 
 
-def main():
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--synthetic",
