@@ -9,7 +9,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -102,13 +101,6 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse(
             {"message": validation_message(errors), "detail": detail}, status_code=422
-        )
-
-    @app.exception_handler(StaleDataError)
-    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
-        return JSONResponse(
-            {"message": "the run was changed by another request at the same time; retry"},
-            status_code=409,
         )
 
 

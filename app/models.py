@@ -102,19 +102,15 @@ class Run(Base):
     metric_name: Mapped[str | None] = mapped_column(String(64), default=None)
     metric_higher_is_better: Mapped[bool | None] = mapped_column(Boolean, default=None)
     epochs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    n_epochs: Mapped[int] = mapped_column(Integer, default=0)
     verdict: Mapped[str] = mapped_column(String(32))
     rung: Mapped[str | None] = mapped_column(String(32), default=None)
     diagnosis: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Appending epochs is read-modify-write; the version makes a concurrent append fail, not win.
     version: Mapped[int] = mapped_column(Integer, default=1)
-
-    # Every read of a run shows its project's name: load it in the same query.
-    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    # Appending epochs is read-modify-write: a concurrent append fails instead of being lost.
-    __mapper_args__ = {"version_id_col": version}
 
 
 class Verification(Base):

@@ -25,13 +25,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _project_id(session: SessionDep, scope: ScopeDep, name: str | None) -> int:
+def _project(session: SessionDep, scope: ScopeDep, name: str | None) -> tuple[int, str]:
     name = name or scope.project_name
     if name == scope.project_name:
-        return scope.project_id
+        return scope.project_id, name
     if not scope.sees_all:
         raise Forbidden(f"this token is for project '{scope.project_name}'", field="project")
-    return project_by_name(session, name).id
+    return project_by_name(session, name).id, name
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, responses=ERRORS)
@@ -39,10 +39,10 @@ def create_run(
     body: RunCreate, session: SessionDep, scope: ScopeDep, settings: SettingsDep
 ) -> FastJSON:
     """Store a training-run report; the answer carries its diagnosis and the next remedy."""
-    project_id = _project_id(session, scope, body.project)
-    run = service.create_run(session, project_id, body, max_epochs=settings.max_epochs)
+    project = _project(session, scope, body.project)
+    run = service.create_run(session, project, body, max_epochs=settings.max_epochs)
     session.commit()
-    return FastJSON(service.run_payload(run, body.project or scope.project_name), status_code=201)
+    return FastJSON(service.run_payload(run), status_code=201)
 
 
 @router.post("/{run_id}/epochs", response_model=RunOut, responses=ERRORS)
@@ -51,9 +51,9 @@ def append_epochs(
 ) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
     run = service.get_run(session, scope, run_id)
-    service.append_epochs(session, run, body.epochs, max_epochs=settings.max_epochs)
+    updated = service.append_epochs(session, run, body.epochs, max_epochs=settings.max_epochs)
     session.commit()
-    return FastJSON(service.run_payload(run, run.project.name))
+    return FastJSON(service.run_payload(updated))
 
 
 @router.get("", response_model=RunPage, responses=ERRORS)
@@ -82,25 +82,26 @@ def list_runs(
         cursor=cursor,
         limit=limit,
     )
-    return FastJSON({"items": service.summaries(runs), "next_cursor": next_cursor})
+    items = [service.summary_payload(r) for r in runs]
+    return FastJSON({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS)
 def get_run(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
-    run = service.get_run(session, scope, run_id)
-    return FastJSON(service.run_payload(run, run.project.name))
+    return FastJSON(service.run_payload(service.get_run(session, scope, run_id)))
 
 
 @router.get("/{run_id}/lineage", response_model=Lineage, responses=ERRORS)
 def lineage(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
     """The run's ancestors (parent first) and everything derived from it."""
     run = service.get_run(session, scope, run_id)
-    ancestors = service.runs_by_ids(session, service.ancestor_ids(session, run.parent_id))
-    descendants = service.runs_by_ids(session, service.descendant_ids(session, run.id))
+    ancestors = service.ancestor_ids(session, run["parent_id"])
     return FastJSON(
         {
-            "run": service.summaries([run])[0],
-            "ancestors": service.summaries(ancestors),
-            "descendants": service.summaries(descendants),
+            "run": service.summary_payload(run),
+            "ancestors": service.summaries_by_ids(session, ancestors),
+            "descendants": service.summaries_by_ids(
+                session, service.descendant_ids(session, run["id"])
+            ),
         }
     )

@@ -1,21 +1,77 @@
-"""Run reports: stored with diagnosis and recommendation, epochs appended, history browsed."""
+"""Run reports: stored with diagnosis and recommendation, epochs appended, history browsed.
+
+Runs are written and read with prebuilt Core statements rather than ORM units of work: ingesting
+reports is the hot path, and the ORM's per-object bookkeeping cost more than the SQL itself.
+Rows travel as mappings keyed by column name (plus ``project``, the project's name).
+"""
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import RowMapping, Select, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.advisor.diagnosis import Diagnosis, Epoch, diagnose, infer_criterion, resolve_criterion
-from app.advisor.ladder import Facts, History, Recommendation, recommend
-from app.models import Project, Run, Verification
+from app.advisor.diagnosis import Epoch, diagnose, infer_criterion, resolve_criterion
+from app.advisor.ladder import Facts, History, recommend
+from app.models import Project, Run, Verification, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
-from app.services.errors import Invalid, NotFound
+from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
 
 MAX_LINEAGE_DEPTH = 1000
+
+RUNS = cast(Table, Run.__table__)
+PROJECTS = cast(Table, Project.__table__)
+# A run as stored: column values by name, plus "project" (the project's name).
+RunRow = Mapping[Any, Any]
+SUMMARY_COLUMNS = (
+    RUNS.c.id,
+    RUNS.c.name,
+    PROJECTS.c.name.label("project"),
+    RUNS.c.parent_id,
+    RUNS.c.applied_rung,
+    RUNS.c.source,
+    RUNS.c.task,
+    RUNS.c.verdict,
+    RUNS.c.rung,
+    RUNS.c.n_epochs,
+    RUNS.c.created_at,
+    RUNS.c.updated_at,
+)
+DETAIL_COLUMNS = (
+    *SUMMARY_COLUMNS,
+    RUNS.c.project_id,
+    RUNS.c.version,
+    RUNS.c.metric_name,
+    RUNS.c.metric_higher_is_better,
+    RUNS.c.model_facts,
+    RUNS.c.data_facts,
+    RUNS.c.constraints,
+    RUNS.c.recipe,
+    RUNS.c.epochs,
+    RUNS.c.diagnosis,
+    RUNS.c.recommendation,
+)
+_SELECT_RUN = (
+    select(*DETAIL_COLUMNS).join_from(RUNS, PROJECTS).where(RUNS.c.id == bindparam("run_id"))
+)
+_INSERT_RUN = insert(RUNS).returning(RUNS.c.id)
+_UPDATE_ASSESSED = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.version == bindparam("expected_version"))
+    .values(
+        epochs=bindparam("epochs"),
+        n_epochs=bindparam("n_epochs"),
+        verdict=bindparam("verdict"),
+        rung=bindparam("rung"),
+        diagnosis=bindparam("diagnosis"),
+        recommendation=bindparam("recommendation"),
+        version=bindparam("version"),
+        updated_at=bindparam("updated_at"),
+    )
+)
 
 
 def facts_of(
@@ -40,24 +96,26 @@ def facts_of(
     )
 
 
-def assess(run: Run, history: History) -> tuple[Diagnosis, Recommendation]:
-    """Diagnose the run's epochs and walk the ladder; pure computation on the run's fields."""
-    epochs = [Epoch(e["epoch"], e["train_loss"], e["valid_loss"], e["metrics"]) for e in run.epochs]
-    if run.metric_name is None:
-        criterion = infer_criterion(epochs)
-    else:
-        criterion = resolve_criterion(run.metric_name, run.metric_higher_is_better)
+def assess(row: RunRow, history: History) -> dict[str, Any]:
+    """Diagnosis and recommendation columns for a run's values; pure computation."""
+    epochs = [
+        Epoch(e["epoch"], e["train_loss"], e["valid_loss"], e["metrics"]) for e in row["epochs"]
+    ]
+    name = row["metric_name"]
+    criterion = (
+        infer_criterion(epochs)
+        if name is None
+        else resolve_criterion(name, row["metric_higher_is_better"])
+    )
     diagnosis = diagnose(epochs, criterion)
-    facts = facts_of(run.task, run.model_facts, run.data_facts, run.constraints)
-    return diagnosis, recommend(diagnosis, facts, history)
-
-
-def _store_assessment(run: Run, history: History) -> None:
-    diagnosis, rec = assess(run, history)
-    run.verdict = diagnosis.verdict.value
-    run.rung = rec.rung
-    run.diagnosis = diagnosis.to_dict()
-    run.recommendation = rec.to_dict()
+    facts = facts_of(row["task"], row["model_facts"], row["data_facts"], row["constraints"])
+    rec = recommend(diagnosis, facts, history)
+    return {
+        "verdict": diagnosis.verdict.value,
+        "rung": rec.rung,
+        "diagnosis": diagnosis.to_dict(),
+        "recommendation": rec.to_dict(),
+    }
 
 
 def ancestor_ids(session: Session, parent_id: int | None) -> list[int]:
@@ -102,110 +160,121 @@ def _check_length(n_epochs: int, max_epochs: int) -> None:
 
 
 def create_run(
-    session: Session, project_id: int, body: RunCreate, *, max_epochs: int, source: str = "client"
-) -> Run:
+    session: Session,
+    project: tuple[int, str],
+    body: RunCreate,
+    *,
+    max_epochs: int,
+    source: str = "client",
+) -> dict[str, Any]:
+    """Store a report with its assessment; returns the stored row (see :func:`run_payload`)."""
     _check_length(len(body.epochs), max_epochs)
-    parent: Run | None = None
+    project_id, project_name = project
     applied = body.applied_rung.value if body.applied_rung else None
+    chain: list[int] = []
     if body.parent_id is not None:
-        parent = session.get(Run, body.parent_id)
+        parent = session.execute(
+            select(RUNS.c.project_id, RUNS.c.parent_id, RUNS.c.rung).where(
+                RUNS.c.id == body.parent_id
+            )
+        ).one_or_none()
         if parent is None or parent.project_id != project_id:
             raise Invalid(f"unknown run id {body.parent_id}", field="parent_id")
         applied = applied or parent.rung
+        chain = [body.parent_id, *ancestor_ids(session, parent.parent_id)]
     metric = body.metric
     try:
         criterion = resolve_criterion(metric.name, metric.higher_is_better) if metric else None
     except ValueError as exc:
         raise Invalid(str(exc), field="metric.higher_is_better") from exc
-    run = Run(
-        project_id=project_id,
-        name=body.name,
-        parent_id=body.parent_id,
-        applied_rung=applied,
-        source=source,
-        task=body.task,
-        recipe=body.recipe,
-        model_facts=body.model.model_dump(exclude_none=True),
-        data_facts=body.data.model_dump(exclude_none=True),
-        constraints=body.constraints.model_dump(),
-        metric_name=criterion.name if criterion else None,
-        metric_higher_is_better=criterion.higher_is_better if criterion else None,
-        epochs=[e.model_dump() for e in body.epochs],
-    )
-    chain = [parent.id, *ancestor_ids(session, parent.parent_id)] if parent else []
     history = lineage_history(session, chain)
     if applied:
         history = History(history.applied | {applied}, history.confirmed, history.refuted)
-    _store_assessment(run, history)
-    session.add(run)
-    session.flush()
-    return run
+    now = utcnow()
+    row: dict[str, Any] = {
+        "project_id": project_id,
+        "name": body.name,
+        "parent_id": body.parent_id,
+        "applied_rung": applied,
+        "source": source,
+        "task": body.task,
+        "recipe": body.recipe,
+        "model_facts": body.model.model_dump(exclude_none=True),
+        "data_facts": body.data.model_dump(exclude_none=True),
+        "constraints": body.constraints.model_dump(),
+        "metric_name": criterion.name if criterion else None,
+        "metric_higher_is_better": criterion.higher_is_better if criterion else None,
+        "epochs": body.model_dump(include={"epochs"})["epochs"],
+        "n_epochs": len(body.epochs),
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    row.update(assess(row, history))
+    row["id"] = session.execute(_INSERT_RUN, row).scalar_one()
+    row["project"] = project_name
+    return row
 
 
-def append_epochs(session: Session, run: Run, epochs: list[EpochIn], *, max_epochs: int) -> Run:
-    _check_length(len(run.epochs) + len(epochs), max_epochs)
-    last = run.epochs[-1]["epoch"] if run.epochs else None
+def append_epochs(
+    session: Session, run: RunRow, epochs: list[EpochIn], *, max_epochs: int
+) -> dict[str, Any]:
+    """Append epochs and reassess; refuses epochs that do not follow the stored ones."""
+    _check_length(run["n_epochs"] + len(epochs), max_epochs)
+    stored = run["epochs"]
     try:
-        check_epoch_order(epochs, after=last)
-        check_metric_present(epochs, run.metric_name)
+        check_epoch_order(epochs, after=stored[-1]["epoch"] if stored else None)
+        check_metric_present(epochs, run["metric_name"])
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
-    run.epochs = [*run.epochs, *(e.model_dump() for e in epochs)]
-    _store_assessment(
-        run, lineage_history(session, [run.id, *ancestor_ids(session, run.parent_id)])
+    row = dict(run)
+    row["epochs"] = [*stored, *(e.model_dump() for e in epochs)]
+    row["n_epochs"] = len(row["epochs"])
+    row.update(
+        assess(row, lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])]))
     )
-    session.flush()
-    return run
+    row["version"] = run["version"] + 1
+    row["updated_at"] = utcnow()
+    # Read-modify-write: a concurrent append changed the version, so this one fails, not wins.
+    result = session.execute(
+        _UPDATE_ASSESSED, {**row, "run_id": row["id"], "expected_version": run["version"]}
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("the run was changed by another request at the same time; retry")
+    return row
 
 
-def get_run(session: Session, scope: Scope, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None or not scope.visible(run.project_id):
+def get_run(session: Session, scope: Scope, run_id: int) -> RowMapping:
+    row = session.execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
+    if row is None or not scope.visible(row["project_id"]):
         # Another project's run answers exactly like a missing one.
         raise NotFound(f"run {run_id} not found")
-    return run
+    return row
 
 
-def summary_payload(run: Run, project: str) -> dict[str, Any]:
+def summary_payload(row: RunRow) -> dict[str, Any]:
     """The :class:`RunSummary` contract as plain data, serialised without a second validation."""
-    return {
-        "id": run.id,
-        "name": run.name,
-        "project": project,
-        "parent_id": run.parent_id,
-        "applied_rung": run.applied_rung,
-        "source": run.source,
-        "task": run.task,
-        "verdict": run.verdict,
-        "rung": run.rung,
-        "n_epochs": len(run.epochs),
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-    }
+    return {column.key: row[column.key] for column in SUMMARY_COLUMNS}
 
 
-def run_payload(run: Run, project: str) -> dict[str, Any]:
+def run_payload(row: RunRow) -> dict[str, Any]:
     """The :class:`RunOut` contract as plain data."""
     metric = (
-        {"name": run.metric_name, "higher_is_better": run.metric_higher_is_better}
-        if run.metric_name
+        {"name": row["metric_name"], "higher_is_better": row["metric_higher_is_better"]}
+        if row["metric_name"]
         else None
     )
     return {
-        **summary_payload(run, project),
+        **summary_payload(row),
         "metric": metric,
-        "model": run.model_facts,
-        "data": run.data_facts,
-        "constraints": run.constraints,
-        "recipe": run.recipe,
-        "epochs": run.epochs,
-        "diagnosis": run.diagnosis,
-        "recommendation": run.recommendation,
+        "model": row["model_facts"],
+        "data": row["data_facts"],
+        "constraints": row["constraints"],
+        "recipe": row["recipe"],
+        "epochs": row["epochs"],
+        "diagnosis": row["diagnosis"],
+        "recommendation": row["recommendation"],
     }
-
-
-def summaries(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    return [summary_payload(r, r.project.name) for r in runs]
 
 
 def encode_cursor(run_id: int) -> str:
@@ -234,30 +303,32 @@ def list_runs(
     created_before: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
-) -> tuple[list[Run], str | None]:
+) -> tuple[list[RowMapping], str | None]:
     """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive."""
-    query: Select[Run] = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    query: Select[Any] = (
+        select(*SUMMARY_COLUMNS).join_from(RUNS, PROJECTS).order_by(RUNS.c.id.desc())
+    ).limit(limit + 1)
     if not scope.sees_all:
-        query = query.where(Run.project_id == scope.project_id)
+        query = query.where(RUNS.c.project_id == scope.project_id)
     if project is not None:
-        query = query.join(Project, Project.id == Run.project_id).where(Project.name == project)
+        query = query.where(PROJECTS.c.name == project)
     if verdict is not None:
-        query = query.where(Run.verdict == verdict)
+        query = query.where(RUNS.c.verdict == verdict)
     if rung is not None:
-        query = query.where(Run.rung == rung)
+        query = query.where(RUNS.c.rung == rung)
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Run.name.ilike(f"%{escaped}%", escape="\\"))
+        query = query.where(RUNS.c.name.ilike(f"%{escaped}%", escape="\\"))
     if created_after is not None:
-        query = query.where(Run.created_at >= created_after)
+        query = query.where(RUNS.c.created_at >= created_after)
     if created_before is not None:
-        query = query.where(Run.created_at < created_before)
+        query = query.where(RUNS.c.created_at < created_before)
     if cursor:
-        query = query.where(Run.id < decode_cursor(cursor))
-    runs = list(session.scalars(query))
-    more = len(runs) > limit
-    runs = runs[:limit]
-    return runs, encode_cursor(runs[-1].id) if more and runs else None
+        query = query.where(RUNS.c.id < decode_cursor(cursor))
+    rows = list(session.execute(query).mappings())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]["id"]) if more and rows else None
 
 
 def descendant_ids(session: Session, run_id: int) -> list[int]:
@@ -266,12 +337,20 @@ def descendant_ids(session: Session, run_id: int) -> list[int]:
     frontier = [run_id]
     while frontier and len(found) < MAX_LINEAGE_DEPTH * 10:
         frontier = list(
-            session.scalars(select(Run.id).where(Run.parent_id.in_(frontier)).order_by(Run.id))
+            session.scalars(
+                select(RUNS.c.id).where(RUNS.c.parent_id.in_(frontier)).order_by(RUNS.c.id)
+            )
         )
         found.extend(frontier)
     return found
 
 
-def runs_by_ids(session: Session, ids: list[int]) -> list[Run]:
-    by_id = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))} if ids else {}
+def summaries_by_ids(session: Session, ids: list[int]) -> list[dict[str, Any]]:
+    """Run summaries in the order of ``ids``."""
+    if not ids:
+        return []
+    rows = session.execute(
+        select(*SUMMARY_COLUMNS).join_from(RUNS, PROJECTS).where(RUNS.c.id.in_(ids))
+    ).mappings()
+    by_id = {row["id"]: summary_payload(row) for row in rows}
     return [by_id[i] for i in ids if i in by_id]

@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('metric_name', sa.String(length=64), nullable=True),
     sa.Column('metric_higher_is_better', sa.Boolean(), nullable=True),
     sa.Column('epochs', JSON, nullable=False),
+    sa.Column('n_epochs', sa.Integer(), nullable=False),
     sa.Column('verdict', sa.String(length=32), nullable=False),
     sa.Column('rung', sa.String(length=32), nullable=True),
     sa.Column('diagnosis', JSON, nullable=False),
