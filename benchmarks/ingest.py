@@ -28,7 +28,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from app.advisor.diagnosis import Epoch, diagnose, resolve_criterion
+from app.advisor.diagnosis import Curves, diagnose, resolve_criterion
 from app.advisor.ladder import Facts, recommend
 
 LUA = r"""
@@ -85,14 +85,27 @@ def report(n_epochs: int, seed: int = 0) -> dict[str, Any]:
         train = 2.0 * math.exp(-i / (n_epochs / 6)) + 0.02 + rng.gauss(0, 0.01)
         valid = 0.5 + 0.3 * ((i - n_epochs / 3) / n_epochs) ** 2 + rng.gauss(0, 0.01)
         acc = 0.9 - 0.1 * ((i - n_epochs / 3) / n_epochs) ** 2 + rng.gauss(0, 0.003)
-        epochs.append({"epoch": i, "train_loss": round(train, 5), "valid_loss": round(valid, 5),
-                       "metrics": {"accuracy": round(acc, 5)}})
+        epochs.append(
+            {
+                "epoch": i,
+                "train_loss": round(train, 5),
+                "valid_loss": round(valid, 5),
+                "metrics": {"accuracy": round(acc, 5)},
+            }
+        )
     return {
-        "name": "bench-resnet34", "task": "classification",
+        "name": "bench-resnet34",
+        "task": "classification",
         "metric": {"name": "accuracy", "higher_is_better": True},
         "model": {"arch": "resnet34", "batchnorm": True, "head_dropout": 0.0},
-        "data": {"n_train": 5912, "n_valid": 1478, "n_classes": 37, "augment": "none",
-                 "more_data_available": False, "data_fraction": 1.0},
+        "data": {
+            "n_train": 5912,
+            "n_valid": 1478,
+            "n_classes": 37,
+            "augment": "none",
+            "more_data_available": False,
+            "data_fraction": 1.0,
+        },
         "constraints": {"time_limited": False, "memory_limited": False},
         "epochs": epochs,
     }
@@ -102,13 +115,17 @@ def advisor_cost_us(n_epochs: int) -> float:
     """Median cost of diagnosis + ladder walk from stored epoch dicts, in microseconds."""
     body = report(n_epochs)
     criterion = resolve_criterion("accuracy", True)
-    facts = Facts(arch="resnet34", batchnorm=True, head_dropout=0.0, augment="none",
-                  more_data_available=False, data_fraction=1.0)
+    facts = Facts(
+        arch="resnet34",
+        batchnorm=True,
+        head_dropout=0.0,
+        augment="none",
+        more_data_available=False,
+        data_fraction=1.0,
+    )
 
     def once() -> None:
-        epochs = [Epoch(e["epoch"], e["train_loss"], e["valid_loss"], e["metrics"])
-                  for e in body["epochs"]]
-        recommend(diagnose(epochs, criterion), facts)
+        recommend(diagnose(Curves.of(body["epochs"]), criterion), facts)
 
     number = 2000
     runs = timeit.repeat(once, number=number, repeat=7)
@@ -146,7 +163,9 @@ def process_cpu_seconds(pids: list[int]) -> float:
 
 
 def server_pids(root: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(root)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(root)], capture_output=True, text=True, check=False
+    )
     return [root, *(int(p) for p in out.stdout.split())]
 
 
@@ -155,9 +174,21 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict[str,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True, timeout=seconds + 120,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
     )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -189,12 +220,25 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="advisor-bench-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-           "ADVISOR_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "ADVISOR_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
+        "ADVISOR_LOG_LEVEL": "warning",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
-         str(args.workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     script = tmp / "report.lua"
     script.write_text(LUA.replace("%BODY%", json.dumps(report(30))))
@@ -216,16 +260,22 @@ def main() -> None:
         server.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(json.dumps({
-        "benchmark": "ingest",
-        "server": f"uvicorn, {args.workers} worker(s), SQLite (WAL), 127.0.0.1",
-        "report_epochs": 30,
-        "seconds_per_level": args.seconds,
-        "cores": os.cpu_count(),
-        "levels": levels,
-        "advisor_cost_us": {"epochs_30": round(advisor_cost_us(30), 1),
-                            "epochs_100": round(advisor_cost_us(100), 1)},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "server": f"uvicorn, {args.workers} worker(s), SQLite (WAL), 127.0.0.1",
+                "report_epochs": 30,
+                "seconds_per_level": args.seconds,
+                "cores": os.cpu_count(),
+                "levels": levels,
+                "advisor_cost_us": {
+                    "epochs_30": round(advisor_cost_us(30), 1),
+                    "epochs_100": round(advisor_cost_us(100), 1),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from statistics import fmean, median
-from typing import Any
+from itertools import accumulate
+from operator import add, sub
+from statistics import median
+from typing import Any, NamedTuple
 
 
 class Verdict(StrEnum):
@@ -34,12 +36,26 @@ class Severity(StrEnum):
     SEVERE = "severe"
 
 
-@dataclass(frozen=True, slots=True)
-class Epoch:
-    epoch: int
-    train_loss: float
-    valid_loss: float
-    metrics: Mapping[str, float]
+class Curves(NamedTuple):
+    """A run's epochs as columns: what the diagnosis computes on, built in one pass per column."""
+
+    epochs: list[int]
+    train_loss: list[float]
+    valid_loss: list[float]
+    metrics: list[Mapping[str, float]]
+
+    @classmethod
+    def of(cls, records: Sequence[Mapping[str, Any]]) -> "Curves":
+        """From epoch records as reported: ``{"epoch", "train_loss", "valid_loss", "metrics"}``."""
+        return cls(
+            [r["epoch"] for r in records],
+            [r["train_loss"] for r in records],
+            [r["valid_loss"] for r in records],
+            [r.get("metrics") or {} for r in records],
+        )
+
+    def __len__(self) -> int:  # the number of epochs, not of columns
+        return len(self.epochs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +133,7 @@ class Thresholds:
 DEFAULT_THRESHOLDS = Thresholds()
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
+class Evidence(NamedTuple):
     criterion: str
     higher_is_better: bool
     n_epochs: int
@@ -150,7 +165,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``dataclasses.asdict`` deep-copies and costs 10x more)."""
-        evidence = {name: getattr(self.evidence, name) for name in Evidence.__slots__}
+        evidence = self.evidence._asdict()
         evidence["severity"] = self.evidence.severity.value
         return {
             "verdict": self.verdict.value,
@@ -174,13 +189,13 @@ def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criter
     return Criterion(name, higher_is_better, is_loss=False)
 
 
-def infer_criterion(epochs: Sequence[Epoch]) -> Criterion:
+def infer_criterion(curves: Curves) -> Criterion:
     """With no metric named, use the single well-known metric every epoch carries, else the loss."""
-    if not epochs:
+    if not curves.metrics:
         return VALID_LOSS
-    shared = set(epochs[0].metrics)
-    for e in epochs[1:]:
-        shared &= e.metrics.keys()
+    shared = set(curves.metrics[0])
+    for m in curves.metrics[1:]:
+        shared &= m.keys()
     known = [k for k in shared if k.lower() in KNOWN_METRICS]
     if len(known) == 1:
         return Criterion(known[0], KNOWN_METRICS[known[0].lower()], is_loss=False)
@@ -191,12 +206,8 @@ def _rolling_mean(y: Sequence[float], width: int) -> list[float]:
     """Means of every ``width`` consecutive values (trailing windows), in O(n)."""
     if width <= 1 or len(y) < width:
         return list(y)
-    total = sum(y[:width])
-    out = [total / width]
-    for old, new in zip(y, y[width:], strict=False):
-        total += new - old
-        out.append(total / width)
-    return out
+    sums = list(accumulate(y, initial=0.0))
+    return [(b - a) / width for a, b in zip(sums, sums[width:], strict=False)]
 
 
 def _noise(y: Sequence[float]) -> float:
@@ -208,18 +219,23 @@ def _noise(y: Sequence[float]) -> float:
     start = max(1, len(y) // 3)
     if len(y) - start < 4:
         start = 1
-    d2 = [
-        abs(a - 2 * b + c)
-        for a, b, c in zip(y[start - 1 :], y[start:], y[start + 1 :], strict=False)
-    ]
+    mid = y[start:-1]
+    # |a - 2b + c| over consecutive triples, with C-level maps: this runs on every report.
+    d2: list[float] = list(
+        map(abs, map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
+    )
     if not d2:
         return 0.0
-    return 1.4826 * median(d2) / math.sqrt(6)
+    return 1.4826 * float(median(d2)) / math.sqrt(6)
 
 
-def _argmin(y: Sequence[float]) -> int:
+def _mean(y: Sequence[float]) -> float:
+    return sum(y) / len(y)
+
+
+def _argmin(y: list[float]) -> int:
     """First index of the smallest value."""
-    return min(range(len(y)), key=y.__getitem__)
+    return y.index(min(y))
 
 
 def _rel(delta: float, reference: float) -> float:
@@ -237,20 +253,23 @@ def _severity(rel: float, bounds: tuple[float, float]) -> Severity:
 
 
 def diagnose(
-    epochs: Sequence[Epoch],
+    curves: Curves,
     criterion: Criterion | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> Diagnosis:
     """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`."""
-    crit = criterion or infer_criterion(epochs)
-    n = len(epochs)
+    crit = criterion or infer_criterion(curves)
+    n = len(curves)
     if n < thresholds.min_epochs:
-        return _insufficient(epochs, crit, thresholds)
+        return _insufficient(curves, crit, thresholds)
 
-    raw = [e.valid_loss if crit.is_loss else e.metrics[crit.name] for e in epochs]
+    epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
+    if crit.is_loss:
+        raw = valid
+    else:
+        name = crit.name
+        raw = [m[name] for m in curves.metrics]
     y = [-v for v in raw] if crit.higher_is_better else raw
-    train = [e.train_loss for e in epochs]
-    valid = [e.valid_loss for e in epochs]
 
     k = max(1, min(5, n // 4))  # tail length: the "end of training" we judge
     best = _argmin(y)
@@ -263,17 +282,17 @@ def diagnose(
     min_rel = thresholds.min_rel_loss if crit.is_loss else thresholds.min_rel_metric
     threshold = max(min_rel * scale, thresholds.noise_z * noise)
 
-    tail = fmean(y[-k:])
+    tail = _mean(y[-k:])
     degradation = tail - windows[best_window]
     # best_window indexes windows ending at best_window + k - 1; it must end before the tail.
     degraded = degradation > threshold and best_window + k - 1 < n - k
 
     # Still improving: the tail beats the window just before it by a clear margin.
     before = y[-2 * k : -k] if n >= 2 * k + 1 else y[:-k]
-    still_improving = bool(before) and fmean(before) - tail > threshold
+    still_improving = bool(before) and _mean(before) - tail > threshold
 
     train_min_at = _argmin(train)
-    train_tail = fmean(train[-k:])
+    train_tail = _mean(train[-k:])
     train_rise = train_tail - train[train_min_at]
     train_range = max(train) - train[train_min_at]
     # Worse beyond noise, or doubled: an oscillating blow-up is its own "noise".
@@ -296,7 +315,7 @@ def diagnose(
         verdict = Verdict.DIVERGING
         summary = (
             f"Training loss rose from {train[train_min_at]:.4g} (epoch "
-            f"{epochs[train_min_at].epoch}) to {train_tail:.4g} at the end: the optimisation "
+            f"{epochs[train_min_at]}) to {train_tail:.4g} at the end: the optimisation "
             "itself is getting worse. Lower the learning rate."
         )
     elif degraded:
@@ -304,13 +323,13 @@ def diagnose(
         bounds = thresholds.severity_loss if crit.is_loss else thresholds.severity_metric
         severity = _severity(rel_degradation, bounds)
         summary = (
-            f"{crit.name} was best at epoch {epochs[best].epoch} ({raw[best]:.4g}) and ended "
+            f"{crit.name} was best at epoch {epochs[best]} ({raw[best]:.4g}) and ended "
             f"{abs(rel_degradation):.1%} worse ({raw[-1]:.4g}) while the training loss kept "
             f"{'improving' if trend == 'improving' else 'steady'}: {severity} overfitting."
         )
     elif _rel(train[0] - train[train_min_at], train[0]) < thresholds.not_learning_drop or (
         train_tail > thresholds.underfit_share * train[0]
-        and fmean(valid[-k:]) - train_tail < thresholds.underfit_gap * train_tail
+        and _mean(valid[-k:]) - train_tail < thresholds.underfit_gap * train_tail
     ):
         verdict = Verdict.UNDERFITTING
         summary = (
@@ -323,19 +342,19 @@ def diagnose(
     else:
         verdict = Verdict.HEALTHY
         summary = (
-            f"{crit.name} is at or near its best ({raw[best]:.4g} at epoch {epochs[best].epoch})"
+            f"{crit.name} is at or near its best ({raw[best]:.4g} at epoch {epochs[best]})"
             f"{' and still improving' if still_improving else ''}; no sign of overfitting."
         )
     return Diagnosis(
         verdict=verdict,
-        best_epoch=epochs[best].epoch,
+        best_epoch=epochs[best],
         summary=summary,
         evidence=Evidence(
             criterion=crit.name,
             higher_is_better=crit.higher_is_better,
             n_epochs=n,
-            best_epoch=epochs[best].epoch,
-            last_epoch=epochs[-1].epoch,
+            best_epoch=epochs[best],
+            last_epoch=epochs[-1],
             best_value=raw[best],
             last_value=raw[-1],
             metric_degradation=metric_change,
@@ -353,9 +372,8 @@ def diagnose(
     )
 
 
-def _insufficient(epochs: Sequence[Epoch], crit: Criterion, thresholds: Thresholds) -> Diagnosis:
-    n = len(epochs)
-    last = epochs[-1] if epochs else None
+def _insufficient(curves: Curves, crit: Criterion, thresholds: Thresholds) -> Diagnosis:
+    n = len(curves)
     return Diagnosis(
         verdict=Verdict.INSUFFICIENT_DATA,
         best_epoch=None,
@@ -368,14 +386,14 @@ def _insufficient(epochs: Sequence[Epoch], crit: Criterion, thresholds: Threshol
             higher_is_better=crit.higher_is_better,
             n_epochs=n,
             best_epoch=None,
-            last_epoch=last.epoch if last else None,
+            last_epoch=curves.epochs[-1] if n else None,
             best_value=None,
             last_value=None,
             metric_degradation=None,
             valid_loss_degradation=None,
             train_loss_change=None,
             train_loss_trend=None,
-            generalization_gap=(last.valid_loss - last.train_loss) if last else None,
+            generalization_gap=curves.valid_loss[-1] - curves.train_loss[-1] if n else None,
             gap_ratio=None,
             noise=None,
             threshold=None,

@@ -15,7 +15,7 @@ can apply them as they are.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.advisor.diagnosis import Diagnosis, Verdict
 from app.builder.meta import ARCHS, sibling, smaller_sibling
@@ -60,8 +60,7 @@ class History:
     refuted: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(NamedTuple):
     rung: str
     level: int
     action: str
@@ -69,14 +68,12 @@ class Option:
     rationale: str
 
 
-@dataclass(frozen=True, slots=True)
-class Skip:
+class Skip(NamedTuple):
     rung: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One rung as seen from one run: recommended, alternative, skipped (with why) or open."""
 
     rung: str

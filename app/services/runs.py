@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import RowMapping, Select, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.advisor.diagnosis import Epoch, diagnose, infer_criterion, resolve_criterion
+from app.advisor.diagnosis import Curves, diagnose, infer_criterion, resolve_criterion
 from app.advisor.ladder import Facts, History, recommend
 from app.models import Project, Run, Verification, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
@@ -98,16 +98,14 @@ def facts_of(
 
 def assess(row: RunRow, history: History) -> dict[str, Any]:
     """Diagnosis and recommendation columns for a run's values; pure computation."""
-    epochs = [
-        Epoch(e["epoch"], e["train_loss"], e["valid_loss"], e["metrics"]) for e in row["epochs"]
-    ]
+    curves = Curves.of(row["epochs"])
     name = row["metric_name"]
     criterion = (
-        infer_criterion(epochs)
+        infer_criterion(curves)
         if name is None
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
-    diagnosis = diagnose(epochs, criterion)
+    diagnosis = diagnose(curves, criterion)
     facts = facts_of(row["task"], row["model_facts"], row["data_facts"], row["constraints"])
     rec = recommend(diagnosis, facts, history)
     return {

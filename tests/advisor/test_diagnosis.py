@@ -10,7 +10,7 @@ import pytest
 
 from app.advisor.diagnosis import (
     Criterion,
-    Epoch,
+    Curves,
     Severity,
     Verdict,
     diagnose,
@@ -25,10 +25,7 @@ MIN_AGREEMENT = 0.95
 
 
 def run_curve(curve: dict[str, Any]) -> Verdict:
-    epochs = [
-        Epoch(e["epoch"], e["train_loss"], e["valid_loss"], e.get("metrics", {}))
-        for e in curve["epochs"]
-    ]
+    epochs = Curves.of(curve["epochs"])
     metric = curve.get("metric")
     criterion = (
         resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
@@ -65,12 +62,17 @@ def test_agreement_per_verdict(label: str) -> None:
 
 
 def series(
-    train: list[float], valid: list[float], metric: list[float] | None = None
-) -> list[Epoch]:
-    return [
-        Epoch(i, t, v, {"accuracy": metric[i]} if metric else {})
-        for i, (t, v) in enumerate(zip(train, valid, strict=True))
-    ]
+    train: list[float],
+    valid: list[float],
+    metric: list[float] | None = None,
+    name: str = "accuracy",
+) -> Curves:
+    return Curves(
+        list(range(len(train))),
+        train,
+        valid,
+        [{name: m} for m in metric] if metric else [{}] * len(train),
+    )
 
 
 def test_valid_loss_above_train_loss_is_not_overfitting() -> None:
@@ -135,8 +137,7 @@ def test_metric_direction_decides() -> None:
     assert diagnose(series(train, valid, acc)).verdict == Verdict.OVERFITTING
     err = [1 - a for a in acc]
     lower = Criterion("error_rate", higher_is_better=False, is_loss=False)
-    epochs = [Epoch(i, train[i], valid[i], {"error_rate": err[i]}) for i in range(n)]
-    d = diagnose(epochs, lower)
+    d = diagnose(series(train, valid, err, name="error_rate"), lower)
     assert d.verdict == Verdict.OVERFITTING
     assert d.evidence.metric_degradation is not None
     assert d.evidence.metric_degradation > 0
@@ -149,9 +150,8 @@ def test_criterion_resolution() -> None:
     assert not resolve_criterion("score", False).higher_is_better
     with pytest.raises(ValueError, match="higher is better"):
         resolve_criterion("score", None)
-    epochs = [Epoch(0, 1, 1, {"accuracy": 0.5, "lr": 0.1})]
-    assert infer_criterion(epochs).name == "accuracy"
-    assert infer_criterion([Epoch(0, 1, 1, {"lr": 0.1})]).name == "valid_loss"
+    assert infer_criterion(Curves([0], [1], [1], [{"accuracy": 0.5, "lr": 0.1}])).name == "accuracy"
+    assert infer_criterion(Curves([0], [1], [1], [{"lr": 0.1}])).name == "valid_loss"
 
 
 def test_too_few_epochs() -> None:

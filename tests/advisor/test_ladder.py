@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.advisor.diagnosis import Diagnosis, Epoch, Verdict, diagnose
+from app.advisor.diagnosis import Curves, Diagnosis, Verdict, diagnose
 from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
 from app.builder.meta import ARCHS, sibling, smaller_sibling
 
@@ -14,8 +14,9 @@ ORDER = [r.id.value for r in RUNGS]
 
 
 def overfitting() -> Diagnosis:
-    epochs = [Epoch(i, 1.5 * 0.8**i + 0.01, 0.6 + 0.004 * (i - 6) ** 2, {}) for i in range(20)]
-    d = diagnose(epochs)
+    train = [1.5 * 0.8**i + 0.01 for i in range(20)]
+    valid = [0.6 + 0.004 * (i - 6) ** 2 for i in range(20)]
+    d = diagnose(Curves(list(range(20)), train, valid, [{}] * 20))
     assert d.verdict == Verdict.OVERFITTING
     return d
 
@@ -236,7 +237,9 @@ def test_lineage_rules() -> None:
 def test_no_remedy_when_not_overfitting(
     verdict_epochs: list[tuple[float, float]], verdict: Verdict, words: str
 ) -> None:
-    d = diagnose([Epoch(i, t, v, {}) for i, (t, v) in enumerate(verdict_epochs)])
+    n = len(verdict_epochs)
+    train, valid = [t for t, _ in verdict_epochs], [v for _, v in verdict_epochs]
+    d = diagnose(Curves(list(range(n)), train, valid, [{}] * n))
     assert d.verdict == verdict
     rec = recommend(d, Facts(arch="resnet34", lr=1e-2))
     assert rec.rung is None
