@@ -1,12 +1,16 @@
 """Engine and sessions: one storage layer that speaks SQLite and PostgreSQL alike."""
 
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -43,16 +47,52 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> Engi
 _HOLDS_WRITE_LOCK = "holds_sqlite_write_lock"
 
 
-def serialize_writes(engine: Engine, timeout_s: float) -> None:
-    """Let one connection of this process write to SQLite at a time.
+class WriteSlot:
+    """The one SQLite writer's slot, shared by the threads of this process and, through a lock
+    file beside the database, by every process on the machine.
 
-    SQLite has one writer. Threads that race for it fall into SQLite's busy handler, which
-    sleeps in growing steps (up to 100 ms) and is not fair, so under concurrent requests some
-    wait for seconds. A Python lock taken at a transaction's first INSERT/UPDATE/DELETE and
-    released when it ends queues them fairly instead; other processes still meet the busy
-    timeout. Connection.info is the pooled DBAPI connection's, so every exit path sees the flag.
+    Without it, writers race inside SQLite's busy handler, which sleeps in growing steps (up to
+    100 ms) and is not fair: under concurrent requests some wait for seconds while the CPU idles.
+    Here threads queue on a lock and processes on ``flock``, polled with sub-millisecond sleeps.
     """
-    lock = threading.Lock()
+
+    def __init__(self, lock_file: Path | None, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._threads = threading.Lock()
+        self._fd = os.open(lock_file, os.O_CREAT | os.O_RDWR, 0o600) if lock_file else None
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        if not self._threads.acquire(timeout=self.timeout_s):
+            raise TimeoutError(f"no SQLite write slot within {self.timeout_s:g} s")
+        if self._fd is None:
+            return
+        delay = 1e-4
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._threads.release()
+                    raise TimeoutError(
+                        f"no SQLite write slot within {self.timeout_s:g} s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2e-3)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+
+def serialize_writes(engine: Engine, slot: WriteSlot) -> None:
+    """Hold ``slot`` from a transaction's first INSERT/UPDATE/DELETE until it ends.
+
+    Connection.info is the pooled DBAPI connection's, so every way out — commit, rollback, or the
+    pool's reset of a connection handed back without either — sees the flag and releases.
+    """
 
     @event.listens_for(engine, "before_cursor_execute")
     def _acquire(
@@ -62,18 +102,22 @@ def serialize_writes(engine: Engine, timeout_s: float) -> None:
             return
         if not (context.isinsert or context.isupdate or context.isdelete):
             return
-        if not lock.acquire(timeout=timeout_s):
-            raise TimeoutError(f"no SQLite write slot within {timeout_s:g} s")
+        slot.acquire()
         conn.info[_HOLDS_WRITE_LOCK] = True
 
     def _release(info: dict[Any, Any]) -> None:
         if info.pop(_HOLDS_WRITE_LOCK, False):
-            lock.release()
+            slot.release()
 
     event.listen(engine, "commit", lambda conn: _release(conn.info))
     event.listen(engine, "rollback", lambda conn: _release(conn.info))
-    # A connection handed back without commit or rollback is reset by the pool.
     event.listen(engine.pool, "reset", lambda _dbapi, record, *_: _release(record.info))
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for in-memory databases."""
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 class Database:
@@ -82,7 +126,9 @@ class Database:
         self.engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         if url.startswith("sqlite"):
-            serialize_writes(self.engine, busy_timeout_ms / 1000)
+            path = sqlite_file(url)
+            lock_file = path.with_name(path.name + "-writer.lock") if path else None
+            serialize_writes(self.engine, WriteSlot(lock_file, busy_timeout_ms / 1000))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,10 +1,20 @@
-"""JSON responses rendered with orjson from plain data the services already shaped to the
-documented response model, so a run is not validated a second time on its way out."""
+"""JSON in and out with orjson.
 
+Responses are rendered from plain data the services already shaped to the documented response
+model, so a run is not validated a second time on its way out. Request bodies are parsed by
+orjson through FastAPI's documented custom-route hook; bodies with NaN/Infinity literals (not
+JSON, but what Python's encoder writes) fall back to the standard parser so that validation can
+name the offending field instead of failing on a decode position.
+"""
+
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
+from fastapi import Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 
 class FastJSON(Response):
@@ -12,3 +22,24 @@ class FastJSON(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
+
+
+class OrjsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)
+        return self._json
+
+
+class OrjsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(OrjsonRequest(request.scope, request.receive))
+
+        return handle

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Query, status
 from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
-from app.api.json import FastJSON
+from app.api.json import FastJSON, OrjsonRoute
 from app.schemas import EpochsIn, ErrorOut, Lineage, RunCreate, RunOut, RunPage
 from app.services import runs as service
 from app.services.errors import Forbidden
 from app.services.projects import project_by_name
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], route_class=OrjsonRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
