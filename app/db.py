@@ -111,7 +111,10 @@ def serialize_writes(engine: Engine, slot: WriteSlot) -> None:
 
     event.listen(engine, "commit", lambda conn: _release(conn.info))
     event.listen(engine, "rollback", lambda conn: _release(conn.info))
-    event.listen(engine.pool, "reset", lambda _dbapi, record, *_: _release(record.info))
+
+    @event.listens_for(engine.pool, "reset")
+    def _on_reset(_dbapi: Any, record: Any, _state: Any) -> None:
+        _release(record.info)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,8 +15,6 @@ from app.api import health, ladder, runs
 from app.db import Database
 from app.migrate import head_revision
 from app.services.errors import ServiceError
-from app.services.projects import Scope as ProjectScope
-from app.services.projects import ensure_project
 from app.settings import Settings
 
 logger = logging.getLogger("advisor")
@@ -110,13 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            with db.session() as session:
-                project = ensure_project(session, settings.default_project)
-                app.state.default_scope = ProjectScope(project.id, project.name, sees_all=True)
-        except (OperationalError, ProgrammingError) as exc:
-            logger.error("database %s is not migrated: run 'advisor migrate' (%s)", db.url, exc)
-            raise
+        # The database is not touched here: a server whose database is down or not migrated
+        # still starts and says so on /readyz.
         yield
         db.dispose()
 

@@ -49,3 +49,17 @@ def test_readyz_reports_an_unmigrated_database(tmp_path: Path) -> None:
         r = client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["revision"] == "older"
+
+
+def test_readyz_reports_an_unreachable_database() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    # Port 9 (discard) on loopback has no PostgreSQL: connecting fails at once.
+    app = create_app(Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["database"].startswith("unreachable")

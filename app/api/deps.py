@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.services.errors import Unauthorized
-from app.services.projects import Scope, project_for_token
+from app.services.projects import Scope, ensure_project, project_for_token
 from app.settings import Settings
 
 
@@ -48,14 +48,24 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def get_scope(request: Request, settings: SettingsDep) -> Scope:
+    db: Database = request.app.state.db
     if not settings.auth_required:
-        default: Scope = request.app.state.default_scope
+        default: Scope | None = getattr(request.app.state, "default_scope", None)
+        if default is None:
+            default = await run_in_threadpool(_default_scope, db, settings.default_project)
+            request.app.state.default_scope = default
         return default
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
-    db: Database = request.app.state.db
     return await run_in_threadpool(_scope_for_token, db, token)
+
+
+def _default_scope(db: Database, name: str) -> Scope:
+    """With auth off every request acts for the default project, created on first use."""
+    with db.session() as session:
+        project = ensure_project(session, name)
+        return Scope(project.id, project.name, sees_all=True)
 
 
 def _scope_for_token(db: Database, token: str) -> Scope:

@@ -3,8 +3,14 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.db import Database
+from app.schemas import EpochIn, Lineage, RunCreate, RunOut, RunPage
+from app.services.errors import Conflict
+from app.services.projects import Scope, ensure_project
+from app.services.runs import append_epochs, create_run, get_run
 from tests.conftest import epochs_from, healthy_epochs, overfit_epochs
 
 
@@ -202,3 +208,31 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/runs" in spec["paths"]
     assert "RunCreate" in spec["components"]["schemas"]
+
+
+def test_responses_honour_the_documented_models(client: TestClient) -> None:
+    run = post(client, model={"arch": "resnet18"})
+    RunOut.model_validate(run)
+    RunPage.model_validate(client.get("/api/v1/runs").json())
+    Lineage.model_validate(client.get(f"/api/v1/runs/{run['id']}/lineage").json())
+    assert run["created_at"].endswith("Z")
+
+
+def test_a_stale_append_is_refused_not_lost(db_url: str) -> None:
+    """Two appends that read the same version: the second fails instead of overwriting."""
+    db = Database(db_url)
+    with db.session() as session:
+        project = ensure_project(session, "default")
+        body = RunCreate.model_validate({"epochs": overfit_epochs(6)})
+        run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
+    scope = Scope(project.id, project.name, sees_all=True)
+    more = [EpochIn(epoch=6, train_loss=0.1, valid_loss=1.0)]
+    with db.sessionmaker() as first, db.sessionmaker() as second:
+        stale = get_run(second, scope, run_id)
+        append_epochs(first, get_run(first, scope, run_id), more, max_epochs=100)
+        first.commit()
+        with pytest.raises(Conflict):
+            append_epochs(second, stale, more, max_epochs=100)
+    with db.sessionmaker() as session:
+        assert get_run(session, scope, run_id)["n_epochs"] == 7
+    db.dispose()

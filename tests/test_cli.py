@@ -1,0 +1,102 @@
+"""The `advisor` command as a user runs it: migrate, create a project, serve (with concurrency)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_client, overfit_epochs
+
+ADVISOR = [sys.executable, "-m", "app.cli"]
+
+
+def cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ADVISOR_DATABASE_URL": db}
+    return subprocess.run(
+        [*ADVISOR, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_migrate_and_project_create(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli(db, "migrate").returncode == 0
+    created = cli(db, "project", "create", "vision")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("oa_")
+    again = cli(db, "project", "create", "vision")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    with make_client(db, auth="required") as client:
+        r = client.get("/api/v1/runs", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """`advisor serve` on a fresh SQLite file with two worker processes, as deployed."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ADVISOR_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+        "ADVISOR_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [*ADVISOR, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("advisor serve did not become ready")
+        yield url
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        assert "Traceback" not in out, out
+
+
+def test_serve_migrates_and_takes_concurrent_reports(served: str) -> None:
+    """Concurrent writers across threads and processes all land: none lost, none refused."""
+
+    def report(i: int) -> int:
+        with httpx.Client(base_url=served, timeout=30) as c:
+            r = c.post("/api/v1/runs", json={"name": f"c{i}", "epochs": overfit_epochs()})
+            assert r.status_code == 201, r.text
+            run_id = int(r.json()["id"])
+            r = c.post(
+                f"/api/v1/runs/{run_id}/epochs",
+                json={"epochs": [{"epoch": 20, "train_loss": 0.01, "valid_loss": 1.5}]},
+            )
+            assert r.status_code == 200, r.text
+            return run_id
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(report, range(64)))
+    assert len(set(ids)) == 64
+    listed = httpx.get(f"{served}/api/v1/runs", params={"limit": 500}).json()["items"]
+    assert sorted(r["id"] for r in listed) == sorted(ids)
+    assert {r["n_epochs"] for r in listed} == {21}
