@@ -11,6 +11,9 @@ from app.settings import Settings
 from tests.databases import BACKENDS, fresh_database, postgres_unreachable, wipe
 
 DATA = Path(__file__).parent / "data"
+RUNG_ORDER = [
+    "more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body", "smaller_model",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 from app.advisor.diagnosis import Curves, Diagnosis, Verdict, diagnose
 from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
 from app.builder.meta import ARCHS, sibling, smaller_sibling
+from tests.conftest import RUNG_ORDER
 
 ORDER = [r.id.value for r in RUNGS]
 
@@ -55,15 +56,7 @@ def skipped(rec: Recommendation) -> dict[str, str]:
 
 
 def test_the_seven_rungs_in_order() -> None:
-    assert ORDER == [
-        "more_data",
-        "augment",
-        "mixup",
-        "batchnorm",
-        "dropout_head",
-        "dropout_body",
-        "smaller_model",
-    ]
+    assert ORDER == RUNG_ORDER
 
 
 def test_the_ladder_is_climbed_one_rung_at_a_time() -> None:

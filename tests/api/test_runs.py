@@ -11,7 +11,7 @@ from app.schemas import EpochIn, Lineage, RunCreate, RunOut, RunPage
 from app.services.errors import Conflict
 from app.services.projects import Scope, ensure_project
 from app.services.runs import append_epochs, create_run, get_run
-from tests.conftest import epochs_from, healthy_epochs, overfit_epochs
+from tests.conftest import RUNG_ORDER, epochs_from, healthy_epochs, overfit_epochs
 
 
 def post(client: TestClient, **body: Any) -> dict[str, Any]:
@@ -53,15 +53,7 @@ def test_report_gets_diagnosis_and_next_rung(client: TestClient) -> None:
         }
     ]
     assert rec["alternatives"][0]["rung"] == "mixup"
-    assert [s["rung"] for s in rec["ladder"]] == [
-        "more_data",
-        "augment",
-        "mixup",
-        "batchnorm",
-        "dropout_head",
-        "dropout_body",
-        "smaller_model",
-    ]
+    assert [s["rung"] for s in rec["ladder"]] == RUNG_ORDER
 
     fetched = client.get(f"/api/v1/runs/{run['id']}").json()
     assert fetched == run
@@ -184,15 +176,7 @@ def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
 
 def test_ladder_endpoint_lists_the_seven_rungs_in_order(client: TestClient) -> None:
     rungs = client.get("/api/v1/ladder").json()
-    assert [r["id"] for r in rungs] == [
-        "more_data",
-        "augment",
-        "mixup",
-        "batchnorm",
-        "dropout_head",
-        "dropout_body",
-        "smaller_model",
-    ]
+    assert [r["id"] for r in rungs] == RUNG_ORDER
     assert [r["order"] for r in rungs] == list(range(1, 8))
     assert rungs[4]["levels"] == ["p=0.25", "p=0.5"]
 
