@@ -1,9 +1,11 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and Prometheus metrics."""
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from app.api.deps import SessionDep
 from app.migrate import current_revision
+from app.services.metrics import prometheus_text
 
 router = APIRouter(tags=["health"])
 
@@ -35,3 +37,9 @@ def readyz(request: Request) -> JSONResponse:
         },
         status_code=200 if ok else 503,
     )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(session: SessionDep) -> PlainTextResponse:
+    """Prometheus text format: runs by verdict, verification jobs by status."""
+    return PlainTextResponse(prometheus_text(session), media_type="text/plain; version=0.0.4")

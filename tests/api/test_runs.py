@@ -220,3 +220,17 @@ def test_a_stale_append_is_refused_not_lost(db_url: str) -> None:
     with db.sessionmaker() as session:
         assert get_run(session, scope, run_id)["n_epochs"] == 7
     db.dispose()
+
+
+def test_metrics_count_runs_by_verdict(client: TestClient) -> None:
+    post(client)
+    post(client)
+    post(client, epochs=healthy_epochs())
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    lines = set(r.text.splitlines())
+    assert 'advisor_runs{verdict="overfitting"} 2' in lines
+    assert 'advisor_runs{verdict="healthy"} 1' in lines
+    assert 'advisor_runs{verdict="diverging"} 0' in lines
+    assert 'advisor_verifications{status="queued"} 0' in lines
