@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.advisor.ladder import RungId
+from app.builder.recipe import MixupSpec, Recipe
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
@@ -38,11 +39,6 @@ class ModelFacts(Open):
     body_dropout: Fraction | None = None
     weight_decay: Annotated[float, Field(allow_inf_nan=False, ge=0)] | None = None
     lr: Annotated[float, Field(allow_inf_nan=False, gt=0)] | None = None
-
-
-class MixupSpec(Strict):
-    kind: Literal["mixup", "cutmix"] = "mixup"
-    alpha: Annotated[float, Field(allow_inf_nan=False, gt=0, le=10)] = 0.2
 
 
 class DataFacts(Open):
@@ -113,7 +109,9 @@ class RunCreate(Strict):
     model: ModelFacts = Field(default_factory=ModelFacts)
     data: DataFacts = Field(default_factory=DataFacts)
     constraints: Constraints = Field(default_factory=Constraints)
-    recipe: dict[str, Any] | None = None
+    recipe: Recipe | None = Field(
+        default=None, description="Present when the run is reproducible by the model builder."
+    )
     epochs: list[EpochIn]
 
     @model_validator(mode="after")

@@ -383,33 +383,42 @@ RUNGS: tuple[Rung, ...] = (
 RUNG_BY_ID: Mapping[str, Rung] = {r.id.value: r for r in RUNGS}
 
 
-def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
-    """Whether ``rung`` can be the next remedy for this run, and at which level."""
+def next_step(rung: Rung, facts: Facts, level: int | None = None) -> Option | Skip:
+    """What applying ``rung`` would change: at ``level``, by default the level above the one the
+    facts already have; a Skip when it cannot change anything. The model builder applies rungs
+    with this same function."""
     rid = rung.id.value
-    if rid in history.refuted:
-        return Skip(rid, "a verification in this run's lineage found it does not help (refuted)")
     reason = rung.blocked(facts)
     if reason:
         return Skip(rid, reason)
     current = rung.level(facts)
-    if current >= 0 or rid in history.applied:
-        already = (
-            f"already in the recipe ({rung.levels[current]})"
-            if current >= 0
-            else "already applied in this run's lineage"
-        )
-        if rid not in history.confirmed:
-            return Skip(rid, already)
-        if current + 1 >= len(rung.levels):
-            return Skip(rid, f"verified as helping and {already}, its strongest level")
-        level = current + 1
-        action, change, why = rung.option(facts, level)
-        why = (
-            f"Verified as helping in this lineage; the model still overfits, so go stronger. {why}"
-        )
-        return Option(rid, level, action, change, why)
-    action, change, why = rung.option(facts, 0)
-    return Option(rid, 0, action, change, why)
+    level = current + 1 if level is None else level
+    if level >= len(rung.levels):
+        if current == len(rung.levels) - 1:
+            return Skip(rid, f"already in the recipe at its strongest level ({rung.levels[-1]})")
+        return Skip(rid, f"{rid} has no level {level}")
+    if level <= current:
+        return Skip(rid, f"already in the recipe at {rung.levels[current]}")
+    action, change, why = rung.option(facts, level)
+    return Option(rid, level, action, change, why)
+
+
+def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
+    """Whether ``rung`` can be the next remedy for this run, and at which level: refuted rungs
+    and rungs already in place are skipped, unless a verification confirmed they help."""
+    rid = rung.id.value
+    if rid in history.refuted:
+        return Skip(rid, "a verification in this run's lineage found it does not help (refuted)")
+    step = next_step(rung, facts)
+    current = rung.level(facts)
+    if isinstance(step, Skip) or (current < 0 and rid not in history.applied):
+        return step
+    if rid not in history.confirmed:
+        if current >= 0:
+            return Skip(rid, f"already in the recipe ({rung.levels[current]})")
+        return Skip(rid, "already applied in this run's lineage")
+    go_on = "Verified as helping in this lineage; the model still overfits, so go stronger."
+    return step._replace(rationale=f"{go_on} {step.rationale}")
 
 
 def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) -> Recommendation:

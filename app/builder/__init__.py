@@ -1,2 +1,37 @@
-"""The model builder. ``meta`` and ``recipe`` are plain data and import no torch; the torch parts
-are loaded lazily so the API process can read the architecture table without paying for torch."""
+"""The model builder: fastai-style CNNs and U-Nets from a recipe.
+
+``meta`` (the architecture table) and ``recipe`` are plain data and import no torch; the torch
+parts load on first use, so the API process reads the table without paying for torch.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.builder.cnn import BuiltModel, create_body
+    from app.builder.head import create_head
+    from app.builder.recipe import Recipe
+
+__all__ = ["build_model", "create_body", "create_head"]
+
+
+def build_model(recipe: "Recipe", n_out: int) -> "BuiltModel":
+    """The recipe's model with ``n_out`` outputs (classes, or mask classes for segmentation)."""
+    if recipe.task == "segmentation":
+        from app.builder.unet import build_segmenter
+
+        return build_segmenter(recipe, n_out)
+    from app.builder.cnn import build_cnn
+
+    return build_cnn(recipe, n_out)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_body":
+        from app.builder.cnn import create_body
+
+        return create_body
+    if name == "create_head":
+        from app.builder.head import create_head
+
+        return create_head
+    raise AttributeError(f"module 'app.builder' has no attribute '{name}'")

@@ -7,6 +7,7 @@ Rows travel as mappings keyed by column name (plus ``project``, the project's na
 
 import base64
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.advisor.diagnosis import Curves, diagnose, infer_criterion, resolve_criterion
 from app.advisor.ladder import Facts, History, recommend
+from app.builder.recipe import Recipe
 from app.models import Project, Run, Verification, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
 from app.services.errors import Conflict, Invalid, NotFound
@@ -74,12 +76,20 @@ _UPDATE_ASSESSED = (
 )
 
 
-def facts_of(
-    task: str, model: dict[str, Any], data: dict[str, Any], constraints: dict[str, Any]
-) -> Facts:
+def facts_of(row: RunRow) -> Facts:
+    """The ladder's facts: the recipe's when the run has one, with what only the report can say
+    (more data on hand, time and memory limits); else the reported model and data facts."""
+    model, data, constraints = row["model_facts"], row["data_facts"], row["constraints"]
+    limits = {
+        "more_data_available": data.get("more_data_available"),
+        "time_limited": bool(constraints.get("time_limited")),
+        "memory_limited": bool(constraints.get("memory_limited")),
+    }
+    if row["recipe"] is not None:
+        return replace(Recipe.model_validate(row["recipe"]).facts(), **limits)
     mixup = data.get("mixup") or {}
     return Facts(
-        task=task,
+        task=row["task"],
         arch=model.get("arch"),
         batchnorm=model.get("batchnorm"),
         head_dropout=model.get("head_dropout"),
@@ -89,10 +99,8 @@ def facts_of(
         augment=data.get("augment"),
         mixup_kind=mixup.get("kind"),
         mixup_alpha=mixup.get("alpha"),
-        more_data_available=data.get("more_data_available"),
         data_fraction=data.get("data_fraction"),
-        time_limited=bool(constraints.get("time_limited")),
-        memory_limited=bool(constraints.get("memory_limited")),
+        **limits,
     )
 
 
@@ -106,8 +114,7 @@ def assess(row: RunRow, history: History) -> dict[str, Any]:
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
     diagnosis = diagnose(curves, criterion)
-    facts = facts_of(row["task"], row["model_facts"], row["data_facts"], row["constraints"])
-    rec = recommend(diagnosis, facts, history)
+    rec = recommend(diagnosis, facts_of(row), history)
     return {
         "verdict": diagnosis.verdict.value,
         "rung": rec.rung,
@@ -195,8 +202,8 @@ def create_run(
         "parent_id": body.parent_id,
         "applied_rung": applied,
         "source": source,
-        "task": body.task,
-        "recipe": body.recipe,
+        "task": body.recipe.task if body.recipe else body.task,
+        "recipe": body.recipe.model_dump(mode="json") if body.recipe else None,
         "model_facts": body.model.model_dump(exclude_none=True),
         "data_facts": body.data.model_dump(exclude_none=True),
         "constraints": body.constraints.model_dump(),

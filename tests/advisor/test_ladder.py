@@ -95,7 +95,7 @@ def test_more_data_first_and_its_changes() -> None:
     [
         (Facts(augment="none"), "augment", {"augment": "basic"}, None),
         (Facts(augment="basic"), "mixup", None, "already in the recipe (basic)"),
-        (Facts(augment="strong"), "mixup", None, "already in the recipe (strong)"),
+        (Facts(augment="strong"), "mixup", None, "strongest level (strong)"),
         (
             Facts(augment="strong", mixup_kind="mixup", mixup_alpha=0.2),
             "batchnorm",

@@ -1,0 +1,121 @@
+"""The recipe: everything needed to build and train a model again. Plain data, no torch.
+
+A run report may carry one; the worker builds it, applies a remedy to it and trains both. The
+fingerprint identifies a recipe across processes (sorted-key canonical JSON), which is what lets
+a baseline trained once be reused by later verifications.
+"""
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.advisor.ladder import Facts
+from app.builder.meta import ARCHS, arch_meta
+
+Fraction = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
+Augment = Literal["none", "basic", "strong"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeadSpec(Frozen):
+    """fastai's ``create_head`` options; the defaults reproduce it layer for layer."""
+
+    lin_ftrs: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (512,)
+    ps: Fraction = 0.5
+    concat_pool: bool = True
+    first_bn: bool = True
+    bn_final: bool = False
+    lin_first: bool = False
+    y_range: tuple[float, float] | None = None
+
+
+class MixupSpec(Frozen):
+    kind: Literal["mixup", "cutmix"] = "mixup"
+    alpha: Annotated[float, Field(allow_inf_nan=False, gt=0, le=10)] = 0.2
+
+
+class Recipe(Frozen):
+    task: Literal["classification", "segmentation"] = "classification"
+    arch: str = Field(
+        description="An architecture of the table (GET /api/v1/ladder lists rungs; "
+        "app.builder.meta.ARCHS the architectures)."
+    )
+    pretrained: bool = False
+    n_in: Annotated[int, Field(ge=1, le=64)] = 3
+    image_size: Annotated[int, Field(ge=8, le=4096)] = 224
+    head: HeadSpec = HeadSpec()
+    batchnorm: bool = Field(default=True, description="Batch norm in the head.")
+    body_dropout: Fraction = 0.0
+    decoder: Literal["unet", "nearest", "transposed"] = "unet"
+    augment: Augment = "none"
+    mixup: MixupSpec | None = None
+    weight_decay: Annotated[float, Field(allow_inf_nan=False, ge=0, le=10)] = 0.01
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
+    lr: Annotated[float, Field(allow_inf_nan=False, gt=0, le=10)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    schedule: Literal["one_cycle", "constant", "cosine"] = "one_cycle"
+    data: dict[str, Any] | None = Field(
+        default=None, description='A dataset spec, e.g. {"kind": "digits", "image_size": 32}.'
+    )
+    data_fraction: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1)] = 1.0
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture '{arch}'")
+        return arch
+
+    @field_validator("data")
+    @classmethod
+    def _data_has_kind(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is not None and not isinstance(data.get("kind"), str):
+            raise ValueError("a dataset spec needs a 'kind'")
+        return data
+
+    @model_validator(mode="after")
+    def _mixup_is_for_labels(self) -> "Recipe":
+        if self.task == "segmentation" and self.mixup is not None:
+            raise ValueError("mixup: Mixup/CutMix mix class labels, not segmentation masks")
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def facts(self) -> Facts:
+        """What the ladder needs to know about this recipe."""
+        meta = arch_meta(self.arch)
+        return Facts(
+            task=self.task,
+            arch=self.arch,
+            batchnorm=self.batchnorm and meta is not None and meta.has_batchnorm,
+            head_dropout=self.head.ps,
+            body_dropout=self.body_dropout,
+            weight_decay=self.weight_decay,
+            lr=self.lr,
+            augment=self.augment,
+            mixup_kind=self.mixup.kind if self.mixup else None,
+            mixup_alpha=self.mixup.alpha if self.mixup else None,
+            data_fraction=self.data_fraction,
+        )
+
+    def changed(self, change: dict[str, Any]) -> "Recipe":
+        """A copy with ``change`` applied; keys are field paths such as ``head.ps``."""
+        data = self.model_dump()
+        for path, value in change.items():
+            *parents, leaf = path.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            if leaf not in node:
+                raise KeyError(f"recipe has no field '{path}'")
+            node[leaf] = value
+        return Recipe.model_validate(data)
