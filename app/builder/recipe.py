@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.advisor.ladder import Facts
-from app.builder.meta import ARCHS, arch_meta
+from app.builder.meta import ARCHS
 
 Fraction = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
 Augment = Literal["none", "basic", "strong"]
@@ -92,11 +92,13 @@ class Recipe(Frozen):
 
     def facts(self) -> Facts:
         """What the ladder needs to know about this recipe."""
-        meta = arch_meta(self.arch)
+        meta = ARCHS[self.arch]
         return Facts(
             task=self.task,
             arch=self.arch,
-            batchnorm=self.batchnorm and meta is not None and meta.has_batchnorm,
+            # Nothing left for the batch-norm rung: BN in the head, and in the body as far as
+            # the family offers (AlexNet has no _bn sibling to switch to).
+            batchnorm=self.batchnorm and (meta.has_batchnorm or meta.bn_variant is None),
             head_dropout=self.head.ps,
             body_dropout=self.body_dropout,
             weight_decay=self.weight_decay,
