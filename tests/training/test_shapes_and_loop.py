@@ -1,0 +1,51 @@
+"""Generated shapes and the training loop's figures."""
+
+import torch
+
+from app.builder import build_model
+from app.builder.recipe import Recipe
+from app.training.loop import EpochResult, Metrics, fit
+from app.training.shapes import SHAPE_CLASSES, make_shapes
+
+
+def test_shapes_are_deterministic_and_labelled() -> None:
+    x, y = make_shapes(12, 40, seed=5)
+    x2, y2 = make_shapes(12, 40, seed=5)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(y, make_shapes(12, 40, seed=6)[1])
+    assert x.shape == (12, 3, 40, 40) and y.shape == (12, 40, 40)
+    assert set(torch.unique(y).tolist()) <= set(range(len(SHAPE_CLASSES)))
+    assert all((m > 0).any() for m in y), "every image has a shape"
+    # A shape's pixels differ from the background's: the mask is visible in the image.
+    fg, bg = x[0][:, y[0] > 0], x[0][:, y[0] == 0]
+    assert (fg.mean(dim=1) - bg.mean(dim=1)).abs().max() > 0.1
+
+
+def test_iou_and_dice_from_a_known_confusion() -> None:
+    metrics = Metrics("segmentation", 3)
+    target = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    pred = torch.tensor([[0, 1, 1, 1, 2, 0]])
+    metrics.update(torch.nn.functional.one_hot(pred, 3).permute(0, 2, 1).float(), target)
+    result = metrics.result()
+    # class 1: tp 2, fp 1, fn 0 -> IoU 2/3, Dice 4/5; class 2: tp 1, fp 0, fn 1 -> 1/2, 2/3.
+    assert abs(result["iou"] - (2 / 3 + 1 / 2) / 2) < 1e-9
+    assert abs(result["dice"] - (4 / 5 + 2 / 3) / 2) < 1e-9
+    acc = Metrics("classification", 3)
+    acc.update(torch.eye(3)[[0, 1, 2, 2]], torch.tensor([0, 1, 1, 2]))
+    assert acc.result() == {"accuracy": 0.75}
+
+
+def test_fit_learns_a_small_segmentation_task() -> None:
+    torch.manual_seed(0)
+    x, y = make_shapes(48, 32, seed=1)
+    model = build_model(Recipe(arch="simple_cnn_small_bn", task="segmentation", image_size=32), 4)
+    seen: list[EpochResult] = []
+    results = fit(
+        model, lambda: [(x[i : i + 8], y[i : i + 8]) for i in range(0, 48, 8)],
+        lambda: [(x, y)], task="segmentation", n_classes=4, epochs=4, lr=1e-2,
+        weight_decay=0.0, steps_per_epoch=6, on_epoch=seen.append,
+    )  # fmt: skip
+    assert [r.epoch for r in results] == [0, 1, 2, 3] and seen == results
+    assert results[-1].train_loss < results[0].train_loss
+    assert set(results[-1].metrics) == {"iou", "dice"}
+    assert results[-1].record()["valid_loss"] == results[-1].valid_loss
