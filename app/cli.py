@@ -1,6 +1,7 @@
 """The ``advisor`` command: serve, migrate, manage projects."""
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,6 +64,81 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+@app.command()
+def worker(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    lease: Annotated[
+        float | None, typer.Option(help="Lease seconds (ADVISOR_WORKER_LEASE_S).")
+    ] = None,
+) -> None:
+    """Run verifications from the database queue until stopped (SIGTERM hands the job back)."""
+    import signal
+
+    from app.db import Database
+    from app.worker.worker import Worker
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    w = Worker(
+        Database(settings.database_url),
+        device=device,
+        roots=settings.data_roots,
+        lease_s=lease or settings.worker_lease_s,
+        poll_s=settings.worker_poll_s,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: w.stop.set())
+    w.run()
+
+
+@app.command()
+def train(
+    recipe_file: Annotated[Path, typer.Argument(help="A recipe as JSON (see app.builder.recipe).")],
+    server: Annotated[
+        str, typer.Option(help="The service to report to.")
+    ] = "http://127.0.0.1:8000",
+    name: Annotated[str, typer.Option(help="The run's name.")] = "",
+    seed: int = 0,
+    device: str = "auto",
+    token: Annotated[str | None, typer.Option(envvar="ADVISOR_TOKEN", help="API token.")] = None,
+) -> None:
+    """Train a recipe here, report the run to the service, print the diagnosis and remedy."""
+    import httpx
+
+    from app.builder.recipe import Recipe
+    from app.training.trial import resolve_device, run_trial
+
+    recipe = Recipe.model_validate_json(recipe_file.read_text())
+    settings = Settings()
+    outcome = run_trial(
+        recipe,
+        seed,
+        device=resolve_device(device),
+        roots=settings.data_roots,
+        label=recipe_file.name,
+    )
+    metric = {"classification": "accuracy", "segmentation": "iou"}[recipe.task]
+    body = {
+        "name": name or recipe_file.stem,
+        "recipe": recipe.model_dump(mode="json"),
+        "metric": {"name": metric, "higher_is_better": True},
+        "epochs": outcome["curve"],
+    }
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{server}/api/v1/runs", json=body, headers=headers, timeout=60)
+    if response.status_code != 201:
+        typer.echo(
+            f"the service refused the report ({response.status_code}): {response.text}", err=True
+        )
+        raise typer.Exit(1)
+    run = response.json()
+    rec = run["recommendation"]
+    typer.echo(f"run {run['id']}: {run['diagnosis']['verdict']} — {run['diagnosis']['summary']}")
+    typer.echo(f"next: {rec['rung'] or 'no remedy'} — {rec['action']}")
+    for skip in rec["skipped"]:
+        typer.echo(f"  skipped {skip['rung']}: {skip['reason']}")
 
 
 @project_app.command("create")

@@ -1,6 +1,7 @@
 """The application factory: routers, error handling, limits and start-up."""
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,11 +12,12 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import health, ladder, runs
+from app.api import health, ladder, runs, verifications
 from app.db import Database
 from app.migrate import head_revision
 from app.services.errors import ServiceError
 from app.settings import Settings
+from app.worker.worker import Worker
 
 logger = logging.getLogger("advisor")
 
@@ -101,6 +103,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def start_embedded_worker(settings: Settings, db: Database) -> Worker:
+    worker = Worker(
+        db,
+        device=settings.worker_device,
+        roots=settings.data_roots,
+        lease_s=settings.worker_lease_s,
+        poll_s=settings.worker_poll_s,
+    )
+    threading.Thread(target=worker.run, name="embedded-worker", daemon=True).start()
+    return worker
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
@@ -108,8 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The database is not touched here: a server whose database is down or not migrated
-        # still starts and says so on /readyz.
+        # still starts and says so on /readyz. The embedded worker imports torch in its own
+        # thread, after start-up.
+        worker = start_embedded_worker(settings, db) if settings.worker == "embedded" else None
         yield
+        if worker is not None:
+            worker.stop.set()
         db.dispose()
 
     app = FastAPI(
@@ -125,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
 
-    for router in (runs.router, ladder.router):
+    for router in (runs.router, verifications.router, ladder.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
 

@@ -144,3 +144,25 @@ class Verification(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Trial(Base):
+    """One training of one recipe with one seed. A baseline trained once with the same recipe
+    (its fingerprint covers the data spec and epochs) and seed is reused, not retrained."""
+
+    __tablename__ = "trials"
+    __table_args__ = (Index("ix_trials_recipe_seed", "recipe_fingerprint", "seed", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    verification_id: Mapped[int | None] = mapped_column(
+        ForeignKey("verifications.id", ondelete="SET NULL"), index=True, default=None
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    recipe_fingerprint: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    curve: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    device: Mapped[str] = mapped_column(String(16), default="cpu")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

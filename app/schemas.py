@@ -209,3 +209,51 @@ class RungOut(BaseModel):
 class ErrorOut(BaseModel):
     message: str
     detail: Any = None
+
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+
+
+class VerificationCreate(Strict):
+    rung: RungId | None = Field(default=None, description="Defaults to the recommended rung.")
+    level: Annotated[int, Field(ge=0, le=10)] | None = None
+    seeds: Annotated[int, Field(ge=1, le=20)] | list[Annotated[int, Field(ge=0)]] = Field(
+        default=3, description="How many seeds (0, 1, ...), or the seeds themselves."
+    )
+    epochs: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None, description="Overrides the recipe's epochs for baseline and candidate."
+    )
+    device: Device = "auto"
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: int | list[int]) -> int | list[int]:
+        if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError("seeds must be distinct, and at least one")
+        return seeds
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class VerificationOut(BaseModel):
+    id: int
+    run_id: int
+    rung: str
+    level: int | None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    seeds: list[int]
+    epochs: int | None
+    device: str
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    progress: dict[str, Any]
+    verdict: Literal["confirmed", "refuted", "inconclusive"] | None
+    effect: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    candidate_recipe: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

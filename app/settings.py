@@ -36,8 +36,15 @@ class Settings(BaseSettings):
     default_project: str = "default"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_epochs: int = Field(default=10_000, ge=1)
-    worker: WorkerMode = "embedded"
-    data_roots: list[Path] = Field(default_factory=list)
+    worker: WorkerMode = Field(
+        default="embedded", description="embedded: one worker thread in the API process; off."
+    )
+    worker_device: str = "auto"
+    worker_lease_s: float = Field(default=30.0, gt=0)
+    worker_poll_s: float = Field(default=1.0, gt=0)
+    data_roots: list[Path] = Field(
+        default_factory=list, description="Folders image_folder datasets may live in."
+    )
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"
 

@@ -9,7 +9,6 @@ their mean. Usage: python benchmarks/decoders.py [--arch simple_cnn_small_bn] [-
 import argparse
 import json
 import time
-from collections.abc import Callable, Iterator
 from statistics import fmean
 
 import torch
@@ -17,24 +16,10 @@ from rich.progress import Progress
 
 from app.builder import build_model
 from app.builder.recipe import Recipe
-from app.training.loop import fit
+from app.training.loop import TrainConfig, fit
 from app.training.shapes import SHAPE_CLASSES, make_shapes
 
 DECODERS = ("unet", "nearest", "transposed")
-
-
-def batches(
-    x: torch.Tensor, y: torch.Tensor, size: int, *, shuffle_seed: int | None
-) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
-
-    def passes() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(x), generator=generator) if generator else torch.arange(len(x))
-        for i in range(0, len(x), size):
-            idx = order[i : i + size]
-            yield x[idx], y[idx]
-
-    return passes
 
 
 def main() -> None:
@@ -53,44 +38,59 @@ def main() -> None:
     images, masks = make_shapes(args.n, args.size, seed=1234)
     cut = int(0.8 * args.n)
     train_x, train_y, valid_x, valid_y = images[:cut], masks[:cut], images[cut:], masks[cut:]
-    steps = -(-cut // args.batch_size)
     scores: dict[str, list[dict[str, float]]] = {d: [] for d in DECODERS}
     with Progress(transient=True) as progress:
         task = progress.add_task("training decoders", total=len(DECODERS) * len(args.seeds))
         for seed in args.seeds:
             for decoder in DECODERS:
                 torch.manual_seed(seed)
-                recipe = Recipe(arch=args.arch, task="segmentation", decoder=decoder,
-                                image_size=args.size)  # fmt: skip
+                recipe = Recipe(
+                    arch=args.arch, task="segmentation", decoder=decoder, image_size=args.size
+                )
                 model = build_model(recipe, n_out=len(SHAPE_CLASSES))
+                config = TrainConfig(
+                    epochs=args.epochs,
+                    lr=args.lr,
+                    weight_decay=0.01,
+                    batch_size=args.batch_size,
+                    seed=seed,
+                )
                 results = fit(
                     model,
-                    batches(train_x, train_y, args.batch_size, shuffle_seed=seed),
-                    batches(valid_x, valid_y, 64, shuffle_seed=None),
-                    task="segmentation", n_classes=len(SHAPE_CLASSES), epochs=args.epochs,
-                    lr=args.lr, weight_decay=0.01, steps_per_epoch=steps,
-                )  # fmt: skip
+                    (train_x, train_y, valid_x, valid_y),
+                    config,
+                    task="segmentation",
+                    n_classes=len(SHAPE_CLASSES),
+                )
                 scores[decoder].append(results[-1].metrics)
                 progress.advance(task)
 
-    print(json.dumps({
-        "benchmark": "decoders",
-        "body": args.arch,
-        "data": {"kind": "shapes", "n_train": cut, "n_valid": args.n - cut,
-                 "image_size": args.size},
-        "epochs": args.epochs,
-        "seeds": args.seeds,
-        "decoders": {
-            d: {
-                "iou": round(fmean(s["iou"] for s in runs), 4),
-                "dice": round(fmean(s["dice"] for s in runs), 4),
-                "iou_per_seed": [round(s["iou"], 4) for s in runs],
-                "dice_per_seed": [round(s["dice"], 4) for s in runs],
+    print(
+        json.dumps(
+            {
+                "benchmark": "decoders",
+                "body": args.arch,
+                "data": {
+                    "kind": "shapes",
+                    "n_train": cut,
+                    "n_valid": args.n - cut,
+                    "image_size": args.size,
+                },
+                "epochs": args.epochs,
+                "seeds": args.seeds,
+                "decoders": {
+                    d: {
+                        "iou": round(fmean(s["iou"] for s in runs), 4),
+                        "dice": round(fmean(s["dice"] for s in runs), 4),
+                        "iou_per_seed": [round(s["iou"], 4) for s in runs],
+                        "dice_per_seed": [round(s["dice"], 4) for s in runs],
+                    }
+                    for d, runs in scores.items()
+                },
+                "seconds": round(time.monotonic() - started, 1),
             }
-            for d, runs in scores.items()
-        },
-        "seconds": round(time.monotonic() - started, 1),
-    }))  # fmt: skip
+        )
+    )
 
 
 if __name__ == "__main__":

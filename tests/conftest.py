@@ -39,6 +39,8 @@ def db_url(backend_url: str) -> Iterator[str]:
 
 
 def make_client(url: str, **settings: Any) -> TestClient:
+    """A client of an app on ``url``; its embedded worker stays off unless a test asks for it."""
+    settings.setdefault("worker", "off")
     return TestClient(create_app(Settings(database_url=url, **settings)))
 
 

@@ -4,7 +4,7 @@ import torch
 
 from app.builder import build_model
 from app.builder.recipe import Recipe
-from app.training.loop import EpochResult, Metrics, fit
+from app.training.loop import EpochResult, Metrics, TrainConfig, fit
 from app.training.shapes import SHAPE_CLASSES, make_shapes
 
 
@@ -40,11 +40,9 @@ def test_fit_learns_a_small_segmentation_task() -> None:
     x, y = make_shapes(48, 32, seed=1)
     model = build_model(Recipe(arch="simple_cnn_small_bn", task="segmentation", image_size=32), 4)
     seen: list[EpochResult] = []
-    results = fit(
-        model, lambda: [(x[i : i + 8], y[i : i + 8]) for i in range(0, 48, 8)],
-        lambda: [(x, y)], task="segmentation", n_classes=4, epochs=4, lr=1e-2,
-        weight_decay=0.0, steps_per_epoch=6, on_epoch=seen.append,
-    )  # fmt: skip
+    config = TrainConfig(epochs=4, lr=1e-2, weight_decay=0.0, batch_size=8)
+    results = fit(model, (x, y, x, y), config, task="segmentation", n_classes=4,
+                  on_epoch=seen.append)  # fmt: skip
     assert [r.epoch for r in results] == [0, 1, 2, 3] and seen == results
     assert results[-1].train_loss < results[0].train_loss
     assert set(results[-1].metrics) == {"iou", "dice"}

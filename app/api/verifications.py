@@ -1,0 +1,61 @@
+"""Verifications: ask for one (202, the worker trains), follow it, cancel it."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+
+from app.advisor.ladder import RungId
+from app.api.deps import ScopeDep, SessionDep, SettingsDep
+from app.api.json import FastJSON, OrjsonRoute
+from app.api.runs import ERRORS
+from app.schemas import VerificationCreate, VerificationOut
+from app.services import verifications as service
+from app.services.runs import get_run
+
+router = APIRouter(tags=["verifications"], route_class=OrjsonRoute)
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post(
+    "/runs/{run_id}/verifications",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=VerificationOut,
+    responses=ERRORS,
+)
+def request_verification(
+    run_id: int,
+    session: SessionDep,
+    scope: ScopeDep,
+    settings: SettingsDep,
+    body: VerificationCreate | None = None,
+) -> FastJSON:
+    """Queue a retraining of the run's recipe against the recipe with the rung applied."""
+    run = get_run(session, scope, run_id)
+    job = service.request(session, run, body or VerificationCreate(), settings.data_roots)
+    session.commit()
+    return FastJSON(service.payload(job), status_code=202)
+
+
+@router.get("/verifications/{job_id}", response_model=VerificationOut, responses=ERRORS)
+def get_verification(job_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+    return FastJSON(service.payload(service.get(session, scope, job_id)))
+
+
+@router.get("/verifications", response_model=list[VerificationOut], responses=ERRORS)
+def list_verifications(
+    session: SessionDep,
+    scope: ScopeDep,
+    run_id: int | None = None,
+    status: Status | None = None,
+    rung: RungId | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> FastJSON:
+    jobs = service.listing(session, scope, run_id=run_id, status=status, rung=rung, limit=limit)
+    return FastJSON([service.payload(j) for j in jobs])
+
+
+@router.post("/verifications/{job_id}/cancel", response_model=VerificationOut, responses=ERRORS)
+def cancel_verification(job_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+    job = service.cancel(session, scope, job_id)
+    session.commit()
+    return FastJSON(service.payload(job))

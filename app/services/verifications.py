@@ -1,0 +1,142 @@
+"""Verification requests: checked and queued here (the worker does the training)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.builder.recipe import Recipe
+from app.builder.remedies import NotApplicable, apply_remedy
+from app.models import Verification
+from app.schemas import VerificationCreate
+from app.services.errors import Conflict, Invalid, NotFound
+from app.services.projects import Scope
+from app.services.runs import RunRow, get_run
+from app.training.data import DataError, check_spec
+
+MAX_ATTEMPTS = 3
+
+
+def candidate_for(baseline: Recipe, rung: str, level: int | None) -> Recipe | None:
+    """The recipe to train against the baseline; None for more data that is not on disk (the
+    worker then measures a learning curve instead)."""
+    try:
+        return apply_remedy(baseline, rung, level)
+    except NotApplicable as exc:
+        if rung == "more_data" and baseline.data_fraction >= 1.0:
+            return None
+        raise Conflict(f"rung '{rung}' cannot change this run's recipe: {exc.reason}") from exc
+
+
+def request(
+    session: Session, run: RunRow, body: VerificationCreate, roots: Sequence[Path]
+) -> Verification:
+    if run["recipe"] is None:
+        raise Conflict(
+            f"run {run['id']} has no recipe: only a run the model builder can reproduce "
+            "can be verified (report it with a 'recipe')"
+        )
+    rung = body.rung.value if body.rung else run["rung"]
+    if rung is None:
+        raise Conflict(f"run {run['id']} has no recommended remedy; name the 'rung' to verify")
+    baseline = Recipe.model_validate(run["recipe"])
+    if body.epochs is not None:
+        baseline = baseline.changed({"epochs": body.epochs})
+    try:
+        check_spec(baseline.data, roots)
+    except DataError as exc:
+        raise Invalid(str(exc)) from exc
+    candidate = candidate_for(baseline, rung, body.level)
+    job = Verification(
+        run_id=run["id"],
+        rung=rung,
+        level=body.level,
+        candidate_recipe=candidate.model_dump(mode="json") if candidate else {},
+        seeds=body.seed_list(),
+        epochs=baseline.epochs,
+        device=body.device,
+        budget={"baseline_recipe": baseline.model_dump(mode="json")},
+        max_attempts=MAX_ATTEMPTS,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get(session: Session, scope: Scope, job_id: int) -> Verification:
+    job = session.get(Verification, job_id)
+    if job is None:
+        raise NotFound(f"verification {job_id} not found")
+    get_run(session, scope, job.run_id)  # 404 unless the run is visible to this scope
+    return job
+
+
+def listing(
+    session: Session,
+    scope: Scope,
+    *,
+    run_id: int | None,
+    status: str | None,
+    rung: str | None,
+    limit: int,
+) -> list[Verification]:
+    from app.models import Run
+
+    query = select(Verification).join(Run, Run.id == Verification.run_id)
+    if not scope.sees_all:
+        query = query.where(Run.project_id == scope.project_id)
+    if run_id is not None:
+        query = query.where(Verification.run_id == run_id)
+    if status is not None:
+        query = query.where(Verification.status == status)
+    if rung is not None:
+        query = query.where(Verification.rung == rung)
+    return list(session.scalars(query.order_by(Verification.id.desc()).limit(limit)))
+
+
+def cancel(session: Session, scope: Scope, job_id: int) -> Verification:
+    """A queued job is cancelled at once; a running one when its worker next looks (between
+    epochs); a finished one cannot be."""
+    job = get(session, scope, job_id)
+    if job.status in ("succeeded", "failed", "cancelled"):
+        raise Conflict(f"verification {job_id} already {job.status}")
+    session.execute(
+        update(Verification)
+        .where(Verification.id == job_id, Verification.status == "queued")
+        .values(status="cancelled", cancel_requested=True)
+    )
+    session.execute(
+        update(Verification)
+        .where(Verification.id == job_id, Verification.status == "running")
+        .values(cancel_requested=True)
+    )
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def payload(job: Verification) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "run_id": job.run_id,
+        "rung": job.rung,
+        "level": job.level,
+        "status": job.status,
+        "seeds": job.seeds,
+        "epochs": job.epochs,
+        "device": job.device,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested,
+        "progress": job.progress,
+        "verdict": job.verdict,
+        "effect": job.effect,
+        "result": job.result,
+        "error": job.error,
+        "candidate_recipe": job.candidate_recipe or None,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }

@@ -1,0 +1,99 @@
+"""One trial: one recipe trained with one seed, and the figures a verification compares."""
+
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.builder import build_model
+from app.builder.recipe import Recipe
+from app.training.data import Split, load, parse_spec
+from app.training.loop import EpochResult, TrainConfig, fit
+
+# The validation metric each task is judged by (higher is better for both).
+PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' asked for, but CUDA is not available here")
+    return device
+
+
+@lru_cache(maxsize=8)
+def _load(spec_json: str, roots: tuple[Path, ...], fraction: float, seed: int) -> Split:
+    return load(
+        parse_spec(Recipe.model_validate_json(spec_json).data), roots, fraction=fraction, seed=seed
+    )
+
+
+def dataset(recipe: Recipe, roots: Sequence[Path]) -> Split:
+    """The recipe's data, loaded once per process (trials of a verification share it)."""
+    data_only = Recipe(arch=recipe.arch, data=recipe.data).model_dump_json()
+    return _load(data_only, tuple(roots), recipe.data_fraction, 0)
+
+
+def figures(results: Sequence[EpochResult], metric: str) -> dict[str, Any]:
+    values = [r.metrics[metric] for r in results]
+    best = max(range(len(values)), key=values.__getitem__)
+    last = results[-1]
+    return {
+        "metric": metric,
+        "final_metric": values[-1],
+        "best_metric": values[best],
+        "best_epoch": results[best].epoch,
+        "degradation": (values[best] - values[-1]) / max(abs(values[best]), 1e-12),
+        "final_valid_loss": last.valid_loss,
+        "best_valid_loss": min(r.valid_loss for r in results),
+        "gap": last.valid_loss - last.train_loss,
+    }
+
+
+def run_trial(
+    recipe: Recipe,
+    seed: int,
+    *,
+    device: str,
+    roots: Sequence[Path],
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    label: str = "trial",
+) -> dict[str, Any]:
+    """Train ``recipe`` with ``seed``; the curve, the figures, how long it took and where."""
+    started = time.monotonic()
+    split = dataset(recipe, roots)
+    torch.manual_seed(seed)
+    model = build_model(recipe, split.n_out)
+    config = TrainConfig(
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        batch_size=recipe.batch_size,
+        schedule=recipe.schedule,
+        augment=recipe.augment,
+        mixup=(recipe.mixup.kind, recipe.mixup.alpha) if recipe.mixup else None,
+        seed=seed,
+    )
+    results = fit(
+        model,
+        (split.train_x, split.train_y, split.valid_x, split.valid_y),
+        config,
+        task=recipe.task,
+        n_classes=split.n_out,
+        device=device,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+        label=label,
+    )
+    return {
+        "curve": [r.record() for r in results],
+        "figures": figures(results, PRIMARY_METRIC[recipe.task]),
+        "duration_s": time.monotonic() - started,
+        "device": device,
+        "n_train": len(split.train_x),
+    }

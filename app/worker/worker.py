@@ -1,0 +1,125 @@
+"""The worker loop: claim a job, keep its lease alive while training, store what came of it.
+
+``advisor worker`` runs one per GPU; ``advisor serve`` runs one in a thread (the embedded
+default). SIGTERM (or ``stop``) finishes the current epoch, hands the job back and returns.
+"""
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.db import Database
+from app.worker import queue
+
+log = logging.getLogger("advisor.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        device: str = "auto",
+        roots: Sequence[Path] = (),
+        lease_s: float = 30.0,
+        poll_s: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        self.db, self.device, self.roots = db, device, tuple(roots)
+        self.lease_s, self.poll_s = lease_s, poll_s
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Work until ``stop`` is set."""
+        from app.training.trial import resolve_device
+
+        device = resolve_device(self.device)
+        log.info("worker %s ready on %s", self.name, device)
+        while not self.stop.is_set():
+            try:
+                worked = self.run_once(device)
+            except Exception:  # a database hiccup must not end the worker; it is logged
+                log.exception("worker %s: could not take a job", self.name)
+                worked = False
+            if not worked:
+                self.stop.wait(self.poll_s)
+
+    def run_once(self, device: str) -> bool:
+        """Take one job and see it through; False when there was none."""
+        from app.training.data import DataError
+        from app.training.loop import Stopped
+        from app.worker.verify import verify
+
+        job_id = queue.claim(self.db, self.name, self.lease_s)
+        if job_id is None:
+            return False
+        log.info("worker %s: verification %s claimed", self.name, job_id)
+        job = _Job(self, job_id)
+        job.start()
+        try:
+            result = verify(
+                self.db,
+                job_id,
+                device=device,
+                roots=self.roots,
+                progress=job.progress,
+                should_stop=job.should_stop,
+            )
+        except Stopped:
+            if job.cancel.is_set():
+                queue.cancelled(self.db, job_id, self.name)
+                log.info("verification %s cancelled", job_id)
+            elif not job.lost.is_set():
+                queue.release(self.db, job_id, self.name)
+                log.info("verification %s handed back: worker stopping", job_id)
+        except Exception as exc:
+            log.exception("verification %s failed", job_id)
+            final = isinstance(exc, (DataError, ValueError))  # retrying cannot fix bad input
+            queue.fail(self.db, job_id, self.name, f"{type(exc).__name__}: {exc}", final=final)
+        else:
+            if not queue.complete(self.db, job_id, self.name, result):
+                log.warning("verification %s: lease lost before the result was stored", job_id)
+        finally:
+            job.done.set()
+        return True
+
+
+class _Job:
+    """One claimed job: a heartbeat thread renews the lease and notices cancellation."""
+
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self.worker, self.job_id = worker, job_id
+        self.done, self.cancel, self.lost = threading.Event(), threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _renew(self, progress: dict[str, Any] | None = None) -> None:
+        w = self.worker
+        try:
+            ours, cancel = queue.heartbeat(w.db, self.job_id, w.name, w.lease_s, progress)
+        except Exception:
+            log.exception("heartbeat of verification %s failed", self.job_id)
+            return
+        if not ours:
+            self.lost.set()
+        if cancel:
+            self.cancel.set()
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.worker.lease_s / 3):
+            self._renew()
+
+    def progress(self, progress: dict[str, Any]) -> None:
+        """Called at least once per epoch: stores progress and renews the lease."""
+        self._renew(progress)
+
+    def should_stop(self) -> bool:
+        return self.worker.stop.is_set() or self.cancel.is_set() or self.lost.is_set()
