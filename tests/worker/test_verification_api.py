@@ -1,0 +1,148 @@
+"""Verifications end to end through the API, on the embedded default: report a reproducible run,
+verify a rung, watch it succeed, read the figures, the verdict and the child runs."""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.schemas import VerificationOut
+from tests.conftest import make_client, overfit_epochs
+
+RECIPE = {
+    "arch": "simple_cnn_small", "head": {"ps": 0.0, "lin_ftrs": [32]}, "epochs": 3,
+    "batch_size": 64, "lr": 3e-3, "data": {"kind": "digits", "image_size": 16},
+}  # fmt: skip
+
+
+@pytest.fixture
+def worker_client(db_url: str) -> Iterator[TestClient]:
+    with make_client(db_url, worker="embedded", worker_poll_s=0.1, worker_lease_s=20) as c:
+        yield c
+
+
+def report(client: TestClient, recipe: dict[str, Any] | None = RECIPE) -> dict[str, Any]:
+    r = client.post("/api/v1/runs", json={"name": "digits", "recipe": recipe,
+                                          "epochs": overfit_epochs()})  # fmt: skip
+    assert r.status_code == 201, r.text
+    run: dict[str, Any] = r.json()
+    return run
+
+
+def wait(client: TestClient, job_id: int, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/api/v1/verifications/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"verification {job_id} did not finish: {job}")
+
+
+def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClient) -> None:
+    client = worker_client
+    run = report(client)
+    r = client.post(f"/api/v1/runs/{run['id']}/verifications",
+                    json={"rung": "dropout_head", "seeds": 2})  # fmt: skip
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    VerificationOut.model_validate(queued)
+    assert queued["status"] in ("queued", "running")
+    assert queued["candidate_recipe"]["head"]["ps"] == 0.25
+
+    job = wait(client, queued["id"])
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert job["verdict"] in ("confirmed", "refuted", "inconclusive")
+    assert job["verdict"] == result["verdict"]
+    assert len(result["per_seed"]) == 4
+    assert {(s["role"], s["seed"]) for s in result["per_seed"]} == {
+        ("baseline", 0), ("candidate", 0), ("baseline", 1), ("candidate", 1)}
+    for figures in result["per_seed"]:
+        assert 0 <= figures["final_metric"] <= 1
+        assert figures["final_metric"] <= figures["best_metric"]
+    base = [s["final_metric"] for s in result["per_seed"] if s["role"] == "baseline"]
+    cand = [s["final_metric"] for s in result["per_seed"] if s["role"] == "candidate"]
+    assert result["differences"] == pytest.approx([c - b for b, c in zip(base, cand, strict=True)])
+    assert result["interval"][0] <= result["effect"] <= result["interval"][1]
+    assert result["trials_trained"] == 4 and result["trials_reused"] == 0
+    assert job["progress"]["epochs_done"] == job["progress"]["epochs_total"] == 12
+
+    # The candidate's trainings are child runs of the verified run.
+    children = result["child_runs"]
+    assert len(children) == 2
+    lineage = client.get(f"/api/v1/runs/{run['id']}/lineage").json()
+    assert sorted(d["id"] for d in lineage["descendants"]) == sorted(children)
+    child = client.get(f"/api/v1/runs/{children[0]}").json()
+    assert child["source"] == "verification"
+    assert child["applied_rung"] == "dropout_head"
+    assert child["recipe"]["head"]["ps"] == 0.25
+    assert child["n_epochs"] == 3
+
+    # Another rung on the same run: the baselines are reused, not retrained.
+    again = client.post(f"/api/v1/runs/{run['id']}/verifications",
+                        json={"rung": "augment", "seeds": 2}).json()  # fmt: skip
+    second = wait(client, again["id"])
+    assert second["status"] == "succeeded", second
+    assert second["result"]["trials_reused"] == 2
+    assert second["result"]["trials_trained"] == 2
+    reused = [s for s in second["result"]["per_seed"] if s["reused"]]
+    assert {s["role"] for s in reused} == {"baseline"}
+    listed = client.get("/api/v1/verifications", params={"run_id": run["id"]}).json()
+    assert [v["id"] for v in listed] == [again["id"], queued["id"]]
+
+
+def test_requests_that_cannot_be_verified(client: TestClient) -> None:
+    no_recipe = client.post("/api/v1/runs", json={"epochs": overfit_epochs()}).json()
+    r = client.post(f"/api/v1/runs/{no_recipe['id']}/verifications", json={})
+    assert r.status_code == 409
+    assert "no recipe" in r.json()["message"]
+    run = report(client)
+    r = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"rung": "smaller_model"})
+    assert r.status_code == 409
+    assert "smallest of its family" in r.json()["message"]
+    r = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"seeds": [1, 1]})
+    assert r.status_code == 422
+    assert "seeds" in r.json()["message"]
+    r = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"device": "tpu"})
+    assert r.status_code == 422
+    assert client.post("/api/v1/runs/424242/verifications", json={}).status_code == 404
+    assert client.get("/api/v1/verifications/424242").status_code == 404
+    assert client.get("/api/v1/verifications").json() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [({"kind": "mnist"}, "recipe.data"),
+     ({"kind": "digits", "image_size": 2}, "recipe.data.image_size"),
+     ({"kind": "image_folder", "path": "../etc"}, "recipe.data.path"),
+     ({"kind": "image_folder", "path": "/etc"}, "must be relative"),
+     ({"kind": "image_folder", "path": "escape"}, "recipe.data.path")],
+)  # fmt: skip
+def test_bad_dataset_specs_and_paths_outside_the_roots(
+    db_url: str, tmp_path: Any, data: dict[str, Any], words: str
+) -> None:
+    root = tmp_path / "root"
+    (root / "pets" / "cat").mkdir(parents=True)
+    (root / "escape").symlink_to(tmp_path)  # a symlink out of the root
+    with make_client(db_url, data_roots=[root]) as client:
+        run = report(client, {**RECIPE, "data": data})
+        r = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"rung": "augment"})
+        assert r.status_code == 422, r.text
+        assert words in r.json()["message"]
+        assert client.get("/api/v1/verifications").json() == []
+        ok = report(client, {**RECIPE, "data": {"kind": "image_folder", "path": "pets"}})
+        r = client.post(f"/api/v1/runs/{ok['id']}/verifications", json={"rung": "augment"})
+        assert r.status_code == 202
+
+
+def test_cancel_a_queued_verification(client: TestClient) -> None:
+    run = report(client)
+    job = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"rung": "augment"}).json()
+    r = client.post(f"/api/v1/verifications/{job['id']}/cancel")
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled"
+    again = client.post(f"/api/v1/verifications/{job['id']}/cancel")
+    assert again.status_code == 409
