@@ -133,3 +133,8 @@ def cancelled(db: Database, job_id: int, worker: str) -> bool:
 def release(db: Database, job_id: int, worker: str) -> bool:
     """Hand the job back untouched (the worker is shutting down): the attempt does not count."""
     return _finish(db, job_id, worker, status="queued", attempts=V.attempts - 1, finished_at=None)
+
+
+def device_of(db: Database, job_id: int) -> str:
+    with db.session() as session:
+        return session.scalar(select(V.device).where(V.id == job_id)) or "auto"

@@ -37,32 +37,33 @@ class Worker:
 
     def run(self) -> None:
         """Work until ``stop`` is set."""
-        from app.training.trial import resolve_device
-
-        device = resolve_device(self.device)
-        log.info("worker %s ready on %s", self.name, device)
+        log.info("worker %s ready (device %s)", self.name, self.device)
         while not self.stop.is_set():
             try:
-                worked = self.run_once(device)
+                worked = self.run_once()
             except Exception:  # a database hiccup must not end the worker; it is logged
                 log.exception("worker %s: could not take a job", self.name)
                 worked = False
             if not worked:
                 self.stop.wait(self.poll_s)
 
-    def run_once(self, device: str) -> bool:
+    def run_once(self) -> bool:
         """Take one job and see it through; False when there was none."""
         from app.training.data import DataError
         from app.training.loop import Stopped
+        from app.training.trial import resolve_device
         from app.worker.verify import verify
 
         job_id = queue.claim(self.db, self.name, self.lease_s)
         if job_id is None:
             return False
         log.info("worker %s: verification %s claimed", self.name, job_id)
-        job = _Job(self, job_id)
+        job = _Job(self, job_id, queue.device_of(self.db, job_id))
         job.start()
         try:
+            # The job's own device wins over the worker's; a GPU job on a CPU worker fails this
+            # attempt and stays queued for a worker that has one, within its attempts.
+            device = resolve_device(job.device if job.device != "auto" else self.device)
             result = verify(
                 self.db,
                 job_id,
@@ -93,8 +94,8 @@ class Worker:
 class _Job:
     """One claimed job: a heartbeat thread renews the lease and notices cancellation."""
 
-    def __init__(self, worker: Worker, job_id: int) -> None:
-        self.worker, self.job_id = worker, job_id
+    def __init__(self, worker: Worker, job_id: int, device: str) -> None:
+        self.worker, self.job_id, self.device = worker, job_id, device
         self.done, self.cancel, self.lost = threading.Event(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 

@@ -59,7 +59,11 @@ def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClie
     assert job["verdict"] == result["verdict"]
     assert len(result["per_seed"]) == 4
     assert {(s["role"], s["seed"]) for s in result["per_seed"]} == {
-        ("baseline", 0), ("candidate", 0), ("baseline", 1), ("candidate", 1)}
+        ("baseline", 0),
+        ("candidate", 0),
+        ("baseline", 1),
+        ("candidate", 1),
+    }
     for figures in result["per_seed"]:
         assert 0 <= figures["final_metric"] <= 1
         assert figures["final_metric"] <= figures["best_metric"]
