@@ -1,5 +1,6 @@
 """The `advisor` command as a user runs it: migrate, create a project, serve (with concurrency)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -100,3 +101,20 @@ def test_serve_migrates_and_takes_concurrent_reports(served: str) -> None:
     listed = httpx.get(f"{served}/api/v1/runs", params={"limit": 500}).json()["items"]
     assert sorted(r["id"] for r in listed) == sorted(ids)
     assert {r["n_epochs"] for r in listed} == {21}
+
+
+def test_train_a_recipe_and_report_it(served: str, tmp_path: Path) -> None:
+    recipe = tmp_path / "digits.json"
+    recipe.write_text(json.dumps({"arch": "simple_cnn_small", "epochs": 2, "batch_size": 64,
+                                  "data": {"kind": "digits", "image_size": 16}}))  # fmt: skip
+    env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}"}
+    command = [*ADVISOR, "train", str(recipe), "--server", served, "--name", "cli-run"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "next:" in out.stdout
+    runs = httpx.get(f"{served}/api/v1/runs", params={"name": "cli-run"}).json()["items"]
+    assert len(runs) == 1
+    run = httpx.get(f"{served}/api/v1/runs/{runs[0]['id']}").json()
+    assert run["n_epochs"] == 2
+    assert run["recipe"]["arch"] == "simple_cnn_small"
+    assert f"run {run['id']}: {run['verdict']}" in out.stdout

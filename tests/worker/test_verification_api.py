@@ -150,3 +150,24 @@ def test_cancel_a_queued_verification(client: TestClient) -> None:
     assert r.json()["status"] == "cancelled"
     again = client.post(f"/api/v1/verifications/{job['id']}/cancel")
     assert again.status_code == 409
+
+
+def test_more_data_with_nothing_on_disk_measures_a_learning_curve(
+    worker_client: TestClient,
+) -> None:
+    run = report(worker_client)
+    assert run["recommendation"]["rung"] == "more_data"
+    queued = worker_client.post(f"/api/v1/runs/{run['id']}/verifications",
+                                json={"seeds": 2, "epochs": 2}).json()  # fmt: skip
+    assert queued["rung"] == "more_data" and queued["candidate_recipe"] is None
+    job = wait(worker_client, queued["id"])
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert set(result["fractions"]) == {"0.25", "0.5", "1.0"}
+    assert all(len(v) == 2 for v in result["fractions"].values())
+    assert [s["n_train"] for s in result["per_seed"][:3]] == [360, 719, 1438]
+    assert result["effect"] == pytest.approx(
+        result["predicted_metric_with_2x_data"] - result["metric_now"]
+    )
+    assert result["verdict"] in ("confirmed", "refuted", "inconclusive")
+    assert result["child_runs"] == []
