@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--arch", default="simple_cnn")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(2)
     url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'verify.db'}"
@@ -47,7 +48,7 @@ def main() -> None:
         project = ensure_project(session, "default")
         body = RunCreate.model_validate({"recipe": recipe, "epochs": epochs})
         run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    worker = Worker(db, device="cpu")
+    worker = Worker(db, device=args.device)
     timings = {}
     for label, rung in (("cold", "dropout_head"), ("baseline_reused", "augment")):
         with db.session() as session:
@@ -71,7 +72,7 @@ def main() -> None:
                 "data": "digits 32px",
                 "epochs": args.epochs,
                 "seeds": args.seeds,
-                "device": "cpu",
+                "device": args.device,
                 "seconds_cold": round(timings["cold"], 1),
                 "seconds_baseline_reused": round(timings["baseline_reused"], 1),
                 "ratio": round(timings["baseline_reused"] / timings["cold"], 3),

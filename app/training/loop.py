@@ -100,18 +100,19 @@ class Metrics:
 
 
 class Device:
-    """Where tensors go, and the CUDA-only settings, decided once."""
+    """Where tensors go, and the CUDA-only settings, decided once (``tuned=False`` leaves them
+    off, to measure what they bring)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, tuned: bool = True) -> None:
         self.device = device
-        self.cuda = device.type == "cuda"
+        self.cuda = device.type == "cuda" and tuned
         self.memory_format = torch.channels_last if self.cuda else torch.preserve_format
         if self.cuda:
             torch.backends.cudnn.benchmark = True
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.cuda:
-            return x, y
+            return x.to(self.device), y.to(self.device)
         x = x.pin_memory().to(self.device, non_blocking=True, memory_format=self.memory_format)
         return x, y.pin_memory().to(self.device, non_blocking=True)
 
@@ -151,11 +152,12 @@ def fit(
     on_epoch: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     label: str = "training",
+    tuned: bool = True,
 ) -> list[EpochResult]:
     """Train ``model`` on ``data`` = (train_x, train_y, valid_x, valid_y); ``should_stop`` is
     asked between epochs and raises :class:`Stopped` when it answers yes."""
     train_x, train_y, valid_x, valid_y = data
-    dev = Device(torch.device(device))
+    dev = Device(torch.device(device), tuned)
     torch.manual_seed(config.seed)
     order_gen = torch.Generator().manual_seed(config.seed)
     model = model.to(dev.device).to(memory_format=dev.memory_format)
