@@ -80,26 +80,24 @@ def heartbeat(
     }
     if progress is not None:
         values["progress"] = progress
+    row = _update_held(db, job_id, worker, values)
+    return (row is not None, bool(row and row.cancel_requested))
+
+
+def _update_held(db: Database, job_id: int, worker: str, values: dict[str, Any]) -> Any:
+    """Update the job only while ``worker`` still holds it; the row, or None when it does not."""
     with db.session() as session:
-        row = session.execute(
+        return session.execute(
             update(V)
             .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
             .values(**values)
-            .returning(V.cancel_requested)
+            .returning(V.id, V.cancel_requested)
         ).first()
-    return (row is not None, bool(row and row[0]))
 
 
 def _finish(db: Database, job_id: int, worker: str, **values: Any) -> bool:
     values = {"finished_at": utcnow(), "lease_owner": None, "lease_expires_at": None, **values}
-    with db.session() as session:
-        done = session.execute(
-            update(V)
-            .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
-            .values(**values)
-            .returning(V.id)
-        ).first()
-    return done is not None
+    return _update_held(db, job_id, worker, values) is not None
 
 
 def complete(db: Database, job_id: int, worker: str, result: dict[str, Any]) -> bool:
