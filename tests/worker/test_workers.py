@@ -170,3 +170,20 @@ def test_a_refuted_rung_is_skipped_in_the_lineage(client: TestClient, db_url: st
     skipped = {s["rung"]: s["reason"] for s in child["recommendation"]["skipped"]}
     assert "refuted" in skipped["augment"]
     assert child["recommendation"]["rung"] == "mixup"
+
+
+def test_sigterm_hands_the_job_back_and_exits(db_url: str, tmp_path: Path) -> None:
+    with make_client(db_url) as client:
+        run = report(client, SLOW)
+        job_id = client.post(f"/api/v1/runs/{run['id']}/verifications",
+                             json={"rung": "dropout_head", "seeds": 2}).json()["id"]  # fmt: skip
+        log = tmp_path / "w.log"
+        with worker_process(db_url, log, lease_s=30) as proc:
+            wait_for(lambda: (job_row(db_url, job_id).progress or {}).get("epochs_done", 0) >= 1)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0
+        job = job_row(db_url, job_id)
+        assert job.status == "queued"
+        assert job.attempts == 0, "a handed-back attempt does not count"
+        assert job.lease_owner is None
+        assert "handed back" in log.read_text()
