@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test test-all lint bench clean
+.PHONY: install run migrate test test-all lint browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,14 +25,20 @@ lint: install
 	$(BIN)/ruff format --check app tests benchmarks migrations
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium; install it when missing (as root, as in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "WARNING: could not install chromium: the browser tests will be skipped"
+
+test: lint browser
 	$(BIN)/pytest -m "not slow"
 
-test-all: lint
+test-all: lint browser
 	$(BIN)/pytest
 
 bench: install
-	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python -m benchmarks.ingest
 
 clean:
 	rm -rf $(VENV) advisor.db advisor.db-wal advisor.db-shm .pytest_cache .mypy_cache .ruff_cache

@@ -4,11 +4,14 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +20,8 @@ from app.db import Database
 from app.migrate import head_revision
 from app.services.errors import ServiceError
 from app.settings import Settings
+from app.web import pages
+from app.web.pages import render
 from app.worker.worker import Worker
 
 logger = logging.getLogger("advisor")
@@ -74,7 +79,12 @@ def validation_message(errors: Sequence[Any]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
+        if not request.url.path.startswith("/api/"):
+            if exc.status_code == 401:
+                return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", 303)
+            if exc.status_code == 404:
+                return render(request, "not_found.html", status_code=404, message=exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         body: dict[str, Any] = {"message": exc.message}
         if exc.field:
@@ -147,8 +157,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
 
-    @app.get("/", include_in_schema=False)
-    def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app

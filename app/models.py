@@ -93,6 +93,8 @@ class Run(Base):
         ForeignKey("runs.id", ondelete="SET NULL"), index=True, default=None
     )
     applied_rung: Mapped[str | None] = mapped_column(String(32), default=None)
+    # How many ancestors: stored, so the history page need not walk lineages per row.
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="client")
     task: Mapped[str] = mapped_column(String(32), default="classification")
     recipe: Mapped[dict[str, Any] | None] = mapped_column(default=None)

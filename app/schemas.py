@@ -171,6 +171,7 @@ class RunSummary(BaseModel):
     verdict: str
     rung: str | None
     n_epochs: int
+    depth: int = Field(description="How many ancestors the run has.")
     created_at: datetime
     updated_at: datetime
 

@@ -2,7 +2,7 @@
 generated shapes segmentation: same body, data, budget and seeds, on the CPU.
 
 Prints one JSON line: validation IoU and Dice (foreground classes) per decoder, per seed and
-their mean. Usage: python benchmarks/decoders.py [--arch simple_cnn_small_bn] [--epochs 12]
+their mean. Usage: python -m benchmarks.decoders [--arch simple_cnn_small_bn] [--epochs 12]
 [--seeds 0 1]
 """
 

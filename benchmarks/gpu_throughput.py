@@ -2,7 +2,7 @@
 CUDA settings (bf16 autocast, channels-last, pinned non-blocking copies, cuDNN autotuning), and
 one 3-seed verification on cuda through the worker. Prints one JSON line.
 
-Usage: python benchmarks/gpu_throughput.py [--size 128] [--epochs 2] [--batch-size 128]
+Usage: python -m benchmarks.gpu_throughput [--size 128] [--epochs 2] [--batch-size 128]
 """
 
 import argparse
@@ -46,7 +46,7 @@ def main() -> None:
         for name, tuned in (("tuned", True), ("plain", False)):
             rates[name].append(images_per_s(args.size, args.epochs, args.batch_size, tuned))
     verify = subprocess.run(
-        [sys.executable, "benchmarks/verify_cost.py", "--arch", "resnet18", "--device", "cuda"],
+        [sys.executable, "-m", "benchmarks.verify_cost", "--arch", "resnet18", "--device", "cuda"],
         capture_output=True,
         text=True,
         check=True,

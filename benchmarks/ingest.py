@@ -6,7 +6,7 @@ over and over, at concurrency 1, 8, 32 and 256. Prints one JSON line: reports/s,
 of diagnosis + ladder for a 100-epoch report.
 
 wrk (Debian package `wrk`) generates the load because a Python client tops out near 100
-reports/s on this machine and would measure itself. Usage: python benchmarks/ingest.py
+reports/s on this machine and would measure itself. Usage: python -m benchmarks.ingest
 [--seconds 8] [--repeats 3] [--workers 2] [--concurrency 1 8 32 256].
 """
 

@@ -2,7 +2,7 @@
 batch size, epochs, optimizer and schedule, one validation pass per epoch, run alternately in one
 process. Prints one JSON line with the per-pair time ratios and their median.
 
-Usage: python benchmarks/train_overhead.py [--arch resnet18] [--pairs 3] [--epochs 3]
+Usage: python -m benchmarks.train_overhead [--arch resnet18] [--pairs 3] [--epochs 3]
 """
 
 import argparse

@@ -4,7 +4,7 @@ Runs the worker in-process against a fresh SQLite database: one reproducible run
 verification of one rung (baselines and candidates trained), then of another rung (only the
 candidates trained). Prints one JSON line.
 
-Usage: python benchmarks/verify_cost.py [--arch simple_cnn] [--epochs 4] [--seeds 3]
+Usage: python -m benchmarks.verify_cost [--arch simple_cnn] [--epochs 4] [--seeds 3]
 """
 
 import argparse

@@ -324,7 +324,8 @@ def diagnose(
         severity = _severity(rel_degradation, bounds)
         summary = (
             f"{crit.name} was best at epoch {epochs[best]} ({raw[best]:.4g}) and ended "
-            f"{abs(rel_degradation):.1%} worse ({raw[-1]:.4g}) while the training loss kept "
+            f"{abs(_rel(y[-1] - y[best], raw[best])):.1%} worse ({raw[-1]:.4g}) while the "
+            f"training loss kept "
             f"{'improving' if trend == 'improving' else 'steady'}: {severity} overfitting."
         )
     elif _rel(train[0] - train[train_min_at], train[0]) < thresholds.not_learning_drop or (

@@ -39,6 +39,7 @@ SUMMARY_COLUMNS = (
     RUNS.c.verdict,
     RUNS.c.rung,
     RUNS.c.n_epochs,
+    RUNS.c.depth,
     RUNS.c.created_at,
     RUNS.c.updated_at,
 )
@@ -201,6 +202,7 @@ def create_run(
         "name": body.name,
         "parent_id": body.parent_id,
         "applied_rung": applied,
+        "depth": len(chain),
         "source": source,
         "task": body.recipe.task if body.recipe else body.task,
         "recipe": body.recipe.model_dump(mode="json") if body.recipe else None,
@@ -359,3 +361,19 @@ def summaries_by_ids(session: Session, ids: list[int]) -> list[dict[str, Any]]:
     ).mappings()
     by_id = {row["id"]: summary_payload(row) for row in rows}
     return [by_id[i] for i in ids if i in by_id]
+
+
+def figures_by_ids(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Criterion, best and last validation figure of each run, from its stored diagnosis."""
+    if not ids:
+        return {}
+    rows = session.execute(select(RUNS.c.id, RUNS.c.diagnosis).where(RUNS.c.id.in_(ids)))
+    figures = {}
+    for run_id, diagnosis in rows:
+        evidence = diagnosis.get("evidence", {})
+        figures[run_id] = {
+            "criterion": evidence.get("criterion"),
+            "best": evidence.get("best_value"),
+            "last": evidence.get("last_value"),
+        }
+    return figures

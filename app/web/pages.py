@@ -1,0 +1,254 @@
+"""The pages: runs, a run, a verification, the ladder, and the sign-in form when auth is on.
+
+Thin like the API routers: they call the same services and render what those return. Browsing
+works without JavaScript; the charts and the live progress use it.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from app.advisor.diagnosis import Verdict
+from app.advisor.ladder import RUNGS, RungId
+from app.api.deps import ScopeDep, SessionDep, SettingsDep
+from app.api.ladder import ladder_rungs
+from app.models import Run, Trial, Verification
+from app.schemas import VerificationCreate
+from app.services import runs as runs_service
+from app.services import verifications as verification_service
+from app.services.errors import Invalid, ServiceError, Unauthorized
+from app.services.projects import project_for_token
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(include_in_schema=False)
+RUNG_IDS = [r.id.value for r in RUNGS]
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    session: SessionDep,
+    scope: ScopeDep,
+    verdict: str | None = None,
+    rung: str | None = None,
+    name: str | None = None,
+    project: str | None = None,
+    cursor: str | None = None,
+) -> HTMLResponse:
+    # The filter form sends every field, empty ones as "": those mean "any".
+    verdicts = [v.value for v in Verdict]
+    if (verdict and verdict not in verdicts) or (rung and rung not in RUNG_IDS):
+        raise Invalid(f"unknown filter value: verdict={verdict!r}, rung={rung!r}")
+    verdict, rung = verdict or None, rung or None
+    rows, next_cursor = runs_service.list_runs(
+        session, scope, verdict=verdict, rung=rung, name=name or None, project=project or None,
+        cursor=cursor, limit=50,
+    )  # fmt: skip
+    figures = runs_service.figures_by_ids(session, [r["id"] for r in rows])
+    runs = [{**runs_service.summary_payload(r), **figures[r["id"]]} for r in rows]
+    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project}
+    query = {k: v for k, v in filters.items() if v}
+    next_url = "/?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
+    return render(request, "runs.html", runs=runs, filters=filters, next_cursor=next_cursor,
+                  next_url=next_url, verdicts=verdicts, rungs=RUNG_IDS)  # fmt: skip
+
+
+def chart_data(run: dict[str, Any]) -> dict[str, Any]:
+    epochs = run["epochs"]
+    metric = run["metric"]["name"] if run["metric"] else None
+    evidence = run["diagnosis"]["evidence"]
+    return {
+        "epochs": [e["epoch"] for e in epochs],
+        "train_loss": [e["train_loss"] for e in epochs],
+        "valid_loss": [e["valid_loss"] for e in epochs],
+        "metric": metric,
+        "metric_values": [e["metrics"].get(metric) for e in epochs] if metric else None,
+        "best_epoch": evidence.get("best_epoch"),
+        "last_epoch": evidence.get("last_epoch"),
+        "overfitting": run["verdict"] == "overfitting",
+    }
+
+
+def ladder_view(session: SessionDep, run: dict[str, Any]) -> list[dict[str, str]]:
+    """The recommendation's seven steps, with this run's verification verdicts on top."""
+    verdicts = dict(
+        session.execute(
+            select(Verification.rung, Verification.verdict)
+            .where(Verification.run_id == run["id"], Verification.verdict.is_not(None))
+            .order_by(Verification.id)
+        ).all()
+    )
+    steps = run["recommendation"].get("ladder") or [
+        {"rung": r, "status": "open", "reason": ""} for r in RUNG_IDS
+    ]
+    view = []
+    for step in steps:
+        status = step["status"]
+        if run["applied_rung"] == step["rung"]:
+            status = "applied"
+        if step["rung"] in verdicts:
+            status = f"{status}, verified {verdicts[step['rung']]}"
+        view.append({**step, "status": status})
+    return view
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(
+    request: Request, run_id: int, session: SessionDep, scope: ScopeDep, error: str | None = None
+) -> HTMLResponse:
+    row = runs_service.get_run(session, scope, run_id)
+    run = runs_service.run_payload(row)
+    parent = runs_service.summaries_by_ids(session, [row["parent_id"]]) if row["parent_id"] else []
+    children = session.execute(
+        select(Run.id, Run.name).where(Run.parent_id == run_id).order_by(Run.id)
+    ).all()
+    jobs = session.scalars(
+        select(Verification).where(Verification.run_id == run_id).order_by(Verification.id)
+    ).all()
+    return render(
+        request, "run.html", status_code=422 if error else 200, run=run, error=error,
+        chart=chart_data(run), metric_name=run["metric"]["name"] if run["metric"] else None,
+        ladder=ladder_view(session, run), parent=parent[0] if parent else None,
+        children=children, verifications=jobs, rungs=RUNG_IDS,
+    )  # fmt: skip
+
+
+@router.post("/runs/{run_id}/verify", response_model=None)
+def verify_from_page(
+    request: Request,
+    run_id: int,
+    session: SessionDep,
+    scope: ScopeDep,
+    settings: SettingsDep,
+    rung: Annotated[RungId | None, Form()] = None,
+    seeds: Annotated[int, Form(ge=1, le=20)] = 3,
+    epochs: Annotated[int | None, Form(ge=1, le=10_000)] = None,
+) -> Response:
+    row = runs_service.get_run(session, scope, run_id)
+    try:
+        body = VerificationCreate(rung=rung, seeds=seeds, epochs=epochs)
+        job = verification_service.request(session, row, body, settings.data_roots)
+    except ServiceError as exc:
+        session.rollback()
+        return run_page(request, run_id, session, scope, error=exc.message)
+    session.commit()
+    return RedirectResponse(f"/verifications/{job.id}", status_code=303)
+
+
+def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any]]:
+    """Per seed, the baseline's and the candidate's validation metric, epoch by epoch."""
+    if not job.result or "fractions" in job.result:
+        return []
+    metric = job.result["metric"]
+    baseline = job.budget["baseline_recipe"]
+    from app.builder.recipe import Recipe
+
+    prints = {
+        "baseline": Recipe.model_validate(baseline).fingerprint(),
+        "candidate": Recipe.model_validate(job.candidate_recipe).fingerprint(),
+    }
+    trials = session.scalars(
+        select(Trial).where(
+            Trial.recipe_fingerprint.in_(prints.values()), Trial.seed.in_(job.seeds)
+        )
+    ).all()
+    by_key = {(t.recipe_fingerprint, t.seed): t.curve for t in trials}
+    curves = []
+    for seed in job.seeds:
+        base, cand = by_key.get((prints["baseline"], seed)), by_key.get((prints["candidate"], seed))
+        if base and cand:
+            curves.append({
+                "seed": seed,
+                "epochs": [e["epoch"] for e in base],
+                "baseline": [e["metrics"][metric] for e in base],
+                "candidate": [e["metrics"][metric] for e in cand],
+            })  # fmt: skip
+    return curves
+
+
+def verdict_sentence(result: dict[str, Any], rung: str) -> str:
+    effect, verdict = result["effect"], result["verdict"]
+    if "fractions" in result:
+        return (
+            f"A learning curve over {', '.join(result['fractions'])} of the training set "
+            f"predicts {result['predicted_metric_with_2x_data']:.4f} {result['metric']} with "
+            f"twice the data ({effect:+.4f}): more data is {verdict}."
+        )
+    meaning = {
+        "confirmed": "helps",
+        "refuted": "does not help",
+        "inconclusive": "may or may not help",
+    }
+    return (
+        f"{rung} {meaning[verdict]}: the final validation {result['metric']} changed by "
+        f"{effect:+.4f} on average over {len(result['differences'])} paired seeds ({verdict})."
+    )
+
+
+@router.get("/verifications/{job_id}", response_class=HTMLResponse)
+def verification_page(
+    request: Request, job_id: int, session: SessionDep, scope: ScopeDep
+) -> HTMLResponse:
+    job = verification_service.get(session, scope, job_id)
+    result = job.result
+    pairs = []
+    if result and "fractions" not in result:
+        by_role: dict[tuple[str, int], dict[str, Any]] = {
+            (s["role"], s["seed"]): s for s in result["per_seed"]
+        }
+        pairs = [
+            {"seed": seed, "baseline": by_role[("baseline", seed)],
+             "candidate": by_role[("candidate", seed)], "difference": diff}
+            for seed, diff in zip(job.seeds, result["differences"], strict=True)
+        ]  # fmt: skip
+    return render(
+        request, "verification.html", job=job, result=result, pairs=pairs,
+        curves=overlay_curves(session, job),
+        sentence=verdict_sentence(result, job.rung) if result else None,
+    )  # fmt: skip
+
+
+@router.post("/verifications/{job_id}/cancel")
+def cancel_from_page(job_id: int, session: SessionDep, scope: ScopeDep) -> RedirectResponse:
+    job = verification_service.get(session, scope, job_id)
+    if job.status not in FINISHED:
+        verification_service.cancel(session, scope, job_id)
+        session.commit()
+    return RedirectResponse(f"/verifications/{job_id}", status_code=303)
+
+
+@router.get("/ladder", response_class=HTMLResponse)
+def ladder_page(request: Request) -> HTMLResponse:
+    return render(request, "ladder.html", rungs=ladder_rungs())
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", next=next)
+
+
+@router.post("/login", response_model=None)
+def login(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    try:
+        project_for_token(session, token)
+    except Unauthorized:
+        return render(request, "login.html", status_code=401, next=next, error="Unknown token.")
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie("advisor_token", token, httponly=True, samesite="lax")
+    return response

@@ -1,0 +1,78 @@
+// Charts (uPlot) from the JSON the page carries, and live progress for running verifications.
+"use strict";
+
+function markBestEpoch(best, last, shade) {
+  // Draws the best epoch as a line and, when overfitting, shades the epochs since.
+  return {
+    hooks: {
+      draw: [u => {
+        if (best == null) return;
+        const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+        const x0 = u.valToPos(best, "x", true), x1 = u.valToPos(last, "x", true);
+        ctx.save();
+        if (shade && x1 > x0) { ctx.fillStyle = "rgba(240, 68, 56, 0.10)"; ctx.fillRect(x0, top, x1 - x0, height); }
+        ctx.strokeStyle = "#12b76a"; ctx.setLineDash([5, 4]); ctx.lineWidth = 2;
+        ctx.beginPath(); ctx.moveTo(x0, top); ctx.lineTo(x0, top + height); ctx.stroke();
+        ctx.restore();
+      }],
+    },
+  };
+}
+
+function chart(el, series, data, plugins) {
+  const opts = { width: el.clientWidth || 520, height: 260, series: [{ label: "epoch" }, ...series],
+                 scales: { x: { time: false } }, axes: [{ label: "epoch" }, {}], plugins: plugins || [] };
+  const plot = new uPlot(opts, data, el);
+  (window.advisorCharts = window.advisorCharts || []).push(plot);
+  return plot;
+}
+
+function runCharts() {
+  const node = document.getElementById("run-data");
+  if (!node) return;
+  const d = JSON.parse(node.textContent);
+  const mark = [markBestEpoch(d.best_epoch, d.last_epoch, d.overfitting)];
+  chart(document.getElementById("loss-chart"),
+        [{ label: "train loss", stroke: "#2457c5", width: 2 }, { label: "valid loss", stroke: "#f79009", width: 2 }],
+        [d.epochs, d.train_loss, d.valid_loss], d.metric ? [] : mark);
+  const metricEl = document.getElementById("metric-chart");
+  if (metricEl && d.metric) {
+    chart(metricEl, [{ label: "valid " + d.metric, stroke: "#7a5af8", width: 2 }], [d.epochs, d.metric_values], mark);
+  }
+}
+
+function overlayCharts() {
+  const node = document.getElementById("overlay-data");
+  if (!node) return;
+  const seeds = JSON.parse(node.textContent);
+  document.querySelectorAll(".chart.overlay").forEach(el => {
+    const s = seeds[Number(el.dataset.index)];
+    chart(el, [{ label: "baseline", stroke: "#667085", width: 2 }, { label: "candidate", stroke: "#2457c5", width: 2 }],
+          [s.epochs, s.baseline, s.candidate]);
+  });
+}
+
+function liveProgress() {
+  const live = document.getElementById("live");
+  if (!live) return;
+  const id = live.dataset.job;
+  const text = document.getElementById("progress-text"), bar = document.getElementById("progress-bar");
+  const status = document.getElementById("status");
+  const tick = async () => {
+    const r = await fetch(`/api/v1/verifications/${id}`, { credentials: "same-origin" });
+    if (!r.ok) return;
+    const job = await r.json();
+    status.textContent = job.status;
+    const p = job.progress || {};
+    if (p.trial) {
+      text.textContent = `Trial ${p.trial} of ${p.trials} (${p.role}, seed ${p.seed}), epoch ${p.epoch} of ${p.epochs}` +
+        ` · ${p.elapsed_s} s elapsed` + (p.eta_s != null ? ` · about ${p.eta_s} s left` : "");
+      bar.max = p.epochs_total || 1; bar.value = p.epochs_done || 0;
+    }
+    if (["succeeded", "failed", "cancelled"].includes(job.status)) { window.location.reload(); return; }
+    setTimeout(tick, 1000);
+  };
+  setTimeout(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => { runCharts(); overlayCharts(); liveProgress(); });

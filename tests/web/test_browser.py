@@ -1,0 +1,122 @@
+"""The pages in a real browser (Debian's Chromium driven by Playwright): browse, filter, open a
+run, check that the charts drew real points, start a verification from the page and watch it
+succeed. A screenshot of each page goes to artifacts/screenshots/."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import healthy_epochs, overfit_epochs
+from tests.test_cli import free_port
+from tests.worker.test_verification_api import RECIPE
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason=f"CHROMIUM MISSING at {CHROMIUM}: browser tests did NOT run (make test installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{tmp / 'web.db'}",
+           "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "warning"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # launch() starts Chromium with a fresh, temporary profile directory of its own.
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    p = browser.new_page(viewport={"width": 1280, "height": 1000})
+    yield p
+    p.close()
+
+
+def test_browse_filter_open_a_run_and_see_its_charts(server: str, page: Page) -> None:
+    epochs = overfit_epochs()
+    for e in epochs:
+        e["metrics"] = {"accuracy": 0.9 - 0.002 * abs(e["epoch"] - 6)}
+    over = httpx.post(f"{server}/api/v1/runs", json={
+        "name": "browser-overfit", "metric": {"name": "accuracy"}, "epochs": epochs}).json()  # fmt: skip
+    httpx.post(
+        f"{server}/api/v1/runs", json={"name": "browser-healthy", "epochs": healthy_epochs()}
+    )
+    page.goto(server + "/")
+    page.screenshot(path=SHOTS / "runs.png", full_page=True)
+    assert page.locator("table.runs tbody tr").count() >= 2
+    page.select_option("select[name=verdict]", "overfitting")
+    page.click("button:has-text('Filter')")
+    page.wait_for_url("**/?*verdict=overfitting*")
+    names = page.locator("table.runs tbody td:first-child").all_inner_texts()
+    assert "browser-overfit" in names and "browser-healthy" not in names
+    page.click("text=browser-overfit")
+    page.wait_for_url(f"**/runs/{over['id']}")
+    page.wait_for_function("(window.advisorCharts || []).length === 2")
+    points = page.evaluate("window.advisorCharts.map(c => c.data[1].filter(v => v != null).length)")
+    assert points == [20, 20]
+    # The canvases hold drawn pixels, not a blank surface.
+    inked = page.evaluate("""[...document.querySelectorAll('.chart canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; })""")
+    assert all(n > 1000 for n in inked), inked
+    assert "overfitting" in page.inner_text("h1")
+    page.screenshot(path=SHOTS / "run.png", full_page=True)
+    page.goto(server + "/ladder")
+    assert page.locator("ol.ladder li").count() == 7
+    page.screenshot(path=SHOTS / "ladder.png", full_page=True)
+
+
+def test_start_a_verification_from_the_page(server: str, page: Page) -> None:
+    run = httpx.post(f"{server}/api/v1/runs", json={
+        "name": "browser-verify", "recipe": RECIPE, "epochs": overfit_epochs()}).json()  # fmt: skip
+    page.goto(f"{server}/runs/{run['id']}")
+    page.select_option("select[name=rung]", "dropout_head")
+    page.fill("input[name=seeds]", "2")
+    page.click("button:has-text('Verify this remedy')")
+    page.wait_for_url("**/verifications/*")
+    page.screenshot(path=SHOTS / "verification-running.png", full_page=True)
+    # Live progress reloads the page when the job is done.
+    page.wait_for_selector("#verdict-sentence", timeout=240_000)
+    assert page.inner_text("#status") == "succeeded"
+    sentence = page.inner_text("#verdict-sentence")
+    assert "dropout_head" in sentence and "paired seeds" in sentence
+    assert page.locator("table.per-seed tbody tr").count() == 2
+    page.wait_for_function("(window.advisorCharts || []).length === 2")
+    page.screenshot(path=SHOTS / "verification.png", full_page=True)

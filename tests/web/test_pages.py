@@ -1,0 +1,116 @@
+"""Every page, server-side, on SQLite and PostgreSQL: content, filters, 404s and auth."""
+
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from app.db import Database
+from app.services.projects import create_project
+from tests.conftest import healthy_epochs, make_client, overfit_epochs
+from tests.worker.test_verification_api import RECIPE
+
+
+def post(client: TestClient, **body: Any) -> dict[str, Any]:
+    body.setdefault("epochs", overfit_epochs())
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    run: dict[str, Any] = r.json()
+    return run
+
+
+def test_runs_page_lists_and_filters(client: TestClient) -> None:
+    over = post(client, name="alpha-overfit")
+    fine = post(client, name="beta-healthy", epochs=healthy_epochs())
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "alpha-overfit" in page.text and "beta-healthy" in page.text
+    assert f'href="/runs/{over["id"]}"' in page.text
+    filtered = client.get("/", params={"verdict": "healthy"}).text
+    assert "beta-healthy" in filtered and "alpha-overfit" not in filtered
+    by_name = client.get("/", params={"name": "ALPHA"}).text
+    assert "alpha-overfit" in by_name and "beta-healthy" not in by_name
+    assert "No runs match" in client.get("/", params={"rung": "mixup"}).text
+    assert fine["id"] > over["id"]
+
+
+def test_runs_page_paginates(client: TestClient) -> None:
+    for i in range(53):
+        post(client, name=f"run-{i:02d}", epochs=overfit_epochs(4))
+    first = client.get("/").text
+    assert "run-52" in first and "run-02" not in first
+    older = re.search(r'href="(/\?cursor=[^"]+)"', first)
+    assert older is not None
+    second = client.get(older.group(1).replace("&amp;", "&")).text
+    assert "run-02" in second and "run-52" not in second
+
+
+def test_run_page_shows_curves_diagnosis_ladder_lineage_and_recipe(client: TestClient) -> None:
+    parent = post(client, name="parent", recipe=RECIPE)
+    child = post(client, name="child", parent_id=parent["id"], recipe=RECIPE)
+    page = client.get(f"/runs/{parent['id']}")
+    assert page.status_code == 200
+    text = page.text
+    assert 'id="loss-chart"' in text and 'id="run-data"' in text
+    assert '"train_loss": [' in text and '"best_epoch": 6' in text
+    assert parent["diagnosis"]["summary"].split(":")[0] in text
+    for rung in ("more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
+                 "smaller_model"):  # fmt: skip
+        assert rung in text
+    assert "recommended" in text and "Verify this remedy" in text
+    assert '"arch": "simple_cnn_small"' in text
+    assert f'href="/runs/{child["id"]}"' in text
+    child_page = client.get(f"/runs/{child['id']}").text
+    assert f'href="/runs/{parent["id"]}"' in child_page
+    assert "applied" in child_page
+    no_recipe = post(client, name="plain")
+    assert "Verify this remedy" not in client.get(f"/runs/{no_recipe['id']}").text
+
+
+def test_verify_form_starts_a_verification(client: TestClient) -> None:
+    run = post(client, recipe=RECIPE)
+    r = client.post(f"/runs/{run['id']}/verify", data={"rung": "dropout_head", "seeds": "2"},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200
+    assert "dropout_head" in page.text and 'id="live"' in page.text
+    refused = client.post(f"/runs/{run['id']}/verify", data={"rung": "smaller_model"})
+    assert refused.status_code == 422
+    assert "smallest of its family" in refused.text
+    job_id = int(r.headers["location"].rsplit("/", 1)[1])
+    cancel = client.post(f"/verifications/{job_id}/cancel", follow_redirects=False)
+    assert cancel.status_code == 303
+    assert "cancelled" in client.get(f"/verifications/{job_id}").text
+
+
+def test_ladder_page_and_404s(client: TestClient) -> None:
+    ladder = client.get("/ladder").text
+    assert ladder.index("more_data") < ladder.index("augment") < ladder.index("smaller_model")
+    for path in ("/runs/424242", "/verifications/424242"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert "Not found" in r.text
+    assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
+
+
+def test_pages_follow_the_api_auth_rules(db_url: str) -> None:
+    db = Database(db_url)
+    with db.session() as session:
+        alice = create_project(session, "alice")[1]
+        bob = create_project(session, "bob")[1]
+    db.dispose()
+    with make_client(db_url, auth="required") as client:
+        r = client.get("/", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert client.get("/ladder").status_code == 200
+        assert client.post("/login", data={"token": "oa_nope"}).status_code == 401
+        run = client.post("/api/v1/runs", json={"name": "alice-run", "epochs": overfit_epochs()},
+                          headers={"Authorization": f"Bearer {alice}"}).json()  # fmt: skip
+        login = client.post("/login", data={"token": alice, "next": "/"}, follow_redirects=False)
+        assert login.status_code == 303
+        assert "alice-run" in client.get("/").text
+        assert client.get(f"/runs/{run['id']}").status_code == 200
+        client.post("/login", data={"token": bob})
+        assert "alice-run" not in client.get("/").text
+        assert client.get(f"/runs/{run['id']}").status_code == 404
