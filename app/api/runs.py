@@ -1,7 +1,7 @@
 """/api/v1/runs: report runs, append epochs, browse history and lineage."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 
@@ -68,8 +68,9 @@ def list_runs(
     created_before: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    order: Literal["newest", "oldest"] = "newest",
 ) -> FastJSON:
-    """Runs newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Runs by date, newest first by default; pass ``next_cursor`` back as ``cursor``."""
     runs, next_cursor = service.list_runs(
         session,
         scope,
@@ -81,6 +82,7 @@ def list_runs(
         created_before=created_before,
         cursor=cursor,
         limit=limit,
+        oldest_first=order == "oldest",
     )
     items = [service.summary_payload(r) for r in runs]
     return FastJSON({"items": items, "next_cursor": next_cursor})

@@ -310,10 +310,13 @@ def list_runs(
     created_before: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    oldest_first: bool = False,
 ) -> tuple[list[RowMapping], str | None]:
     """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive."""
     query: Select[Any] = (
-        select(*SUMMARY_COLUMNS).join_from(RUNS, PROJECTS).order_by(RUNS.c.id.desc())
+        select(*SUMMARY_COLUMNS)
+        .join_from(RUNS, PROJECTS)
+        .order_by(RUNS.c.id.asc() if oldest_first else RUNS.c.id.desc())
     ).limit(limit + 1)
     if not scope.sees_all:
         query = query.where(RUNS.c.project_id == scope.project_id)
@@ -331,7 +334,8 @@ def list_runs(
     if created_before is not None:
         query = query.where(RUNS.c.created_at < created_before)
     if cursor:
-        query = query.where(RUNS.c.id < decode_cursor(cursor))
+        after = decode_cursor(cursor)
+        query = query.where(RUNS.c.id > after if oldest_first else RUNS.c.id < after)
     rows = list(session.execute(query).mappings())
     more = len(rows) > limit
     rows = rows[:limit]

@@ -5,7 +5,7 @@ works without JavaScript; the charts and the live progress use it.
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
@@ -44,6 +44,7 @@ def runs_page(
     name: str | None = None,
     project: str | None = None,
     cursor: str | None = None,
+    order: Literal["newest", "oldest"] = "newest",
 ) -> HTMLResponse:
     # The filter form sends every field, empty ones as "": those mean "any".
     verdicts = [v.value for v in Verdict]
@@ -52,11 +53,13 @@ def runs_page(
     verdict, rung = verdict or None, rung or None
     rows, next_cursor = runs_service.list_runs(
         session, scope, verdict=verdict, rung=rung, name=name or None, project=project or None,
-        cursor=cursor, limit=50,
+        cursor=cursor, limit=50, oldest_first=order == "oldest",
     )  # fmt: skip
     figures = runs_service.figures_by_ids(session, [r["id"] for r in rows])
     runs = [{**runs_service.summary_payload(r), **figures[r["id"]]} for r in rows]
-    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project}
+    default_order = None if order == "newest" else order
+    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project,
+               "order": default_order}  # fmt: skip
     query = {k: v for k, v in filters.items() if v}
     next_url = "/?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
     return render(request, "runs.html", runs=runs, filters=filters, next_cursor=next_cursor,

@@ -35,8 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{tmp / 'web.db'}",
            "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "warning"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -73,8 +73,8 @@ def test_browse_filter_open_a_run_and_see_its_charts(server: str, page: Page) ->
     epochs = overfit_epochs()
     for e in epochs:
         e["metrics"] = {"accuracy": 0.9 - 0.002 * abs(e["epoch"] - 6)}
-    over = httpx.post(f"{server}/api/v1/runs", json={
-        "name": "browser-overfit", "metric": {"name": "accuracy"}, "epochs": epochs}).json()  # fmt: skip
+    body = {"name": "browser-overfit", "metric": {"name": "accuracy"}, "epochs": epochs}
+    over = httpx.post(f"{server}/api/v1/runs", json=body).json()
     httpx.post(
         f"{server}/api/v1/runs", json={"name": "browser-healthy", "epochs": healthy_epochs()}
     )

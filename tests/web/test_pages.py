@@ -114,3 +114,16 @@ def test_pages_follow_the_api_auth_rules(db_url: str) -> None:
         client.post("/login", data={"token": bob})
         assert "alice-run" not in client.get("/").text
         assert client.get(f"/runs/{run['id']}").status_code == 404
+
+
+def test_runs_page_sorts_by_date(client: TestClient) -> None:
+    for i in range(3):
+        post(client, name=f"sorted-{i}", epochs=overfit_epochs(4))
+    newest = client.get("/").text
+    oldest = client.get("/", params={"order": "oldest"}).text
+    assert newest.index("sorted-2") < newest.index("sorted-0")
+    assert oldest.index("sorted-0") < oldest.index("sorted-2")
+    api = client.get("/api/v1/runs", params={"order": "oldest", "limit": 2}).json()
+    assert [r["name"] for r in api["items"]] == ["sorted-0", "sorted-1"]
+    rest = client.get("/api/v1/runs", params={"order": "oldest", "cursor": api["next_cursor"]})
+    assert [r["name"] for r in rest.json()["items"]] == ["sorted-2"]
