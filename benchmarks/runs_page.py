@@ -83,6 +83,7 @@ def main() -> None:
         "verdict_filter": "/?verdict=underfitting",
         "rung_filter": "/?verdict=overfitting&rung=mixup",
         "name_search": "/?name=vit",
+        "name_search_one_match": "/?name=exp-000007-",
     }
     results = {}
     try:
