@@ -47,3 +47,29 @@ def test_fit_learns_a_small_segmentation_task() -> None:
     assert results[-1].train_loss < results[0].train_loss
     assert set(results[-1].metrics) == {"iou", "dice"}
     assert results[-1].record()["valid_loss"] == results[-1].valid_loss
+
+
+def test_training_is_repeatable_on_the_cpu_and_augments() -> None:
+    """Same recipe, seed and data: the same curve to the last digit, augmentation and MixUp on."""
+    from app.builder.recipe import MixupSpec
+    from app.training.data import DigitsSpec, load
+    from app.training.trial import figures
+
+    split = load(DigitsSpec(kind="digits", image_size=16), (), fraction=0.3, seed=1)
+    data = (split.train_x, split.train_y, split.valid_x, split.valid_y)
+    recipe = Recipe(arch="simple_cnn_small", mixup=MixupSpec(alpha=0.4))
+    config = TrainConfig(epochs=2, lr=3e-3, weight_decay=0.01, batch_size=32, augment="strong",
+                         mixup=("mixup", 0.4), seed=7)  # fmt: skip
+
+    def curve() -> list[dict[str, object]]:
+        torch.manual_seed(7)
+        model = build_model(recipe, 10)
+        return [r.record() for r in fit(model, data, config, task="classification", n_classes=10)]
+
+    first, second = curve(), curve()
+    assert first == second
+    assert len(split.train_x) == round(0.3 * 1438)
+    results = fit(build_model(recipe, 10), data, config, task="classification", n_classes=10)
+    summary = figures(results, "accuracy")
+    assert summary["best_metric"] >= summary["final_metric"]
+    assert 0 <= summary["final_metric"] <= 1
