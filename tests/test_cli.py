@@ -2,10 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_client, overfit_epochs
+from tests.servers import served as serve
 
 ADVISOR = [sys.executable, "-m", "app.cli"]
 
@@ -40,44 +39,11 @@ def test_migrate_and_project_create(tmp_path: Path) -> None:
         assert r.status_code == 200
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """`advisor serve` on a fresh SQLite file with two worker processes, as deployed."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ADVISOR_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
-        "ADVISOR_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [*ADVISOR, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("advisor serve did not become ready")
+    with serve(tmp_path / "served.db", "--workers", "2") as url:
         yield url
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-        assert "Traceback" not in out, out
 
 
 def test_serve_migrates_and_takes_concurrent_reports(served: str) -> None:

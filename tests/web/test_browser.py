@@ -2,11 +2,7 @@
 run, check that the charts drew real points, start a verification from the page and watch it
 succeed. A screenshot of each page goes to artifacts/screenshots/."""
 
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import healthy_epochs, overfit_epochs
-from tests.test_cli import free_port
+from tests.servers import served
 from tests.worker.test_verification_api import RECIPE
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,25 +27,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{tmp / 'web.db'}",
-           "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "warning"}  # fmt: skip
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    try:
+    db_file = tmp_path_factory.mktemp("browser") / "web.db"
+    with served(db_file, ADVISOR_WORKER_POLL_S="0.1") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

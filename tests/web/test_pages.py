@@ -1,22 +1,14 @@
 """Every page, server-side, on SQLite and PostgreSQL: content, filters, 404s and auth."""
 
 import re
-from typing import Any
 
 from fastapi.testclient import TestClient
 
 from app.db import Database
 from app.services.projects import create_project
+from tests.api.test_runs import post
 from tests.conftest import healthy_epochs, make_client, overfit_epochs
 from tests.worker.test_verification_api import RECIPE
-
-
-def post(client: TestClient, **body: Any) -> dict[str, Any]:
-    body.setdefault("epochs", overfit_epochs())
-    r = client.post("/api/v1/runs", json=body)
-    assert r.status_code == 201, r.text
-    run: dict[str, Any] = r.json()
-    return run
 
 
 def test_runs_page_lists_and_filters(client: TestClient) -> None:
