@@ -1,7 +1,8 @@
 """Run reports: stored with diagnosis and recommendation, epochs appended, history browsed.
 
-Runs are written and read with prebuilt Core statements rather than ORM units of work: ingesting
-reports is the hot path, and the ORM's per-object bookkeeping cost more than the SQL itself.
+Runs are written and read with prebuilt Core statements on the session's connection rather than
+ORM units of work: ingesting reports is the hot path, and the ORM's per-object bookkeeping (and
+even Session.execute's) cost more than the SQL itself.
 Rows travel as mappings keyed by column name (plus ``project``, the project's name).
 """
 
@@ -218,7 +219,7 @@ def create_run(
         "updated_at": now,
     }
     row.update(assess(row, history))
-    row["id"] = session.execute(_INSERT_RUN, row).scalar_one()
+    row["id"] = session.connection().execute(_INSERT_RUN, row).scalar_one()
     row["project"] = project_name
     return row
 
@@ -243,16 +244,16 @@ def append_epochs(
     row["version"] = run["version"] + 1
     row["updated_at"] = utcnow()
     # Read-modify-write: a concurrent append changed the version, so this one fails, not wins.
-    result = session.execute(
+    result = session.connection().execute(
         _UPDATE_ASSESSED, {**row, "run_id": row["id"], "expected_version": run["version"]}
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise Conflict("the run was changed by another request at the same time; retry")
     return row
 
 
 def get_run(session: Session, scope: Scope, run_id: int) -> RowMapping:
-    row = session.execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
+    row = session.connection().execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
     if row is None or not scope.visible(row["project_id"]):
         # Another project's run answers exactly like a missing one.
         raise NotFound(f"run {run_id} not found")
