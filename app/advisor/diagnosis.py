@@ -229,6 +229,22 @@ def _noise(y: Sequence[float]) -> float:
     return 1.4826 * float(median(d2)) / math.sqrt(6)
 
 
+def _clear_rise(y: Sequence[float], z: float, floor: float) -> bool:
+    """A least-squares trend that rises by more than ``floor`` over ``y`` and whose slope is
+    more than ``z`` standard errors above zero."""
+    n = len(y)
+    if n < 6:
+        return False
+    mx, my = (n - 1) / 2, sum(y) / n
+    sxx = n * (n * n - 1) / 12
+    slope = sum((i - mx) * (v - my) for i, v in enumerate(y)) / sxx
+    if slope * (n - 1) <= floor:
+        return False
+    residual = sum((v - my - slope * (i - mx)) ** 2 for i, v in enumerate(y))
+    stderr = math.sqrt(residual / (n - 2) / sxx)
+    return stderr == 0 or slope > z * stderr
+
+
 def _mean(y: Sequence[float]) -> float:
     return sum(y) / len(y)
 
@@ -285,7 +301,15 @@ def diagnose(
     tail = _mean(y[-k:])
     degradation = tail - windows[best_window]
     # best_window indexes windows ending at best_window + k - 1; it must end before the tail.
-    degraded = degradation > threshold and best_window + k - 1 < n - k
+    best_ends = best_window + k - 1
+    degraded = (
+        best_ends < n - k
+        and (
+            degradation > threshold
+            # A slow, steady slide in a noisy curve: no window clears 3 sigma, the trend does.
+            or _clear_rise(y[best_ends:], thresholds.noise_z, min_rel * scale)
+        )
+    )
 
     # Still improving: the tail beats the window just before it by a clear margin.
     before = y[-2 * k : -k] if n >= 2 * k + 1 else y[:-k]
