@@ -49,14 +49,16 @@ class Worker:
 
     def run_once(self) -> bool:
         """Take one job and see it through; False when there was none."""
+        job_id = queue.claim(self.db, self.name, self.lease_s)
+        if job_id is None:
+            return False
+        # torch loads with the first job, not with the server: an idle embedded worker costs
+        # the API process neither the import nor its memory.
         from app.training.data import DataError
         from app.training.loop import Stopped
         from app.training.trial import resolve_device
         from app.worker.verify import verify
 
-        job_id = queue.claim(self.db, self.name, self.lease_s)
-        if job_id is None:
-            return False
         log.info("worker %s: verification %s claimed", self.name, job_id)
         job = _Job(self, job_id, queue.device_of(self.db, job_id))
         job.start()

@@ -171,3 +171,30 @@ def test_more_data_with_nothing_on_disk_measures_a_learning_curve(
     )
     assert result["verdict"] in ("confirmed", "refuted", "inconclusive")
     assert result["child_runs"] == []
+
+
+def test_the_api_and_an_idle_embedded_worker_do_not_import_torch(tmp_path: Any) -> None:
+    """torch loads with the first job: reports, pages, queuing and an idle worker stay light."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, time
+from fastapi.testclient import TestClient
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+url = "sqlite:///{tmp_path / "light.db"}"
+upgrade(url)
+with TestClient(create_app(Settings(database_url=url, worker="embedded", worker_poll_s=0.05))) as c:
+    time.sleep(0.5)
+    run = c.post("/api/v1/runs", json={{"recipe": {RECIPE!r}, "epochs": []}}).json()
+    assert c.get("/runs/%d" % run["id"]).status_code == 200
+with TestClient(create_app(Settings(database_url=url, worker="off"))) as c:
+    queued = c.post("/api/v1/runs/%d/verifications" % run["id"], json={{"rung": "augment"}})
+    assert queued.status_code == 202
+    assert c.get("/verifications/%d" % queued.json()["id"]).status_code == 200
+print(sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
