@@ -79,9 +79,9 @@ def test_a_killed_worker_loses_nothing(db_url: str, tmp_path: Path) -> None:
         assert len([r for r in runs if r["source"] == "verification"]) == 1
 
 
+# The scale-out database only: PostgreSQL is where several workers share one queue.
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
 def test_several_workers_share_a_burst_without_double_claims(db_url: str, tmp_path: Path) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the multi-worker burst runs on PostgreSQL, the scale-out database")
     with make_client(db_url) as client:
         jobs = []
         for i in range(6):
