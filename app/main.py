@@ -132,8 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The database is not touched here: a server whose database is down or not migrated
-        # still starts and says so on /readyz. The embedded worker imports torch in its own
-        # thread, after start-up.
+        # still starts and says so on /readyz. The embedded worker runs in its own thread and
+        # imports torch only when it takes its first job.
         worker = start_embedded_worker(settings, db) if settings.worker == "embedded" else None
         yield
         if worker is not None:
