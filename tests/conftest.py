@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.advisor.diagnosis import Curves, Diagnosis, Verdict, diagnose
 from app.main import create_app
 from app.settings import Settings
 from tests.databases import BACKENDS, fresh_database, postgres_unreachable, wipe
@@ -69,6 +70,13 @@ def overfit_epochs(n: int = 20) -> list[dict[str, Any]]:
     train = [1.5 * 0.8**i + 0.01 for i in range(n)]
     valid = [0.6 + 0.004 * (i - 6) ** 2 for i in range(n)]
     return epochs_from(train, valid)
+
+
+def overfitting_diagnosis() -> Diagnosis:
+    """The diagnosis of :func:`overfit_epochs`, for tests of what follows an overfitting run."""
+    diagnosis = diagnose(Curves.of(overfit_epochs()))
+    assert diagnosis.verdict == Verdict.OVERFITTING
+    return diagnosis
 
 
 def healthy_epochs(n: int = 20) -> list[dict[str, Any]]:

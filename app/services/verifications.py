@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.builder.recipe import Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
-from app.models import Verification
+from app.models import Run, Verification
 from app.schemas import VerificationCreate
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
@@ -82,8 +82,6 @@ def listing(
     rung: str | None,
     limit: int,
 ) -> list[Verification]:
-    from app.models import Run
-
     query = select(Verification).join(Run, Run.id == Verification.run_id)
     if not scope.sees_all:
         query = query.where(Run.project_id == scope.project_id)

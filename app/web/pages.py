@@ -17,6 +17,7 @@ from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RUNGS, RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
+from app.builder.recipe import Recipe
 from app.models import Run, Trial, Verification
 from app.schemas import VerificationCreate
 from app.services import runs as runs_service
@@ -154,8 +155,6 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
         return []
     metric = job.result["metric"]
     baseline = job.budget["baseline_recipe"]
-    from app.builder.recipe import Recipe
-
     prints = {
         "baseline": Recipe.model_validate(baseline).fingerprint(),
         "candidate": Recipe.model_validate(job.candidate_recipe).fingerprint(),

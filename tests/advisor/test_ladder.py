@@ -6,23 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from app.advisor.diagnosis import Curves, Diagnosis, Verdict, diagnose
+from app.advisor.diagnosis import Curves, Verdict, diagnose
 from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
 from app.builder.meta import ARCHS, sibling, smaller_sibling
-from tests.conftest import RUNG_ORDER
+from tests.conftest import RUNG_ORDER, overfitting_diagnosis
 
 ORDER = [r.id.value for r in RUNGS]
 
 
-def overfitting() -> Diagnosis:
-    train = [1.5 * 0.8**i + 0.01 for i in range(20)]
-    valid = [0.6 + 0.004 * (i - 6) ** 2 for i in range(20)]
-    d = diagnose(Curves(list(range(20)), train, valid, [{}] * 20))
-    assert d.verdict == Verdict.OVERFITTING
-    return d
-
-
-OVER = overfitting()
+OVER = overfitting_diagnosis()
 # Facts under which every rung before `smaller_model` can apply.
 FRESH = Facts(
     arch="vgg16",

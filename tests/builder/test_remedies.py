@@ -3,18 +3,11 @@ ladder for every architecture of the table."""
 
 import pytest
 
-from app.advisor.diagnosis import Curves, Diagnosis, diagnose
 from app.advisor.ladder import RUNGS, History, Option, evaluate, next_step, recommend
 from app.builder.meta import ARCHS, smaller_sibling
 from app.builder.recipe import HeadSpec, MixupSpec, Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
-
-
-def overfitting() -> Diagnosis:
-    train = [1.5 * 0.8**i + 0.01 for i in range(20)]
-    valid = [0.6 + 0.004 * (i - 6) ** 2 for i in range(20)]
-    return diagnose(Curves(list(range(20)), train, valid, [{}] * 20))
-
+from tests.conftest import overfitting_diagnosis
 
 BARE = Recipe(arch="resnet50", head=HeadSpec(ps=0), batchnorm=False, data_fraction=0.5)
 
@@ -86,7 +79,7 @@ def test_explicit_levels() -> None:
 def test_ladder_and_remedies_agree_for_every_architecture(arch: str) -> None:
     """For each rung: the ladder offers it exactly when the builder can apply it, the applied
     recipe is the one the ladder's change describes, and afterwards the ladder sees it in place."""
-    diagnosis = overfitting()
+    diagnosis = overfitting_diagnosis()
     for recipe in (Recipe(arch=arch, head=HeadSpec(ps=0), batchnorm=False, data_fraction=0.5),
                    Recipe(arch=arch)):  # fmt: skip
         facts = recipe.facts()
