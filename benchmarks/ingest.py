@@ -28,7 +28,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from app.advisor.diagnosis import Curves, diagnose, resolve_criterion
+from app.advisor.curves import Curves, resolve_criterion
+from app.advisor.diagnosis import diagnose
 from app.advisor.ladder import Facts, recommend
 
 LUA = r"""

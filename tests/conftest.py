@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.advisor.diagnosis import Curves, Diagnosis, Verdict, diagnose
+from app.advisor.curves import Curves
+from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
 from app.main import create_app
 from app.settings import Settings
 from tests.databases import BACKENDS, fresh_database, postgres_unreachable, wipe

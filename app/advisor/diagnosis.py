@@ -1,24 +1,27 @@
-"""Diagnosis of a training run's curves: overfitting, healthy, underfitting, diverging, or too
-few epochs to judge — with the evidence behind the verdict.
+"""Diagnosis of a training run's curves: overfitting, healthy, underfitting, diverging, no signal,
+or too few epochs to judge — with the evidence behind the verdict and the epoch to keep.
 
-Pure Python on purpose (no numpy, no torch): a report holds tens to hundreds of epochs, and at that
-size plain lists beat array set-up costs, so a diagnosis costs microseconds on the request path.
+Two validation signals are read, each against its own noise (:mod:`app.advisor.signals`): the
+named metric, when there is one, and the validation loss. The decision reads like a
+practitioner's:
 
-The criterion is the validation metric when one is named, else the validation loss. It is turned
-into a "lower is better" series ``y`` so that one code path serves both directions. Overfitting
-means ``y`` got clearly worse after its best epoch while the training loss did not get worse:
-"clearly" is measured against the curve's own epoch-to-epoch jitter and a minimum relative change,
-so a noisy plateau whose best epoch is merely a lucky dip does not count.
+1. the training loss itself rising is ``diverging``;
+2. a metric that never clearly beats chance while the training loss falls is ``no_signal``;
+3. a metric clearly worse after its best stretch is ``overfitting`` (signal ``metric``, or
+   ``both`` when the validation loss agrees);
+4. a validation loss clearly rising after its minimum while the training loss does not get worse
+   (keeps falling, for the weaker "steady" rule) is ``overfitting`` by ``valid_loss`` — unless the
+   metric is still clearly improving: then the model is only growing over-confident, ``healthy``;
+5. a model that does not fit its own training data is ``underfitting``; anything else ``healthy``.
 """
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import accumulate
-from operator import add, sub
-from statistics import median
 from typing import Any, NamedTuple
+
+from app.advisor import series, signals
+from app.advisor.curves import Criterion, Curves, chance_level, infer_criterion
+from app.advisor.signals import Floors, Reading
 
 
 class Verdict(StrEnum):
@@ -26,6 +29,7 @@ class Verdict(StrEnum):
     HEALTHY = "healthy"
     UNDERFITTING = "underfitting"
     DIVERGING = "diverging"
+    NO_SIGNAL = "no_signal"
     INSUFFICIENT_DATA = "insufficient_data"
 
 
@@ -36,89 +40,29 @@ class Severity(StrEnum):
     SEVERE = "severe"
 
 
-class Curves(NamedTuple):
-    """A run's epochs as columns: what the diagnosis computes on, built in one pass per column."""
+class Signal(StrEnum):
+    """Which validation signal carried an overfitting verdict."""
 
-    epochs: list[int]
-    train_loss: list[float]
-    valid_loss: list[float]
-    metrics: list[Mapping[str, float]]
-
-    @classmethod
-    def of(cls, records: Sequence[Mapping[str, Any]]) -> "Curves":
-        """From epoch records as reported: ``{"epoch", "train_loss", "valid_loss", "metrics"}``."""
-        return cls(
-            [r["epoch"] for r in records],
-            [r["train_loss"] for r in records],
-            [r["valid_loss"] for r in records],
-            [r.get("metrics") or {} for r in records],
-        )
-
-    def __len__(self) -> int:  # the number of epochs, not of columns
-        return len(self.epochs)
-
-
-@dataclass(frozen=True, slots=True)
-class Criterion:
-    """What "better" means for this run: a named validation metric or the validation loss."""
-
-    name: str
-    higher_is_better: bool
-    is_loss: bool
-
-
-VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
-
-# Directions of common metric names, so a report that names only the metric still gets diagnosed.
-KNOWN_METRICS: dict[str, bool] = {
-    "accuracy": True,
-    "acc": True,
-    "top1": True,
-    "top5": True,
-    "balanced_accuracy": True,
-    "f1": True,
-    "f1_score": True,
-    "fbeta": True,
-    "precision": True,
-    "recall": True,
-    "auc": True,
-    "roc_auc": True,
-    "ap": True,
-    "map": True,
-    "dice": True,
-    "iou": True,
-    "jaccard": True,
-    "miou": True,
-    "r2": True,
-    "mcc": True,
-    "psnr": True,
-    "ssim": True,
-    "error_rate": False,
-    "error": False,
-    "top1_error": False,
-    "top5_error": False,
-    "mse": False,
-    "rmse": False,
-    "mae": False,
-    "perplexity": False,
-    "cer": False,
-    "wer": False,
-}
+    METRIC = "metric"
+    VALID_LOSS = "valid_loss"
+    BOTH = "both"
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Tuning knobs: a change is "clear" when it exceeds both a relative floor and ``noise_z``
-    times the jitter of the curve. Losses move proportionally more than bounded metrics, hence
-    separate floors."""
+    """Tuning knobs. Losses move proportionally more than bounded metrics, hence separate floors."""
 
     min_epochs: int = 4
-    noise_z: float = 3.0
-    min_rel_loss: float = 0.05
-    min_rel_metric: float = 0.015
+    loss: Floors = field(default_factory=lambda: Floors(full=0.03))
+    # The steady rule reads the loss only: a bounded metric slipping for two epochs is too common
+    # on healthy runs to mean anything before its noise can be measured.
+    metric: Floors = field(default_factory=lambda: Floors(full=0.015, steady=None, held_share=None))
     # Relative degradation at which overfitting becomes moderate / severe.
     severity_loss: tuple[float, float] = (0.15, 0.5)
     severity_metric: tuple[float, float] = (0.04, 0.12)
+    # The training loss "keeps falling" after the validation loss's best epoch: it fell since by
+    # at least this fraction, and by more than its own jitter.
+    train_fall: float = 0.03
     # Training loss that fell by less than this fraction of its first value did not learn.
     not_learning_drop: float = 0.05
     # Underfit: the training loss ends above this share of its first value while sitting within
@@ -128,32 +72,66 @@ class Thresholds:
     # Training loss whose tail rose by this fraction of its own range is diverging.
     diverging_share: float = 0.25
     train_rise_rel: float = 0.10
+    # No signal: the training loss fell by at least this share of its first value (it memorises)
+    # while the metric never cleared chance by ``z`` times its jitter and this share of chance.
+    memorised_drop: float = 0.25
+    chance_margin: float = 0.1
+    # With no chance level known, the metric's first epoch stands in, but only on runs this long
+    # whose validation loss never clearly beat its first epoch either: a fine-tune that is good
+    # from its first epoch must not pass for one that learns nothing.
+    first_epoch_min_epochs: int = 8
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+
+class Training(NamedTuple):
+    """The training loss: where it was lowest and whether it got worse since."""
+
+    min_at: int
+    tail: float
+    worsening: bool
+    rise: float  # tail above the minimum
+    span: float  # largest value above the minimum
+
+
+class Chance(NamedTuple):
+    level: float
+    source: str  # "n_classes" or "first_epoch"
+    beaten: bool
 
 
 class Evidence(NamedTuple):
     criterion: str
     higher_is_better: bool
     n_epochs: int
-    best_epoch: int | None
-    last_epoch: int | None
-    best_value: float | None
-    last_value: float | None
-    # Positive means worse, as a fraction of the best value.
-    metric_degradation: float | None
-    valid_loss_degradation: float | None
-    # Relative change of the training loss from the best epoch to the end; negative is improving.
-    train_loss_change: float | None
-    train_loss_trend: str | None
-    generalization_gap: float | None
-    gap_ratio: float | None
-    noise: float | None
-    threshold: float | None
-    tail_epochs: int | None
-    still_improving: bool
-    severity: Severity
+    best_epoch: int | None = None
+    last_epoch: int | None = None
+    best_value: float | None = None
+    last_value: float | None = None
+    signal: Signal | None = None
+    stop_epoch: int | None = None
+    onset_epoch: int | None = None
+    # Each series' last value against its own best, as a fraction of the best; positive is worse.
+    metric_degradation: float | None = None
+    valid_loss_degradation: float | None = None
+    # Relative change of the training loss from the stop epoch to the end; negative is improving.
+    train_loss_change: float | None = None
+    train_loss_trend: str | None = None
+    generalization_gap: float | None = None
+    gap_ratio: float | None = None
+    # Jitter and "clearly worse" threshold of the deciding signal (the criterion's when none).
+    noise: float | None = None
+    threshold: float | None = None
+    tail_epochs: int | None = None
+    still_improving: bool = False
+    # The validation loss rose while the metric kept improving: confident mistakes, not overfitting.
+    overconfident: bool = False
+    chance: float | None = None
+    chance_source: str | None = None
+    severity: Severity = Severity.NONE
+    # Each signal's own reading: degradation, noise, threshold, rule, best and onset epochs.
+    signals: dict[str, dict[str, Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,107 +141,113 @@ class Diagnosis:
     summary: str
     evidence: Evidence
 
+    @property
+    def stop_epoch(self) -> int | None:
+        return self.evidence.stop_epoch
+
+    @property
+    def onset_epoch(self) -> int | None:
+        return self.evidence.onset_epoch
+
+    @property
+    def signal(self) -> Signal | None:
+        return self.evidence.signal
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``dataclasses.asdict`` deep-copies and costs 10x more)."""
         evidence = self.evidence._asdict()
         evidence["severity"] = self.evidence.severity.value
+        signal = self.evidence.signal.value if self.evidence.signal else None
+        evidence["signal"] = signal
         return {
             "verdict": self.verdict.value,
             "best_epoch": self.best_epoch,
+            "stop_epoch": self.evidence.stop_epoch,
+            "onset_epoch": self.evidence.onset_epoch,
+            "signal": signal,
             "summary": self.summary,
             "evidence": evidence,
         }
 
 
-def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criterion:
-    """The criterion a report asks for; ``higher_is_better`` may be left to the known-metric table.
-
-    Raises ValueError (for the API to turn into a 4xx) when the direction cannot be known."""
-    if name is None or name == "valid_loss":
-        return VALID_LOSS
-    if higher_is_better is None:
-        known = KNOWN_METRICS.get(name.lower())
-        if known is None:
-            raise ValueError(f"metric '{name}' is not a known metric: say whether higher is better")
-        higher_is_better = known
-    return Criterion(name, higher_is_better, is_loss=False)
-
-
-def infer_criterion(curves: Curves) -> Criterion:
-    """With no metric named, use the single well-known metric every epoch carries, else the loss."""
-    if not curves.metrics:
-        return VALID_LOSS
-    shared = set(curves.metrics[0])
-    for m in curves.metrics[1:]:
-        shared &= m.keys()
-    known = [k for k in shared if k.lower() in KNOWN_METRICS]
-    if len(known) == 1:
-        return Criterion(known[0], KNOWN_METRICS[known[0].lower()], is_loss=False)
-    return VALID_LOSS
+def training(train: list[float], thresholds: Thresholds) -> Training:
+    """Whether the optimisation itself is getting worse: its last stretch above its best stretch
+    beyond noise, or doubled (an oscillating blow-up is its own "noise"), or above where training
+    started. Stretches, not single epochs, because some frameworks log a noisy last-batch loss."""
+    n = len(train)
+    k = series.tail_length(n)
+    stretch = series.windows(train, k)
+    low, tail = stretch.lowest_mean, stretch.last_mean
+    rise = tail - low
+    min_at = series.argmin(train)
+    worsening = (
+        stretch.lowest_start + k - 1 < n - k
+        and (
+            rise > low
+            or (
+                rise > thresholds.train_rise_rel * low
+                and rise > thresholds.loss.z * series.noise(train)
+            )
+        )
+    ) or (min_at < n - k and tail > max(train[0], 2 * train[min_at]))
+    return Training(min_at, tail, worsening, tail - train[min_at], max(train) - train[min_at])
 
 
-def _rolling_mean(y: Sequence[float], width: int) -> list[float]:
-    """Means of every ``width`` consecutive values (trailing windows), in O(n)."""
-    if width <= 1 or len(y) < width:
-        return list(y)
-    sums = list(accumulate(y, initial=0.0))
-    return [(b - a) / width for a, b in zip(sums, sums[width:], strict=False)]
-
-
-def _noise(y: Sequence[float]) -> float:
-    """Robust epoch-to-epoch jitter of the later part of a curve.
-
-    Second differences cancel a locally linear trend, so a steadily rising or falling curve is not
-    mistaken for noise; MAD/0.6745 makes it robust to a few spikes; /sqrt(6) turns the variance of
-    a second difference of white noise back into the noise's own scale."""
-    start = max(1, len(y) // 3)
-    if len(y) - start < 4:
-        start = 1
-    mid = y[start:-1]
-    # |a - 2b + c| over consecutive triples, with C-level maps: this runs on every report.
-    d2: list[float] = list(
-        map(abs, map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
+def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thresholds) -> bool:
+    """The training loss fell clearly from epoch index ``since`` to the end."""
+    fall = train[since] - fit.tail
+    return fall > thresholds.train_fall * train[since] and series.mostly_rising(
+        series.negated(train), since
     )
-    if not d2:
-        return 0.0
-    return 1.4826 * float(median(d2)) / math.sqrt(6)
 
 
-def _clear_rise(y: Sequence[float], z: float, floor: float) -> bool:
-    """A least-squares trend that rises by more than ``floor`` over ``y`` and whose slope is
-    more than ``z`` standard errors above zero."""
-    n = len(y)
-    if n < 6:
-        return False
-    mx, my = (n - 1) / 2, sum(y) / n
-    sxx = n * (n * n - 1) / 12
-    slope = sum((i - mx) * (v - my) for i, v in enumerate(y)) / sxx
-    if slope * (n - 1) <= floor:
-        return False
-    residual = sum((v - my - slope * (i - mx)) ** 2 for i, v in enumerate(y))
-    stderr = math.sqrt(residual / (n - 2) / sxx)
-    return stderr == 0 or slope > z * stderr
+def counts(reading: Reading, train: list[float], fit: Training, thresholds: Thresholds) -> bool:
+    """A degraded signal counts against the model while its training loss does not get worse;
+    the weak steady rule only while the training loss keeps falling since the signal's best."""
+    if reading.rule in (signals.Rule.STEADY, signals.Rule.HELD):
+        return keeps_falling(train, reading.best, fit, thresholds)
+    return reading.degraded and not fit.worsening
 
 
-def _mean(y: Sequence[float]) -> float:
-    return sum(y) / len(y)
+def chance(
+    curves: Curves,
+    crit: Criterion,
+    raw: list[float],
+    metric: Reading,
+    loss: Reading,
+    n_classes: int | None,
+    thresholds: Thresholds,
+) -> Chance:
+    """Whether the metric ever clearly beat chance, from the class count when the report gives
+    one, else from the metric's own first epoch."""
+    sign = 1.0 if crit.higher_is_better else -1.0
+    best_stretch = sign * metric.best_stretch
+    level = chance_level(crit.name, n_classes)
+    if level is not None:
+        margin = max(thresholds.metric.z * metric.noise, thresholds.chance_margin * abs(level))
+        return Chance(level, "n_classes", best_stretch - sign * level > margin)
+    # The first epoch stands in for chance only where it could be chance: below what guessing
+    # between two classes scores, for metrics with a known chance level, and on a validation
+    # loss that rose from the start (memorised labels make confident mistakes).
+    level = raw[0]
+    margin = max(metric.threshold, thresholds.metric.z * metric.noise)
+    valid = curves.valid_loss
+    highest_chance = chance_level(crit.name, 2)
+    beaten = (
+        len(raw) < thresholds.first_epoch_min_epochs
+        or (highest_chance is not None and sign * (level - highest_chance) > 0)
+        or not loss.degraded
+        or best_stretch - sign * level > margin
+        or valid[0] - loss.best_stretch > loss.threshold
+    )
+    return Chance(level, "first_epoch", beaten)
 
 
-def _argmin(y: list[float]) -> int:
-    """First index of the smallest value."""
-    return y.index(min(y))
-
-
-def _rel(delta: float, reference: float) -> float:
-    """``delta`` as a fraction of ``reference``; a zero reference is floored so the figure stays
-    finite (and JSON-safe)."""
-    return delta / max(abs(reference), 1e-12)
-
-
-def _severity(rel: float, bounds: tuple[float, float]) -> Severity:
-    if rel < bounds[0]:
+def _severity(reading: Reading, thresholds: Thresholds, is_loss: bool) -> Severity:
+    low, high = thresholds.severity_loss if is_loss else thresholds.severity_metric
+    if reading.degradation < low:
         return Severity.MILD
-    if rel < bounds[1]:
+    if reading.degradation < high:
         return Severity.MODERATE
     return Severity.SEVERE
 
@@ -272,128 +256,213 @@ def diagnose(
     curves: Curves,
     criterion: Criterion | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    n_classes: int | None = None,
 ) -> Diagnosis:
-    """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`."""
+    """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`;
+    ``n_classes`` (from the report) sets the chance level of accuracy-like metrics."""
     crit = criterion or infer_criterion(curves)
     n = len(curves)
     if n < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
 
-    epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
-    if crit.is_loss:
-        raw = valid
-    else:
-        name = crit.name
-        raw = [m[name] for m in curves.metrics]
-    y = [-v for v in raw] if crit.higher_is_better else raw
+    train, valid = curves.train_loss, curves.valid_loss
+    loss = signals.read("valid_loss", valid, False, thresholds.loss)
+    raw = None if crit.is_loss else [m[crit.name] for m in curves.metrics]
+    metric = None
+    if raw is not None:
+        metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric)
+    fit = training(train, thresholds)
+    judged = metric or loss
+    series.tail_length(n)
 
-    k = max(1, min(5, n // 4))  # tail length: the "end of training" we judge
-    best = _argmin(y)
-    # The best level is the best k-epoch window, so it is compared like with like against the
-    # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
-    windows = _rolling_mean(y, k)
-    best_window = _argmin(windows)
-    noise = _noise(y)
-    scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
-    min_rel = thresholds.min_rel_loss if crit.is_loss else thresholds.min_rel_metric
-    threshold = max(min_rel * scale, thresholds.noise_z * noise)
-
-    tail = _mean(y[-k:])
-    degradation = tail - windows[best_window]
-    # best_window indexes windows ending at best_window + k - 1; it must end before the tail.
-    best_ends = best_window + k - 1
-    degraded = (
-        best_ends < n - k
-        and (
-            degradation > threshold
-            # A slow, steady slide in a noisy curve: no window clears 3 sigma, the trend does.
-            or _clear_rise(y[best_ends:], thresholds.noise_z, min_rel * scale)
-        )
+    guess = None
+    if metric is not None and raw is not None and _fell(train, fit, thresholds.memorised_drop):
+        guess = chance(curves, crit, raw, metric, loss, n_classes, thresholds)
+    metric_worse = metric is not None and counts(metric, train, fit, thresholds)
+    loss_rises = counts(loss, train, fit, thresholds)
+    overconfident = (
+        loss_rises
+        and metric is not None
+        and raw is not None
+        and not metric_worse
+        and signals.improving_since(metric, raw, loss.best)
     )
 
-    # Still improving: the tail beats the window just before it by a clear margin.
-    before = y[-2 * k : -k] if n >= 2 * k + 1 else y[:-k]
-    still_improving = bool(before) and _mean(before) - tail > threshold
-
-    train_min_at = _argmin(train)
-    train_tail = _mean(train[-k:])
-    train_rise = train_tail - train[train_min_at]
-    train_range = max(train) - train[train_min_at]
-    # Worse beyond noise, or doubled: an oscillating blow-up is its own "noise".
-    train_worsening = train_min_at < n - k and (
-        train_rise > train[train_min_at]
-        or (
-            train_rise > thresholds.train_rise_rel * train[train_min_at]
-            and train_rise > thresholds.noise_z * _noise(train)
-        )
-    )
-    train_change = _rel(train_tail - train[best], train[best])
-    trend = "improving" if train_change < -0.01 else "worsening" if train_change > 0.01 else "flat"
-
-    valid_change = _rel(valid[-1] - valid[best], valid[best])
-    metric_change = None if crit.is_loss else _rel(y[-1] - y[best], raw[best])
-    rel_degradation = _rel(degradation, scale)
-
-    severity = Severity.NONE
-    if train_worsening and (train_rise >= thresholds.diverging_share * train_range or degraded):
-        verdict = Verdict.DIVERGING
-        summary = (
-            f"Training loss rose from {train[train_min_at]:.4g} (epoch "
-            f"{epochs[train_min_at]}) to {train_tail:.4g} at the end: the optimisation "
-            "itself is getting worse. Lower the learning rate."
-        )
-    elif degraded:
-        verdict = Verdict.OVERFITTING
-        bounds = thresholds.severity_loss if crit.is_loss else thresholds.severity_metric
-        severity = _severity(rel_degradation, bounds)
-        summary = (
-            f"{crit.name} was best at epoch {epochs[best]} ({raw[best]:.4g}) and ended "
-            f"{abs(_rel(y[-1] - y[best], raw[best])):.1%} worse ({raw[-1]:.4g}) while the "
-            f"training loss kept "
-            f"{'improving' if trend == 'improving' else 'steady'}: {severity} overfitting."
-        )
-    elif _rel(train[0] - train[train_min_at], train[0]) < thresholds.not_learning_drop or (
-        train_tail > thresholds.underfit_share * train[0]
-        and _mean(valid[-k:]) - train_tail < thresholds.underfit_gap * train_tail
+    signal: Signal | None = None
+    deciding = judged
+    if fit.worsening and (
+        fit.rise >= thresholds.diverging_share * fit.span or judged.degraded or loss_rises
     ):
+        verdict = Verdict.DIVERGING
+    elif guess is not None and not guess.beaten:
+        verdict = Verdict.NO_SIGNAL
+    elif metric_worse:
+        verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
+    elif loss_rises and not overconfident:
+        verdict, signal, deciding = Verdict.OVERFITTING, Signal.VALID_LOSS, loss
+    elif not overconfident and _underfit(train, valid, fit, thresholds):
         verdict = Verdict.UNDERFITTING
-        summary = (
-            "The model does not fit even its training data: its training loss ended at "
-            f"{train_tail / train[0]:.0%} of its first value and close to the validation loss "
-            f"({train[-1]:.4g} vs {valid[-1]:.4g}"
-            f"{', still improving' if still_improving else ''}): train longer, use a larger "
-            "model or less regularization."
-        )
     else:
         verdict = Verdict.HEALTHY
-        summary = (
-            f"{crit.name} is at or near its best ({raw[best]:.4g} at epoch {epochs[best]})"
-            f"{' and still improving' if still_improving else ''}; no sign of overfitting."
-        )
-    return Diagnosis(
+
+    still_improving = signals.still_improving(judged, valid if raw is None else raw)
+
+    overfit = verdict == Verdict.OVERFITTING
+    onset = deciding.onset if overfit else fit.min_at + 1 if verdict == Verdict.DIVERGING else None
+    if overfit and signal == Signal.BOTH and loss.onset is not None:
+        onset = min(onset if onset is not None else n, loss.onset)
+    return _diagnosis(
+        curves,
+        crit,
         verdict=verdict,
-        best_epoch=epochs[best],
-        summary=summary,
-        evidence=Evidence(
-            criterion=crit.name,
-            higher_is_better=crit.higher_is_better,
-            n_epochs=n,
-            best_epoch=epochs[best],
-            last_epoch=epochs[-1],
-            best_value=raw[best],
-            last_value=raw[-1],
-            metric_degradation=metric_change,
-            valid_loss_degradation=valid_change,
-            train_loss_change=train_change,
-            train_loss_trend=trend,
-            generalization_gap=valid[-1] - train[-1],
-            gap_ratio=valid[-1] / train[-1] if train[-1] > 0 else None,
-            noise=noise,
-            threshold=threshold,
-            tail_epochs=k,
-            still_improving=still_improving,
-            severity=severity,
+        signal=signal,
+        deciding=deciding,
+        readings=(metric, loss),
+        fit=fit,
+        onset=onset,
+        still_improving=still_improving,
+        overconfident=overconfident,
+        guess=guess,
+        severity=_severity(deciding, thresholds, deciding is loss) if overfit else Severity.NONE,
+    )
+
+
+def _fell(train: list[float], fit: Training, share: float) -> bool:
+    return train[0] - fit.tail > share * train[0]
+
+
+def _underfit(
+    train: list[float], valid: list[float], fit: Training, thresholds: Thresholds
+) -> bool:
+    """The training loss barely moved, or ended high and close to the validation loss."""
+    k = series.tail_length(len(train))
+    learned = train[0] - train[fit.min_at] >= thresholds.not_learning_drop * train[0]
+    return not learned or (
+        fit.tail > thresholds.underfit_share * train[0]
+        and series.mean(valid[-k:]) - fit.tail < thresholds.underfit_gap * fit.tail
+    )
+
+
+def _diagnosis(
+    curves: Curves,
+    crit: Criterion,
+    *,
+    verdict: Verdict,
+    signal: Signal | None,
+    deciding: Reading,
+    readings: tuple[Reading | None, Reading],
+    fit: Training,
+    onset: int | None,
+    still_improving: bool,
+    overconfident: bool,
+    guess: Chance | None,
+    severity: Severity,
+) -> Diagnosis:
+    """The one place a judged run's diagnosis and evidence are put together."""
+    epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
+    metric, loss = readings
+    judged = metric or loss
+    # A first epoch that the metric did beat is no chance level worth showing.
+    if guess is not None and guess.source == "first_epoch" and guess.beaten:
+        guess = None
+    stop = deciding.best
+    train_change = series.rel(fit.tail - train[stop], train[stop])
+    evidence = Evidence(
+        criterion=crit.name,
+        higher_is_better=crit.higher_is_better,
+        n_epochs=len(curves),
+        best_epoch=epochs[judged.best],
+        last_epoch=epochs[-1],
+        best_value=judged.best_value,
+        last_value=judged.last_value,
+        signal=signal,
+        stop_epoch=epochs[stop],
+        onset_epoch=epochs[onset] if onset is not None and onset < len(epochs) else None,
+        metric_degradation=_last_vs_best(metric),
+        valid_loss_degradation=_last_vs_best(loss),
+        train_loss_change=train_change,
+        train_loss_trend=(
+            "improving" if train_change < -0.01 else "worsening" if train_change > 0.01 else "flat"
         ),
+        generalization_gap=valid[-1] - train[-1],
+        gap_ratio=valid[-1] / train[-1] if train[-1] > 0 else None,
+        noise=deciding.noise,
+        threshold=deciding.threshold,
+        tail_epochs=series.tail_length(len(curves)),
+        still_improving=still_improving,
+        overconfident=overconfident,
+        chance=guess.level if guess else None,
+        chance_source=guess.source if guess else None,
+        severity=severity,
+        signals={r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r},
+    )
+    summary = _summary(verdict, evidence, deciding, fit, curves)
+    return Diagnosis(verdict, epochs[judged.best], summary, evidence)
+
+
+def _last_vs_best(reading: Reading | None) -> float | None:
+    if reading is None:
+        return None
+    change = series.rel(reading.last_value - reading.best_value, reading.best_value)
+    return (-change if reading.higher_is_better else change) + 0.0  # no "-0.0" in the evidence
+
+
+def _summary(
+    verdict: Verdict, ev: Evidence, deciding: Reading, fit: Training, curves: Curves
+) -> str:
+    epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
+    if verdict == Verdict.DIVERGING:
+        return (
+            f"Training loss rose from {train[fit.min_at]:.4g} (epoch {epochs[fit.min_at]}) to "
+            f"{fit.tail:.4g} at the end: the optimisation itself is getting worse. Lower the "
+            "learning rate."
+        )
+    if verdict == Verdict.NO_SIGNAL:
+        where = (
+            "chance for the number of classes"
+            if ev.chance_source == "n_classes"
+            else "its first epoch"
+        )
+        return (
+            f"{ev.criterion} never clearly beat {where} ({ev.chance:.4g}; best {ev.best_value:.4g}"
+            f") while the training loss fell from {train[0]:.4g} to {fit.tail:.4g}: the model "
+            "memorises its training set and learns nothing that carries over. Check the data "
+            "before any remedy: labels shuffled or wrong, training and validation data from "
+            "different sources, a split or preprocessing bug."
+        )
+    if verdict == Verdict.OVERFITTING:
+        both = " (and the validation loss rose with it)" if ev.signal == Signal.BOTH else ""
+        flat = (
+            f" while {ev.criterion} stayed flat within its noise and"
+            if ev.signal == Signal.VALID_LOSS and ev.criterion != "valid_loss"
+            else " while"
+        )
+        change = series.rel(deciding.last_value - deciding.best_value, deciding.best_value)
+        return (
+            f"{deciding.name} was best at epoch {ev.stop_epoch} ({deciding.best_value:.4g}) and "
+            f"ended {abs(change):.1%} worse ({deciding.last_value:.4g}){both}{flat} the "
+            f"training loss kept {'falling' if ev.train_loss_trend == 'improving' else 'steady'}"
+            f": {ev.severity} overfitting. Keep the weights of epoch {ev.stop_epoch}."
+        )
+    if verdict == Verdict.UNDERFITTING:
+        return (
+            "The model does not fit even its training data: its training loss ended at "
+            f"{fit.tail / train[0]:.0%} of its first value and close to the validation loss "
+            f"({train[-1]:.4g} vs {valid[-1]:.4g}"
+            f"{', still improving' if ev.still_improving else ''}): train longer, use a larger "
+            "model or less regularization."
+        )
+    confident = (
+        f" The validation loss rose since epoch {ev.signals['valid_loss']['best_epoch']} while "
+        f"{ev.criterion} kept improving: the model grows over-confident, which the metric does "
+        "not punish."
+        if ev.overconfident
+        else ""
+    )
+    return (
+        f"{ev.criterion} is at or near its best ({ev.best_value:.4g} at epoch {ev.best_epoch})"
+        f"{' and still improving' if ev.still_improving else ''}; no sign of overfitting."
+        f"{confident}"
     )
 
 
@@ -410,20 +479,7 @@ def _insufficient(curves: Curves, crit: Criterion, thresholds: Thresholds) -> Di
             criterion=crit.name,
             higher_is_better=crit.higher_is_better,
             n_epochs=n,
-            best_epoch=None,
             last_epoch=curves.epochs[-1] if n else None,
-            best_value=None,
-            last_value=None,
-            metric_degradation=None,
-            valid_loss_degradation=None,
-            train_loss_change=None,
-            train_loss_trend=None,
             generalization_gap=curves.valid_loss[-1] - curves.train_loss[-1] if n else None,
-            gap_ratio=None,
-            noise=None,
-            threshold=None,
-            tail_epochs=None,
-            still_improving=False,
-            severity=Severity.NONE,
         ),
     )

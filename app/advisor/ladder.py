@@ -462,7 +462,7 @@ def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) 
             level=None,
             action=(
                 f"Every rung of the ladder is applied or ruled out. Stop training at the best "
-                f"epoch ({diagnosis.best_epoch}) and keep that checkpoint."
+                f"epoch ({diagnosis.stop_epoch}) and keep that checkpoint."
             ),
             change={},
             rationale=diagnosis.summary,
@@ -515,6 +515,14 @@ def _no_remedy(diagnosis: Diagnosis, facts: Facts) -> Recommendation:
         action = "Lower the learning rate (about 10x) and check the data for bad values."
         if facts.lr:
             change = {"lr": facts.lr / 10}
+    elif verdict == Verdict.NO_SIGNAL:
+        # No rung helps a model that cannot learn the task from this data: fix the data first.
+        action = (
+            "Check the data, not the model: look at a batch of inputs with their labels (shuffled "
+            "or wrong labels?), check that training and validation data come from the same "
+            "source, and look for a split or preprocessing bug (a transform applied to one side "
+            "only, labels misaligned with inputs)."
+        )
     else:
         action = "Report more epochs before judging."
     return Recommendation(

@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.advisor.diagnosis import (
-    Criterion,
-    Curves,
-    Severity,
-    Verdict,
-    diagnose,
-    infer_criterion,
-    resolve_criterion,
-)
+from app.advisor.curves import Criterion, Curves, infer_criterion, resolve_criterion
+from app.advisor.diagnosis import Severity, Signal, Verdict, diagnose
 from tests.conftest import load_curves
 
 CURVES = load_curves()
@@ -30,7 +23,9 @@ def run_curve(curve: dict[str, Any]) -> Verdict:
     criterion = (
         resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
     )
-    return diagnose(epochs, criterion or Criterion("valid_loss", False, True)).verdict
+    return diagnose(
+        epochs, criterion or Criterion("valid_loss", False, True), n_classes=curve.get("n_classes")
+    ).verdict
 
 
 def test_the_labelled_set_is_big_and_varied() -> None:
@@ -179,3 +174,119 @@ def test_a_slow_steady_slide_in_a_noisy_curve_is_overfitting() -> None:
     slide = [v + (0.002 * (i - 30) if i > 30 else 0.0) for i, v in enumerate(flat)]
     assert diagnose(series(train, flat)).verdict == Verdict.HEALTHY
     assert diagnose(series(train, slide)).verdict == Verdict.OVERFITTING
+
+
+def falling(n: int, start: float = 2.0, rate: float = 0.7, floor: float = 0.05) -> list[float]:
+    return [start * rate**i + floor for i in range(n)]
+
+
+def test_steady_rule_counts_only_while_the_training_loss_keeps_falling() -> None:
+    """Five epochs, the validation loss up 1.5% on each of the last two: overfitting when the
+    training loss is still falling fast, nothing when it has stopped."""
+    valid = [0.99, 0.91, 0.87, 0.875, 0.883]
+    d = diagnose(series([0.97, 0.87, 0.68, 0.49, 0.38], valid))
+    assert (d.verdict, d.signal) == (Verdict.OVERFITTING, Signal.VALID_LOSS)
+    assert d.evidence.signals["valid_loss"]["rule"] == "steady"
+    assert (d.stop_epoch, d.onset_epoch) == (2, 3)
+    flat = diagnose(series([0.97, 0.5, 0.45, 0.45, 0.451], valid))
+    assert flat.verdict != Verdict.OVERFITTING
+
+
+def test_held_rule_a_jump_that_stays_in_a_jittery_curve() -> None:
+    """A validation loss that jumps 20% above its minimum and stays there, zig-zagging too much
+    for the window rule: overfitting while the training loss falls, not when it is flat."""
+    valid = [0.47, 0.38, 0.32, 0.30, 0.44, 0.36, 0.35, 0.39, 0.38, 0.37]
+    d = diagnose(series(falling(10, 0.6, 0.8, 0.05), valid))
+    assert d.verdict == Verdict.OVERFITTING
+    assert d.evidence.signals["valid_loss"]["rule"] == "held"
+    converged = [0.6, 0.3, 0.2, 0.15] + [0.15] * 6
+    assert diagnose(series(converged, valid)).verdict != Verdict.OVERFITTING
+
+
+def test_each_signal_carries_its_own_noise_threshold_and_verdict() -> None:
+    n = 25
+    train = falling(n)
+    valid = [0.5 + 0.01 * max(0, i - 8) for i in range(n)]
+    acc = [0.80 + 0.004 * (i % 2) for i in range(n)]
+    d = diagnose(series(train, valid, acc))
+    assert (d.verdict, d.signal) == (Verdict.OVERFITTING, Signal.VALID_LOSS)
+    metric, loss = d.evidence.signals["metric"], d.evidence.signals["valid_loss"]
+    assert metric["name"] == "accuracy" and not metric["degraded"]
+    assert loss["degraded"] and loss["rule"] == "window"
+    for reading in (metric, loss):
+        assert reading["noise"] >= 0 and reading["threshold"] > 0
+    assert d.stop_epoch == loss["best_epoch"] == 0
+    assert d.evidence.threshold == loss["threshold"]  # the deciding signal's figures on top
+    assert "accuracy stayed flat" in d.summary and f"epoch {d.stop_epoch}" in d.summary
+
+
+def test_a_metric_getting_worse_decides_even_with_a_flat_loss() -> None:
+    n = 20
+    acc = [0.9 - 0.006 * max(0, i - 5) for i in range(n)]
+    d = diagnose(series(falling(n), [0.5] * n, acc))
+    assert (d.verdict, d.signal) == (Verdict.OVERFITTING, Signal.METRIC)
+    assert d.stop_epoch == 0 and d.onset_epoch is not None and d.onset_epoch > d.stop_epoch
+
+
+def test_a_still_improving_metric_turns_a_rising_loss_into_over_confidence() -> None:
+    n = 20
+    valid = [0.5 + 0.01 * max(0, i - 8) for i in range(n)]
+    acc = [0.70 + 0.01 * i for i in range(n)]
+    d = diagnose(series(falling(n), valid, acc))
+    assert d.verdict == Verdict.HEALTHY
+    assert d.evidence.overconfident and d.signal is None
+    assert d.stop_epoch == n - 1 and d.onset_epoch is None
+    # The same loss with the metric flat at the end is overfitting.
+    plateaued = [min(a, 0.80) for a in acc]
+    assert diagnose(series(falling(n), valid, plateaued)).verdict == Verdict.OVERFITTING
+
+
+def test_no_signal_from_the_class_count_or_the_first_epoch() -> None:
+    rng = random.Random(3)
+    n = 40
+    train = falling(n, 2.3, 0.85, 0.005)
+    valid = [2.3 + 0.2 * i + rng.gauss(0, 0.05) for i in range(n)]
+    acc = [0.1 + rng.gauss(0, 0.02) for _ in range(n)]
+    d = diagnose(series(train, valid, acc), n_classes=10)
+    assert d.verdict == Verdict.NO_SIGNAL
+    assert (d.evidence.chance, d.evidence.chance_source) == (0.1, "n_classes")
+    assert "labels" in d.summary and d.signal is None
+    d = diagnose(series(train, valid, acc))
+    assert (d.verdict, d.evidence.chance_source) == (Verdict.NO_SIGNAL, "first_epoch")
+    # Ten classes, but the model reaches 0.3: it learned something, so it is overfitting.
+    learned = [min(0.3, 0.1 + 0.05 * i) + rng.gauss(0, 0.005) for i in range(n)]
+    assert diagnose(series(train, valid, learned), n_classes=10).verdict == Verdict.OVERFITTING
+
+
+def test_a_fine_tune_that_is_good_from_its_first_epoch_is_not_no_signal() -> None:
+    """Accuracy 0.92 from the first epoch and flat after, the validation loss rising: a
+    pretrained model overfitting, not one that learns nothing."""
+    n = 12
+    valid = [0.25 + 0.02 * i for i in range(n)]
+    acc = [0.92 + 0.002 * (i % 2) for i in range(n)]
+    d = diagnose(series(falling(n, 0.4, 0.7, 0.01), valid, acc))
+    assert d.verdict == Verdict.OVERFITTING and d.evidence.chance is None
+
+
+def test_underfitting_never_overrides_a_clear_valid_loss_rise() -> None:
+    """Training loss ends at 70% of its first value, close to the validation loss (the shape of
+    underfitting), but the validation loss clearly rises while it still falls."""
+    n = 30
+    train = [0.40 - 0.004 * i for i in range(n)]
+    valid = [0.36 - 0.004 * i if i < 10 else 0.32 + 0.002 * (i - 10) for i in range(n)]
+    assert diagnose(series(train, valid)).verdict == Verdict.OVERFITTING
+
+
+def test_a_training_loss_that_ends_above_its_start_is_diverging() -> None:
+    train = [0.56, 3.7, 5.5, 12.7, 12.6, 8.5, 9.6, 11.1, 13.2, 11.0, 10.9, 9.4, 7.9, 8.4, 9.9]
+    d = diagnose(series(train, [t * 1.05 for t in train]))
+    assert d.verdict == Verdict.DIVERGING
+    assert d.onset_epoch == 1 and d.signal is None
+
+
+def test_healthy_runs_stop_at_their_best_epoch_with_no_onset() -> None:
+    d = diagnose(series(falling(15), falling(15, 2.1, 0.72, 0.1)))
+    assert d.verdict == Verdict.HEALTHY
+    assert d.stop_epoch == 14 and d.onset_epoch is None and d.signal is None
+    as_json = d.to_dict()
+    assert as_json["stop_epoch"] == 14 and as_json["evidence"]["signal"] is None

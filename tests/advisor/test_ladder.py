@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from app.advisor.diagnosis import Curves, Verdict, diagnose
+from app.advisor.curves import Curves
+from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
 from app.builder.meta import ARCHS, sibling, smaller_sibling
 from tests.conftest import RUNG_ORDER, overfitting_diagnosis

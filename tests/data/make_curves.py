@@ -53,7 +53,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # (X_pool, y_pool, X_valid, y_valid)
 Split = tuple[FloatArray, IntArray, FloatArray, IntArray]
-Label = Literal["overfitting", "healthy", "underfitting", "diverging", "insufficient_data"]
+Label = Literal[
+    "overfitting", "healthy", "underfitting", "diverging", "no_signal", "insufficient_data"
+]
 Source = Literal["real", "synthetic"]
 
 
@@ -81,6 +83,7 @@ class CurveDoc(TypedDict):
     source: Source
     notes: str
     metric: MetricSpec | None
+    n_classes: NotRequired[int]
     epochs: list[Row]
 
 
@@ -92,6 +95,8 @@ class RunSpec(TypedDict):
     cfg: dict[str, Any]  # keyword arguments of run_sklearn / run_numpy
     notes: str
     run: NotRequired[str]
+    # Written into the curve for runs whose chance level the diagnosis should know.
+    n_classes: NotRequired[int]
 
 
 # A per-epoch series of the synthetic section: a list, or a float array (generic
@@ -128,9 +133,17 @@ def write_curve(
     metric: MetricSpec | None,
     epochs: Sequence[Epoch],
     show: bool = False,
+    n_classes: int | None = None,
 ) -> Path:
     assert source in ("real", "synthetic")
-    assert label in ("overfitting", "healthy", "underfitting", "diverging", "insufficient_data")
+    assert label in (
+        "overfitting",
+        "healthy",
+        "underfitting",
+        "diverging",
+        "no_signal",
+        "insufficient_data",
+    )
     rows: list[Row] = []
     for i, ep in enumerate(epochs):
         tr, va = r6(ep["train_loss"]), r6(ep["valid_loss"])
@@ -147,6 +160,8 @@ def write_curve(
         "metric": metric,
         "epochs": rows,
     }
+    if n_classes is not None:
+        doc["n_classes"] = n_classes
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -206,7 +221,7 @@ def shift_images(X: FloatArray, rng: np.random.RandomState) -> FloatArray:
 
 
 def train_subset(
-    data: Split, n: int | None, seed: int, label_noise: float
+    data: Split, n: int | None, seed: int, label_noise: float, shuffle_labels: bool = False
 ) -> tuple[FloatArray, IntArray]:
     X_pool, y_pool, _, _ = data
     rng = np.random.RandomState(1000 + seed)
@@ -218,6 +233,8 @@ def train_subset(
         k = round(label_noise * len(yt))
         j = rng.choice(len(yt), k, replace=False)
         yt[j] = (yt[j] + rng.randint(1, N_CLASSES, k)) % N_CLASSES
+    if shuffle_labels:  # labels that carry no information about the images
+        yt = rng.permutation(yt)
     return Xt, yt
 
 
@@ -236,10 +253,11 @@ def run_sklearn(
     shift: bool = False,
     label_noise: float = 0.0,
     train_loss_on_augmented: bool = False,
+    shuffle_labels: bool = False,
 ) -> list[Epoch]:
     """MLPClassifier trained epoch by epoch with partial_fit."""
     _, _, Xv, yv = data
-    Xt, yt = train_subset(data, n, seed, label_noise)
+    Xt, yt = train_subset(data, n, seed, label_noise, shuffle_labels)
     rng = np.random.RandomState(seed)
     model = MLPClassifier(
         hidden_layer_sizes=hidden,
@@ -394,18 +412,40 @@ RUNS: list[RunSpec] = [
         notes="20% corrupted train labels: valid loss best 0.435 at epoch 14, "
         "then climbs (noisily) to ~0.95 while train loss (noisy labels) falls to ~0.01",
     ),
+    # ---------------- no signal ----------------
+    RunSpec(
+        name="digits_mlp_adam_lr0.003_n300_h512_shuffled_labels",
+        label="no_signal",
+        metric=ACCURACY,
+        trainer="sklearn",
+        n_classes=N_CLASSES,
+        cfg=dict(epochs=40, n=300, hidden=(512,), lr=0.003, alpha=0.0, shuffle_labels=True),
+        notes="the 300 training labels shuffled: the wide MLP memorises them (train loss "
+        "falls towards 0) while valid accuracy stays near chance (0.1) and valid loss "
+        "climbs; the report says 10 classes",
+    ),
+    RunSpec(
+        name="digits_mlp_adam_lr0.01_n200_h256_shuffled_labels_no_class_count",
+        label="no_signal",
+        metric=ACCURACY,
+        trainer="sklearn",
+        cfg=dict(epochs=40, n=200, hidden=(256,), lr=0.01, alpha=0.0, shuffle_labels=True, seed=2),
+        notes="shuffled labels again, but the report gives no class count: valid accuracy "
+        "never beats its first epoch while the training loss falls and the valid loss "
+        "never improves on its first epoch",
+    ),
     # ---------------- healthy ----------------
     RunSpec(
         name="digits_mlp_sgd_lr0.1_n200_h256_noreg_acc",
-        label="healthy",
+        label="overfitting",
         metric=ACCURACY,
         trainer="sklearn",
         run="sgd_n200",
         cfg=dict(epochs=60, n=200, hidden=(256,), solver="sgd", lr=0.1, alpha=0.0),
         notes="SAME run as digits_mlp_sgd_lr0.1_n200_h256_noreg but the stored "
-        "criterion is accuracy: valid loss creeps up (+21%) yet accuracy stays "
-        "flat at 0.906-0.916 to the end (best 0.916, last 0.912), so by the "
-        "metric it is not overfitting",
+        "criterion is accuracy: valid loss creeps up steadily (+21%) while the train loss "
+        "keeps falling and accuracy stays flat within its noise at 0.906-0.916: overfitting "
+        "by the validation loss (labelled healthy before the diagnosis read both signals)",
     ),
     RunSpec(
         name="digits_mlp_adam_lr0.001_full_h100",
@@ -606,7 +646,14 @@ def make_real(show: bool = False, only: Sequence[str] | None = None) -> list[Pat
             epochs = [{**e, "metrics": {}} for e in epochs]
         written.append(
             write_curve(
-                spec["name"], spec["label"], "real", spec["notes"], spec["metric"], epochs, show
+                spec["name"],
+                spec["label"],
+                "real",
+                spec["notes"],
+                spec["metric"],
+                epochs,
+                show,
+                spec.get("n_classes"),
             )
         )
     return written
@@ -831,10 +878,12 @@ def synthetic_curves() -> list[SynthCurve]:
     va = [0.205, 0.188, 0.180, 0.183, 0.187, 0.191, 0.193, 0.197, 0.199, 0.202]
     acc = [0.941, 0.950, 0.952, 0.953, 0.952, 0.953, 0.953, 0.952, 0.953, 0.953]
     add(
-        "healthy_finetune_loss_up_accuracy_flat",
-        "healthy",
-        "fastai-style fine-tune: valid loss rises slightly (0.180 -> 0.202) but the "
-        "chosen metric, accuracy, stays flat at its best (0.952-0.953)",
+        "overfit_finetune_valid_loss_up_accuracy_flat",
+        "overfitting",
+        "fastai-style fine-tune: valid loss rises steadily (0.180 -> 0.202, +12%) while the "
+        "training loss keeps falling and accuracy stays flat within its noise (0.952-0.953): "
+        "overfitting by the validation loss (labelled healthy before the diagnosis read both "
+        "signals)",
         ACCURACY,
         _ep(tr, va, "accuracy", acc),
     )

@@ -1,0 +1,127 @@
+"""A run's curves as the diagnosis reads them, and what "better" and "chance" mean for them."""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class Curves(NamedTuple):
+    """A run's epochs as columns: what the diagnosis computes on, built in one pass per column."""
+
+    epochs: list[int]
+    train_loss: list[float]
+    valid_loss: list[float]
+    metrics: list[Mapping[str, float]]
+
+    @classmethod
+    def of(cls, records: Sequence[Mapping[str, Any]]) -> "Curves":
+        """From epoch records as reported: ``{"epoch", "train_loss", "valid_loss", "metrics"}``."""
+        return cls(
+            [r["epoch"] for r in records],
+            [r["train_loss"] for r in records],
+            [r["valid_loss"] for r in records],
+            [r.get("metrics") or {} for r in records],
+        )
+
+    def __len__(self) -> int:  # the number of epochs, not of columns
+        return len(self.epochs)
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """What "better" means for this run: a named validation metric or the validation loss."""
+
+    name: str
+    higher_is_better: bool
+    is_loss: bool
+
+
+VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
+
+# Directions of common metric names, so a report that names only the metric still gets diagnosed.
+KNOWN_METRICS: dict[str, bool] = {
+    "accuracy": True,
+    "acc": True,
+    "top1": True,
+    "top5": True,
+    "balanced_accuracy": True,
+    "f1": True,
+    "f1_score": True,
+    "fbeta": True,
+    "precision": True,
+    "recall": True,
+    "auc": True,
+    "roc_auc": True,
+    "ap": True,
+    "map": True,
+    "dice": True,
+    "iou": True,
+    "jaccard": True,
+    "miou": True,
+    "r2": True,
+    "mcc": True,
+    "psnr": True,
+    "ssim": True,
+    "error_rate": False,
+    "error": False,
+    "top1_error": False,
+    "top5_error": False,
+    "mse": False,
+    "rmse": False,
+    "mae": False,
+    "perplexity": False,
+    "cer": False,
+    "wer": False,
+}
+
+# What guessing scores on metrics whose chance level follows from the number of classes alone
+# (uniform guessing; a skewed class balance only raises the bar, so this errs towards "learned").
+_CHANCE_BY_CLASSES: dict[str, Callable[[int], float]] = {
+    "accuracy": lambda k: 1 / k,
+    "acc": lambda k: 1 / k,
+    "top1": lambda k: 1 / k,
+    "balanced_accuracy": lambda k: 1 / k,
+    "top5": lambda k: min(1.0, 5 / k),
+    "error_rate": lambda k: 1 - 1 / k,
+    "error": lambda k: 1 - 1 / k,
+    "top1_error": lambda k: 1 - 1 / k,
+    "top5_error": lambda k: max(0.0, 1 - 5 / k),
+    "auc": lambda k: 0.5,
+    "roc_auc": lambda k: 0.5,
+    "mcc": lambda k: 0.0,
+}
+
+
+def chance_level(metric: str, n_classes: int | None) -> float | None:
+    """The metric's value for a model that guesses, when the report lets us know it."""
+    rule = _CHANCE_BY_CLASSES.get(metric.lower())
+    if rule is None or (n_classes is None and metric.lower() not in ("auc", "roc_auc", "mcc")):
+        return None
+    return rule(max(n_classes or 2, 2))
+
+
+def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criterion:
+    """The criterion a report asks for; ``higher_is_better`` may be left to the known-metric table.
+
+    Raises ValueError (for the API to turn into a 4xx) when the direction cannot be known."""
+    if name is None or name == "valid_loss":
+        return VALID_LOSS
+    if higher_is_better is None:
+        known = KNOWN_METRICS.get(name.lower())
+        if known is None:
+            raise ValueError(f"metric '{name}' is not a known metric: say whether higher is better")
+        higher_is_better = known
+    return Criterion(name, higher_is_better, is_loss=False)
+
+
+def infer_criterion(curves: Curves) -> Criterion:
+    """With no metric named, use the single well-known metric every epoch carries, else the loss."""
+    if not curves.metrics:
+        return VALID_LOSS
+    shared = set(curves.metrics[0])
+    for m in curves.metrics[1:]:
+        shared &= m.keys()
+    known = [k for k in shared if k.lower() in KNOWN_METRICS]
+    if len(known) == 1:
+        return Criterion(known[0], KNOWN_METRICS[known[0].lower()], is_loss=False)
+    return VALID_LOSS

@@ -1,0 +1,172 @@
+"""One validation signal (the named metric, or the validation loss) read against its own noise:
+where it was best, whether it got clearly worse since, by which rule, and from when.
+
+A series is handed over as ``y``, "lower is better", so one code path serves losses, error rates
+and accuracies alike; ``raw`` is the same series as reported, for the figures people read.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from app.advisor import series
+
+
+class Rule(StrEnum):
+    """Why a signal counts as degraded."""
+
+    # The last stretch of epochs sits above the best stretch by more than noise and floor.
+    WINDOW = "window"
+    # A slide after the best stretch whose least-squares slope is clear of its own scatter.
+    TREND = "trend"
+    # Worse on most epochs since the best one and at its worst at the end, for at least two
+    # epochs, beyond a small floor: the shape short runs show, where too few epochs exist to
+    # measure noise on. Weak on its own: it counts only while the training loss keeps falling.
+    STEADY = "steady"
+    # Held above the best stretch by more than its jitter on nearly every epoch since, for at
+    # least ``held_epochs``: a jump that stays, in a curve too jittery for the window rule.
+    # Weak on its own, like the steady rule.
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Floors:
+    """A change is "clear" only beyond ``z`` times the signal's jitter and a relative floor that
+    grows with the epochs since the best one: a short run has had little time to drift, and a
+    long one may wander that far by chance."""
+
+    full: float
+    # Share of ``full`` required right after the best epoch; reached in full after ``ramp`` epochs.
+    short_share: float = 0.5
+    ramp: int = 5
+    z: float = 3.0
+    # The trend rule starts at the best stretch, a low point picked from the noise, which biases
+    # its slope upwards: it asks for more standard errors than a window does.
+    z_trend: float = 4.0
+    # The steady rule's own floor (relative; None turns the rule off) and noise multiple; the
+    # noise term applies only to runs of ``measurable`` epochs or more, as shorter ones show
+    # their trend, not their jitter.
+    steady: float | None = 0.005
+    z_steady: float = 1.5
+    measurable: int = 8
+    # The held rule: share of epochs after the best stretch above it (None turns it off).
+    held_share: float | None = 0.8
+    held_epochs: int = 4
+
+    def floor(self, epochs_since_best: int) -> float:
+        share = min(1.0, max(self.short_share, epochs_since_best / self.ramp))
+        return self.full * share
+
+
+class Reading(NamedTuple):
+    name: str
+    higher_is_better: bool
+    best: int  # index of the best epoch
+    best_value: float
+    # Mean of the best stretch of epochs (as many as the tail), in the series' own units.
+    best_stretch: float
+    last_value: float
+    # Last stretch against the best stretch, as a fraction of the best value; positive is worse.
+    degradation: float
+    noise: float
+    threshold: float
+    rule: Rule | None  # set when degraded
+    onset: int | None  # index of the first epoch of the degradation
+
+    @property
+    def degraded(self) -> bool:
+        return self.rule is not None
+
+    def to_dict(self, epochs: list[int]) -> dict[str, Any]:
+        """JSON-ready, with epoch numbers instead of indices."""
+        return {
+            "name": self.name,
+            "higher_is_better": self.higher_is_better,
+            "best_epoch": epochs[self.best],
+            "best_value": self.best_value,
+            "last_value": self.last_value,
+            "degradation": self.degradation,
+            "noise": self.noise,
+            "threshold": self.threshold,
+            "degraded": self.degraded,
+            "rule": self.rule.value if self.rule else None,
+            "onset_epoch": epochs[self.onset] if self.onset is not None else None,
+        }
+
+
+def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) -> Reading:
+    """Read one series (at least two epochs) for degradation after its best epoch."""
+    y = series.negated(raw) if higher_is_better else raw
+    n = len(y)
+    k = series.tail_length(n)
+    best = series.argmin(y)
+    # The best level is the best k-epoch window, so it is compared like with like against the
+    # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
+    stretch = series.windows(y, k)
+    best_ends = stretch.lowest_start + k - 1
+    jitter = series.noise(y)
+    scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
+    floor = floors.floor(n - 1 - best) * scale
+    threshold = max(floor, floors.z * jitter)
+    rise = stretch.last_mean - stretch.lowest_mean
+
+    # Both the best epoch and the best stretch must lie before the tail that is judged.
+    room = best < n - k and best_ends < n - k
+    rule = None
+    if room and rise > threshold:
+        rule = Rule.WINDOW
+    elif room and series.trend_rise(y[best_ends:], floors.z_trend, floor):
+        rule = Rule.TREND
+    elif (
+        floors.steady is not None
+        and series.mostly_rising(y, best)
+        and y[-1] - stretch.lowest_mean
+        > max(floors.steady * scale, floors.z_steady * jitter if n >= floors.measurable else 0.0)
+    ):
+        rule = Rule.STEADY
+    elif room and floors.held_share is not None and rise > floor:
+        after = y[best_ends + 1 :]
+        above = sum(v > stretch.lowest_mean + jitter for v in after)
+        if len(after) >= floors.held_epochs and above >= floors.held_share * len(after):
+            rule = Rule.HELD
+    onset = None
+    if rule is not None:
+        onset = series.settled_after(y, best, y[best] + jitter) or best + 1
+    return Reading(
+        name=name,
+        higher_is_better=higher_is_better,
+        best=best,
+        best_value=raw[best],
+        best_stretch=-stretch.lowest_mean if higher_is_better else stretch.lowest_mean,
+        last_value=raw[-1],
+        degradation=series.rel(rise, scale),
+        noise=jitter,
+        threshold=threshold,
+        rule=rule,
+        onset=onset,
+    )
+
+
+def still_improving(reading: Reading, raw: list[float]) -> bool:
+    """The last stretch beats the stretch just before it by more than the reading's threshold."""
+    n = len(raw)
+    k = series.tail_length(n)
+    before = raw[-2 * k : -k] if n >= 2 * k + 1 else raw[:-k]
+    if not before:
+        return False
+    gain = series.mean(raw[-k:]) - series.mean(before)
+    return (gain if reading.higher_is_better else -gain) > reading.threshold
+
+
+def improving_since(reading: Reading, raw: list[float], index: int) -> bool:
+    """Clearly better at the end than at epoch index ``index``, with its best epoch in the last
+    stretch and its last epoch within its jitter of that best: still getting better, not
+    merely better than it once was."""
+    y = raw if reading.higher_is_better else series.negated(raw)
+    k = series.tail_length(len(y))
+    gain = series.mean(y[-k:]) - y[index]
+    return (
+        gain > reading.threshold
+        and reading.best >= len(y) - k
+        and y[-1] >= max(y[index:]) - reading.noise
+    )

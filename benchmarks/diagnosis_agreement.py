@@ -1,0 +1,193 @@
+"""Scoreboard: does the diagnosis agree with the labels of real public training logs?
+
+On every clearly labelled run of ``tests/data/real_curves`` (labels given by the rule in its
+README, before the detector saw them), this prints the detector's agreement, recall of
+overfitting and false alarms, overall and per source, beside two stopping rules practitioners
+use: Keras ``EarlyStopping(monitor="val_loss", patience=p)`` (it fires once the validation loss
+has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (the metric, else
+the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
+plateaus the detector calls overfitting. One JSON line:
+
+    python -m benchmarks.diagnosis_agreement [--plateaus 1000] [--misses]
+"""
+
+import argparse
+import json
+import math
+import random
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from app.advisor.curves import Curves, resolve_criterion
+from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
+
+REAL_CURVES = Path(__file__).resolve().parent.parent / "tests" / "data" / "real_curves"
+SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
+
+Curve = dict[str, Any]
+Detector = Callable[[Curve], str]
+
+
+def load_real_curves(root: Path = REAL_CURVES) -> list[Curve]:
+    """Every labelled run, with ``source_slug`` set to its folder (one folder per source)."""
+    runs = []
+    for path in sorted(root.glob("*/*.json")):
+        run = json.loads(path.read_text())
+        run["source_slug"] = path.parent.name
+        runs.append(run)
+    return runs
+
+
+def diagnosis_of(curve: Curve) -> Diagnosis:
+    metric = curve.get("metric")
+    criterion = (
+        resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
+    )
+    return diagnose(Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"))
+
+
+def detector(curve: Curve) -> str:
+    """The diagnosis folded onto the labels' three classes."""
+    verdict = diagnosis_of(curve).verdict
+    if verdict in (Verdict.OVERFITTING, Verdict.NO_SIGNAL):
+        return verdict.value
+    return "not_overfitting"
+
+
+def _stalls(y: list[float], patience: int) -> bool:
+    """True once ``patience`` epochs in a row fail to beat the best so far (lower is better)."""
+    best, waited = math.inf, 0
+    for v in y:
+        if v < best:
+            best, waited = v, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                return True
+    return False
+
+
+def early_stopping(patience: int) -> Detector:
+    def fires(curve: Curve) -> str:
+        valid = [e["valid_loss"] for e in curve["epochs"]]
+        return "overfitting" if _stalls(valid, patience) else "not_overfitting"
+
+    return fires
+
+
+def iter_detector(wait: int) -> Detector:
+    def fires(curve: Curve) -> str:
+        metric = curve.get("metric")
+        if metric:
+            sign = -1.0 if metric.get("higher_is_better", True) else 1.0
+            y = [sign * e["metrics"][metric["name"]] for e in curve["epochs"]]
+        else:
+            y = [e["valid_loss"] for e in curve["epochs"]]
+        return "overfitting" if _stalls(y, wait) else "not_overfitting"
+
+    return fires
+
+
+def score(curves: Iterable[Curve], predict: Detector) -> dict[str, Any]:
+    """Agreement on the three labels, recall of overfitting, false alarms on the rest."""
+    rows = [(c["label"], predict(c)) for c in curves if c["label"] in SCORED_LABELS]
+    overfit = [p for label, p in rows if label == "overfitting"]
+    other = [p for label, p in rows if label != "overfitting"]
+    agree = sum(label == p for label, p in rows)
+    return {
+        "runs": len(rows),
+        "overfitting": len(overfit),
+        "agreement": round(agree / len(rows), 4) if rows else None,
+        "recall": round(sum(p == "overfitting" for p in overfit) / len(overfit), 4)
+        if overfit
+        else None,
+        "false_alarms": round(sum(p == "overfitting" for p in other) / len(other), 4)
+        if other
+        else None,
+    }
+
+
+def misses(curves: Iterable[Curve]) -> list[dict[str, str]]:
+    return [
+        {"run": f"{c['source_slug']}/{c['name']}", "label": c["label"], "detector": p}
+        for c in curves
+        if c["label"] in SCORED_LABELS and (p := detector(c)) != c["label"]
+    ]
+
+
+def plateau(rng: random.Random) -> Curve:
+    """A run that converged and then only jitters: the training loss settles (or creeps down
+    slowly), the validation loss and accuracy sit on a plateau with noise of 0.5-5%."""
+    n = rng.randint(8, 100)
+    tau = rng.uniform(1.0, n / 4)
+    floor = rng.uniform(0.01, 0.5)
+    creep = rng.choice([0.0, rng.uniform(0.0, 0.3)])
+    level = rng.uniform(0.1, 2.0)
+    sigma = level * rng.uniform(0.005, 0.05)
+    acc = rng.uniform(0.6, 0.98)
+    acc_sigma = rng.uniform(0.002, 0.02)
+    epochs = []
+    for i in range(n):
+        settle = math.exp(-i / tau)
+        train = (1.0 + floor) * settle + floor * (1 - creep * i / n) + abs(rng.gauss(0, 0.003))
+        valid = level * (1 + settle) + rng.gauss(0, sigma)
+        accuracy = acc * (1 - 0.5 * settle) + rng.gauss(0, acc_sigma)
+        epochs.append(
+            {
+                "epoch": i,
+                "train_loss": max(train, 1e-6),
+                "valid_loss": max(valid, 1e-6),
+                "metrics": {"accuracy": min(max(accuracy, 0.0), 1.0)},
+            }
+        )
+    with_metric = rng.random() < 0.5
+    return {
+        "label": "not_overfitting",
+        "metric": {"name": "accuracy", "higher_is_better": True} if with_metric else None,
+        "n_classes": None,
+        "epochs": epochs,
+    }
+
+
+def plateau_false_alarms(count: int, seed: int = 0) -> float:
+    rng = random.Random(seed)
+    alarms = sum(detector(plateau(rng)) == "overfitting" for _ in range(count))
+    return alarms / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plateaus", type=int, default=1000)
+    parser.add_argument("--misses", action="store_true", help="list the runs the detector misses")
+    args = parser.parse_args(argv)
+
+    curves = load_real_curves()
+    sources = sorted({c["source_slug"] for c in curves})
+    rules: dict[str, Detector] = {
+        "detector": detector,
+        "early_stopping_p2": early_stopping(2),
+        "early_stopping_p3": early_stopping(3),
+        "iter_n3": iter_detector(3),
+        "iter_n5": iter_detector(5),
+    }
+    report: dict[str, Any] = {
+        "real_runs": len(curves),
+        "ambiguous_left_out": sum(c["label"] == "ambiguous" for c in curves),
+        "sources": len(sources),
+        "overall": {name: score(curves, rule) for name, rule in rules.items()},
+        "per_source": {
+            s: score([c for c in curves if c["source_slug"] == s], detector) for s in sources
+        },
+        "plateaus": args.plateaus,
+        "plateau_false_alarm_rate": plateau_false_alarms(args.plateaus),
+    }
+    if args.misses:
+        report["misses"] = misses(curves)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

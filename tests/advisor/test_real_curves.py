@@ -1,0 +1,149 @@
+"""The diagnosis against real public training logs (tests/data/real_curves, labelled by the rule
+in its README before the detector saw them), and the shapes practitioners call overfitting that
+it used to miss, each built from a run's logged numbers."""
+
+import math
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from app.advisor.diagnosis import Signal, Verdict
+from app.advisor.ladder import Facts, recommend
+from benchmarks.diagnosis_agreement import (
+    REAL_CURVES,
+    SCORED_LABELS,
+    detector,
+    diagnosis_of,
+    early_stopping,
+    load_real_curves,
+    plateau_false_alarms,
+    score,
+)
+
+CURVES = load_real_curves()
+BY_NAME = {f"{c['source_slug']}/{c['name']}": c for c in CURVES}
+LABELS = {*SCORED_LABELS, "ambiguous"}
+
+
+def run(name: str) -> dict[str, Any]:
+    return BY_NAME[name]
+
+
+def test_the_set_is_big_varied_and_sourced() -> None:
+    assert len(CURVES) >= 100
+    owners = {c["source"]["repo"].split("/")[0] for c in CURVES}
+    assert len(owners) >= 4, owners
+    for c in CURVES:
+        where = f"{c['source_slug']}/{c['name']}"
+        assert c["label"] in LABELS, where
+        assert c["reason"].strip() and c["task"].strip() and c["framework"].strip(), where
+        source = c["source"]
+        assert source["repo"] and source["path"] and source["url"].startswith("https://"), where
+        assert len(c["epochs"]) >= 2, where
+        assert all(isinstance(e["train_loss"], float | int) for e in c["epochs"]), where
+    labels = Counter(c["label"] for c in CURVES)
+    assert labels["overfitting"] >= 30 and labels["not_overfitting"] >= 60, labels
+    assert (REAL_CURVES / "README.md").read_text().count("## The labelling rule") == 1
+
+
+def test_agreement_with_practitioners_on_real_logs() -> None:
+    """Floors at what the detector reaches on this set (the issue's targets are 98% agreement,
+    97% recall, at most 2% false alarms on runs it has not seen); a regression fails."""
+    figures = score(CURVES, detector)
+    print("\nreal curves:", figures)
+    assert figures["runs"] >= 120
+    assert figures["agreement"] >= 0.97
+    assert figures["recall"] >= 0.93
+    assert figures["false_alarms"] <= 0.02
+    # And it beats the stopping rule practitioners reach for, on agreement.
+    assert figures["agreement"] > score(CURVES, early_stopping(2))["agreement"]
+
+
+def test_no_source_is_sacrificed_for_the_overall_figure() -> None:
+    for source in sorted({c["source_slug"] for c in CURVES}):
+        figures = score([c for c in CURVES if c["source_slug"] == source], detector)
+        if figures["runs"] >= 5:
+            assert figures["agreement"] >= 0.85, (source, figures)
+
+
+def test_noisy_plateaus_are_not_overfitting() -> None:
+    """1,000 generated runs that converge and then only jitter (0.5-5% noise, 8-100 epochs)."""
+    assert plateau_false_alarms(1000, seed=7) <= 0.01
+
+
+def test_metric_slips_a_little_while_the_valid_loss_triples() -> None:
+    """Deep Learning with Python, 4.4 (IMDB, the bigger model): val_acc drifts 0.8901 -> 0.8682,
+    within the jitter of its best stretch, while val_loss goes 0.2742 -> 0.8896 and the training
+    loss falls to ~0.001 — "overfits almost right away", says the book. The metric alone reads
+    'healthy'; the validation loss decides."""
+    d = diagnosis_of(run("dlwp/dlwp-4-4-imdb-bigger-model"))
+    assert d.verdict == Verdict.OVERFITTING
+    assert d.signal == Signal.VALID_LOSS
+    metric, loss = d.evidence.signals["metric"], d.evidence.signals["valid_loss"]
+    assert not metric["degraded"] and loss["degraded"]
+    assert loss["best_value"] * loss["degradation"] > loss["threshold"]
+    assert (d.stop_epoch, d.onset_epoch) == (1, 2)
+
+
+def test_both_signals_agree_on_the_books_first_example() -> None:
+    """Deep Learning with Python, 3.5 (IMDB, 20 epochs): val_acc 0.8908 -> 0.8683 and val_loss
+    0.2735 -> 0.6796 while the training loss falls 0.51 -> 0.003."""
+    d = diagnosis_of(run("dlwp/dlwp-3-5-imdb-dense-20ep"))
+    assert d.verdict == Verdict.OVERFITTING
+    assert d.signal == Signal.BOTH
+    assert d.stop_epoch == d.evidence.signals["metric"]["best_epoch"] == 2
+    # The degradation began where the earlier of the two signals turned.
+    assert d.onset_epoch == 5
+
+
+def test_a_short_run_whose_valid_loss_rises_a_little_at_the_end() -> None:
+    """fastbook 08_collab, DotProduct with a sigmoid range, fit_one_cycle(5): valid_loss
+    0.9932, 0.9143, 0.8702, 0.8739, 0.8776 while train_loss falls 0.97 -> 0.38; the book calls it
+    'a clear indication of overfitting'. Under 1% over two epochs: below any fixed floor."""
+    d = diagnosis_of(run("fastbook/fastbook-08-collab-dotproduct-sigmoid-fit5"))
+    assert d.verdict == Verdict.OVERFITTING
+    assert d.signal == Signal.VALID_LOSS
+    assert d.evidence.signals["valid_loss"]["rule"] == "steady"
+    assert (d.stop_epoch, d.onset_epoch) == (2, 3)
+
+
+def test_underfitting_never_overrides_a_clear_valid_loss_rise() -> None:
+    """Deep Learning with Python, 6.3 (Jena temperature, stacked GRU, 40 epochs): val_loss
+    bottoms at 0.2633 and drifts up ~5% while the training loss keeps falling, though it ends at
+    76% of its first value and near the validation loss (the shape of underfitting)."""
+    d = diagnosis_of(run("dlwp/dlwp-6-3-jena-stacked-gru-40ep"))
+    assert d.verdict == Verdict.OVERFITTING
+    assert d.signal == Signal.VALID_LOSS
+
+
+def test_a_metric_still_improving_makes_a_rising_valid_loss_over_confidence() -> None:
+    """fastbook 12_nlp_dive, stateful RNN: valid_loss 1.540 -> 1.651 over the last three
+    epochs while accuracy still climbs 0.574 -> 0.589: healthy, over-confident."""
+    d = diagnosis_of(run("fastbook/fastbook-12-human-numbers-lmmodel3-stateful-fit10"))
+    assert d.verdict == Verdict.HEALTHY
+    assert d.evidence.overconfident
+    assert d.evidence.signals["valid_loss"]["degraded"]
+    assert "over-confident" in d.summary
+
+
+def test_a_model_that_learns_nothing_is_no_signal_and_gets_no_rung() -> None:
+    """Deep Learning with Python, 6.1: an embedding model trained on 200 IMDB reviews; val_acc
+    stays at 0.50-0.54 (chance for two classes) while the training accuracy reaches 1.0."""
+    curve = run("dlwp/dlwp-6-1-imdb-learned-embedding-200-samples")
+    d = diagnosis_of(curve)
+    assert d.verdict == Verdict.NO_SIGNAL
+    assert (d.evidence.chance, d.evidence.chance_source) == (0.5, "n_classes")
+    rec = recommend(d, Facts())
+    assert rec.rung is None and "labels" in rec.action and "split" in rec.action
+    assert not any(step.status == "recommended" for step in rec.ladder)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in BY_NAME.items() if c["label"] == "ambiguous"))
+def test_ambiguous_runs_still_get_an_answer(name: str) -> None:
+    """Left out of the score, but every run must diagnose without error and with finite figures."""
+    d = diagnosis_of(run(name))
+    assert d.verdict in set(Verdict)
+    for key, value in d.to_dict()["evidence"].items():
+        if isinstance(value, float):
+            assert math.isfinite(value), (name, key)
