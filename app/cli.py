@@ -124,6 +124,7 @@ def train(
         "name": name or recipe_file.stem,
         "recipe": recipe.model_dump(mode="json"),
         "metric": {"name": metric, "higher_is_better": True},
+        "data": {"n_train": outcome["n_train"], "n_classes": outcome["n_classes"]},
         "epochs": outcome["curve"],
     }
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -152,8 +152,20 @@ class RecommendationOut(BaseModel):
 
 
 class DiagnosisOut(BaseModel):
-    verdict: str
-    best_epoch: int | None
+    verdict: str = Field(
+        description="overfitting, healthy, underfitting, diverging, no_signal or insufficient_data."
+    )
+    best_epoch: int | None = Field(description="The criterion's best epoch.")
+    stop_epoch: int | None = Field(
+        default=None,
+        description="The epoch whose weights to keep: the best by the signal that decided.",
+    )
+    onset_epoch: int | None = Field(
+        default=None, description="Where the degradation began, when there is one."
+    )
+    signal: Literal["metric", "valid_loss", "both"] | None = Field(
+        default=None, description="Which validation signal carried an overfitting verdict."
+    )
     summary: str
     evidence: dict[str, Any]
 

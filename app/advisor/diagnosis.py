@@ -176,21 +176,24 @@ def training(train: list[float], thresholds: Thresholds) -> Training:
     started. Stretches, not single epochs, because some frameworks log a noisy last-batch loss."""
     n = len(train)
     k = series.tail_length(n)
-    stretch = series.windows(train, k)
-    low, tail = stretch.lowest_mean, stretch.last_mean
-    rise = tail - low
     min_at = series.argmin(train)
-    worsening = (
-        stretch.lowest_start + k - 1 < n - k
-        and (
-            rise > low
+    low = train[min_at]
+    tail = series.mean(train[-k:])
+    rise = tail - low
+    worsening = min_at < n - k and rise > thresholds.train_rise_rel * low
+    # Only a tail well above the single lowest epoch needs the stretches: most runs stop here.
+    if worsening and not tail > max(train[0], 2 * low):
+        stretch = series.windows(train, k)
+        low_stretch = stretch.lowest_mean
+        rise_stretch = tail - low_stretch
+        worsening = stretch.lowest_start + k - 1 < n - k and (
+            rise_stretch > low_stretch
             or (
-                rise > thresholds.train_rise_rel * low
-                and rise > thresholds.loss.z * series.noise(train)
+                rise_stretch > thresholds.train_rise_rel * low_stretch
+                and rise_stretch > thresholds.loss.z * series.noise(train)
             )
         )
-    ) or (min_at < n - k and tail > max(train[0], 2 * train[min_at]))
-    return Training(min_at, tail, worsening, tail - train[min_at], max(train) - train[min_at])
+    return Training(min_at, tail, worsening, rise, max(train) - low)
 
 
 def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thresholds) -> bool:

@@ -6,9 +6,8 @@ plain lists beat array set-up costs, so a diagnosis costs microseconds on the re
 
 import math
 from collections.abc import Sequence
-from itertools import accumulate, pairwise
-from operator import add, neg, sub
-from statistics import median
+from itertools import accumulate, compress, islice, pairwise, repeat
+from operator import add, le, neg, sub
 from typing import NamedTuple
 
 
@@ -47,13 +46,16 @@ def windows(y: Sequence[float], width: int) -> Windows:
         low = min(y)
         return Windows(list(y).index(low), low, y[-1])
     sums = list(accumulate(y, initial=0.0))
-    totals = list(map(sub, sums[width:], sums))
+    totals = list(map(sub, islice(sums, width, None), sums))
     low = min(totals)
     return Windows(totals.index(low), low / width, totals[-1] / width)
 
 
 def negated(y: Sequence[float]) -> list[float]:
     return list(map(neg, y))
+
+
+_MAD_TO_SIGMA = 1.4826 / math.sqrt(6)
 
 
 def noise(y: Sequence[float]) -> float:
@@ -72,7 +74,10 @@ def noise(y: Sequence[float]) -> float:
     )
     if not d2:
         return 0.0
-    return 1.4826 * float(median(d2)) / math.sqrt(6)
+    d2.sort()
+    half = len(d2) // 2
+    middle = d2[half] if len(d2) % 2 else (d2[half - 1] + d2[half]) / 2
+    return _MAD_TO_SIGMA * middle
 
 
 def trend_rise(y: Sequence[float], z: float, floor: float) -> bool:
@@ -105,9 +110,7 @@ def mostly_rising(y: Sequence[float], start: int) -> bool:
 
 def settled_after(y: Sequence[float], start: int, level: float) -> int | None:
     """The first index after ``start`` from which ``y`` stays above ``level``."""
-    onset = None
-    for i in range(len(y) - 1, start, -1):
-        if y[i] <= level:
-            break
-        onset = i
-    return onset
+    n = len(y)
+    at_or_below = compress(range(start + 1, n), map(le, y[start + 1 :], repeat(level)))
+    first = max(at_or_below, default=start) + 1
+    return first if first < n else None

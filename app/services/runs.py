@@ -15,7 +15,8 @@ from typing import Any, cast
 from sqlalchemy import RowMapping, Select, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.advisor.diagnosis import Curves, diagnose, infer_criterion, resolve_criterion
+from app.advisor.curves import Curves, infer_criterion, resolve_criterion
+from app.advisor.diagnosis import diagnose
 from app.advisor.ladder import Facts, History, recommend
 from app.builder.recipe import Recipe
 from app.models import Project, Run, Verification, utcnow
@@ -115,7 +116,7 @@ def assess(row: RunRow, history: History) -> dict[str, Any]:
         if name is None
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
-    diagnosis = diagnose(curves, criterion)
+    diagnosis = diagnose(curves, criterion, n_classes=row["data_facts"].get("n_classes"))
     rec = recommend(diagnosis, facts_of(row), history)
     return {
         "verdict": diagnosis.verdict.value,

@@ -96,4 +96,6 @@ def run_trial(
         "duration_s": time.monotonic() - started,
         "device": device,
         "n_train": len(split.train_x),
+        # The diagnosis reads the chance level of accuracy from it.
+        "n_classes": split.n_out if recipe.task == "classification" else None,
     }

@@ -70,16 +70,21 @@ def runs_page(
 def chart_data(run: dict[str, Any]) -> dict[str, Any]:
     epochs = run["epochs"]
     metric = run["metric"]["name"] if run["metric"] else None
-    evidence = run["diagnosis"]["evidence"]
+    diagnosis = run["diagnosis"]
+    evidence = diagnosis["evidence"]
     return {
         "epochs": [e["epoch"] for e in epochs],
         "train_loss": [e["train_loss"] for e in epochs],
         "valid_loss": [e["valid_loss"] for e in epochs],
         "metric": metric,
         "metric_values": [e["metrics"].get(metric) for e in epochs] if metric else None,
-        "best_epoch": evidence.get("best_epoch"),
+        # Diagnoses stored before stop and onset epochs existed mark the criterion's best.
+        "stop_epoch": diagnosis.get("stop_epoch", evidence.get("best_epoch")),
+        "onset_epoch": diagnosis.get("onset_epoch"),
         "last_epoch": evidence.get("last_epoch"),
         "overfitting": run["verdict"] == "overfitting",
+        # The chart that shows the signal that decided carries the marks.
+        "signal": diagnosis.get("signal"),
     }
 
 
@@ -112,6 +117,9 @@ def run_page(
 ) -> HTMLResponse:
     row = runs_service.get_run(session, scope, run_id)
     run = runs_service.run_payload(row)
+    # Diagnoses stored before the diagnosis named its stop and onset epochs lack them.
+    run["diagnosis"] = {"stop_epoch": None, "onset_epoch": None, "signal": None,
+                        **run["diagnosis"]}  # fmt: skip
     parent = runs_service.summaries_by_ids(session, [row["parent_id"]]) if row["parent_id"] else []
     children = session.execute(
         select(Run.id, Run.name).where(Run.parent_id == run_id).order_by(Run.id)

@@ -289,7 +289,10 @@ def _child_runs(
                     "recipe": candidate,
                     "metric": {"name": metric, "higher_is_better": True},
                     "epochs": row.curve,
-                    "data": {"more_data_available": run["data_facts"].get("more_data_available")},
+                    "data": {
+                        key: run["data_facts"].get(key)
+                        for key in ("more_data_available", "n_classes")
+                    },
                     "constraints": run["constraints"],
                 }
             )

@@ -167,11 +167,12 @@ def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
     n = 20
     train = [1.0 * 0.8**i + 0.01 for i in range(n)]
     valid = [0.5 + 0.01 * i for i in range(n)]  # the loss rises all along...
-    acc = [0.80 + 0.005 * min(i, 10) for i in range(n)]  # ...but accuracy never gets worse
+    acc = [0.80 + 0.005 * i for i in range(n)]  # ...but accuracy keeps getting better
     run = post(client, metric={"name": "accuracy"}, epochs=epochs_from(train, valid, acc))
     assert run["metric"] == {"name": "accuracy", "higher_is_better": True}
     assert run["verdict"] == "healthy"
     assert run["diagnosis"]["evidence"]["criterion"] == "accuracy"
+    assert run["diagnosis"]["evidence"]["overconfident"]
 
 
 def test_ladder_endpoint_lists_the_seven_rungs_in_order(client: TestClient) -> None:
@@ -234,3 +235,41 @@ def test_metrics_count_runs_by_verdict(client: TestClient) -> None:
     assert 'advisor_runs{verdict="healthy"} 1' in lines
     assert 'advisor_runs{verdict="diverging"} 0' in lines
     assert 'advisor_verifications{status="queued"} 0' in lines
+
+
+def test_the_answer_says_which_signal_decided_where_to_stop_and_where_it_began(
+    client: TestClient,
+) -> None:
+    """Accuracy flat within its noise, the validation loss rising: overfitting by valid_loss."""
+    epochs = overfit_epochs()
+    for e in epochs:
+        e["metrics"] = {"accuracy": 0.9 + 0.001 * (e["epoch"] % 2)}
+    run = post(client, metric={"name": "accuracy"}, epochs=epochs)
+    d = run["diagnosis"]
+    assert (d["verdict"], d["signal"], d["stop_epoch"], d["onset_epoch"]) == (
+        "overfitting", "valid_loss", 6, 8,
+    )  # fmt: skip
+    readings = d["evidence"]["signals"]
+    assert set(readings) == {"metric", "valid_loss"}
+    assert readings["valid_loss"]["degraded"] and not readings["metric"]["degraded"]
+    assert readings["valid_loss"]["noise"] < readings["valid_loss"]["threshold"]
+    assert "Keep the weights of epoch 6" in d["summary"]
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["diagnosis"] == d
+
+
+def test_a_run_that_learns_nothing_is_no_signal_with_data_advice(client: TestClient) -> None:
+    """Ten classes, accuracy at chance while the training loss falls to nothing."""
+    n = 30
+    train = [2.3 * 0.8**i + 0.01 for i in range(n)]
+    valid = [2.3 + 0.1 * i for i in range(n)]
+    acc = [0.1 + 0.01 * ((i * 7) % 5 - 2) for i in range(n)]
+    run = post(client, metric={"name": "accuracy"}, data={"n_classes": 10},
+               epochs=epochs_from(train, valid, acc))  # fmt: skip
+    assert run["verdict"] == "no_signal"
+    evidence = run["diagnosis"]["evidence"]
+    assert (evidence["chance"], evidence["chance_source"]) == (0.1, "n_classes")
+    rec = run["recommendation"]
+    assert rec["rung"] is None and rec["change"] == {} and "labels" in rec["action"]
+    listed = client.get("/api/v1/runs", params={"verdict": "no_signal"}).json()["items"]
+    assert [r["id"] for r in listed] == [run["id"]]
+    assert 'advisor_runs{verdict="no_signal"} 1' in client.get("/metrics").text.splitlines()

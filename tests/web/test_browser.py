@@ -100,3 +100,45 @@ def test_start_a_verification_from_the_page(server: str, page: Page) -> None:
     assert page.locator("table.per-seed tbody tr").count() == 2
     page.wait_for_function("(window.advisorCharts || []).length === 2")
     page.screenshot(path=SHOTS / "verification.png", full_page=True)
+
+
+def colour_pixels(page: Page, selector: str, rgb: tuple[int, int, int]) -> int:
+    """How many pixels of the chart's canvas are (about) this colour."""
+    return int(
+        page.evaluate(
+            """([selector, [r, g, b]]) => {
+        const c = document.querySelector(selector + ' canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4)
+          if (Math.abs(d[i] - r) < 12 && Math.abs(d[i + 1] - g) < 12 && Math.abs(d[i + 2] - b) < 12
+              && d[i + 3] > 200) n++;
+        return n; }""",
+            [selector, list(rgb)],
+        )
+    )
+
+
+def test_the_run_page_marks_where_to_stop_and_where_it_began(server: str, page: Page) -> None:
+    """A run that overfits by its validation loss while accuracy stays flat: the loss chart
+    carries the green stop line and the red onset line, the evidence names both epochs."""
+    valid = [0.6 + 0.004 * (i - 6) ** 2 for i in range(20)]
+    epochs = [
+        {"epoch": i, "train_loss": 1.5 * 0.8**i + 0.01, "valid_loss": v,
+         "metrics": {"accuracy": 0.9 + 0.001 * (i % 2)}}
+        for i, v in enumerate(valid)
+    ]  # fmt: skip
+    body = {"name": "browser-stop", "metric": {"name": "accuracy"}, "epochs": epochs}
+    run = httpx.post(f"{server}/api/v1/runs", json=body).json()
+    assert run["diagnosis"]["signal"] == "valid_loss"
+    page.goto(f"{server}/runs/{run['id']}")
+    page.wait_for_function("(window.advisorCharts || []).length === 2")
+    assert page.inner_text("#stop-epoch").startswith(str(run["diagnosis"]["stop_epoch"]))
+    assert page.inner_text("#onset-epoch") == f"epoch {run['diagnosis']['onset_epoch']}"
+    assert page.inner_text("#signal") == "the validation loss"
+    green, red = (18, 183, 106), (240, 68, 56)
+    assert colour_pixels(page, "#loss-chart", green) > 50
+    assert colour_pixels(page, "#loss-chart", red) > 50
+    # The marks sit on the chart of the signal that decided, not on the flat metric.
+    assert colour_pixels(page, "#metric-chart", green) == 0
+    page.screenshot(path=SHOTS / "run-stop-onset.png", full_page=True)

@@ -44,7 +44,10 @@ def test_run_page_shows_curves_diagnosis_ladder_lineage_and_recipe(client: TestC
     assert page.status_code == 200
     text = page.text
     assert 'id="loss-chart"' in text and 'id="run-data"' in text
-    assert '"train_loss": [' in text and '"best_epoch": 6' in text
+    assert '"train_loss": [' in text and '"stop_epoch": 6' in text and '"onset_epoch": 8' in text
+    assert 'id="stop-epoch">6 (keep these weights)' in text
+    assert 'id="onset-epoch">epoch 8' in text and 'id="signal">the validation loss' in text
+    assert 'class="signal valid_loss"' in text
     assert parent["diagnosis"]["summary"].split(":")[0] in text
     for rung in ("more_data", "augment", "mixup", "batchnorm", "dropout_head", "dropout_body",
                  "smaller_model"):  # fmt: skip

@@ -1,18 +1,27 @@
 // Charts (uPlot) from the JSON the page carries, and live progress for running verifications.
 "use strict";
 
-function markBestEpoch(best, last, shade) {
-  // Draws the best epoch as a line and, when overfitting, shades the epochs since.
+function markEpochs(stop, onset, last, shade) {
+  // The epoch to keep as a green dashed line; when overfitting, the epochs from the onset of
+  // the degradation to the end shaded red, with the onset as a red line.
   return {
     hooks: {
       draw: [u => {
-        if (best == null) return;
+        if (stop == null) return;
         const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
-        const x0 = u.valToPos(best, "x", true), x1 = u.valToPos(last, "x", true);
+        const line = (epoch, colour) => {
+          const x = u.valToPos(epoch, "x", true);
+          ctx.strokeStyle = colour; ctx.setLineDash([5, 4]); ctx.lineWidth = 2;
+          ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+        };
         ctx.save();
-        if (shade && x1 > x0) { ctx.fillStyle = "rgba(240, 68, 56, 0.10)"; ctx.fillRect(x0, top, x1 - x0, height); }
-        ctx.strokeStyle = "#12b76a"; ctx.setLineDash([5, 4]); ctx.lineWidth = 2;
-        ctx.beginPath(); ctx.moveTo(x0, top); ctx.lineTo(x0, top + height); ctx.stroke();
+        if (shade) {
+          const from = onset != null ? onset : stop;
+          const x0 = u.valToPos(from, "x", true), x1 = u.valToPos(last, "x", true);
+          if (x1 > x0) { ctx.fillStyle = "rgba(240, 68, 56, 0.10)"; ctx.fillRect(x0, top, x1 - x0, height); }
+          if (onset != null) line(onset, "#f04438");
+        }
+        line(stop, "#12b76a");
         ctx.restore();
       }],
     },
@@ -31,13 +40,15 @@ function runCharts() {
   const node = document.getElementById("run-data");
   if (!node) return;
   const d = JSON.parse(node.textContent);
-  const mark = [markBestEpoch(d.best_epoch, d.last_epoch, d.overfitting)];
+  const mark = [markEpochs(d.stop_epoch, d.onset_epoch, d.last_epoch, d.overfitting)];
+  // The loss chart carries the marks when the loss decided, or when there is no metric.
+  const onLoss = !d.metric || d.signal === "valid_loss";
   chart(document.getElementById("loss-chart"),
         [{ label: "train loss", stroke: "#2457c5", width: 2 }, { label: "valid loss", stroke: "#f79009", width: 2 }],
-        [d.epochs, d.train_loss, d.valid_loss], d.metric ? [] : mark);
+        [d.epochs, d.train_loss, d.valid_loss], onLoss ? mark : []);
   const metricEl = document.getElementById("metric-chart");
   if (metricEl && d.metric) {
-    chart(metricEl, [{ label: "valid " + d.metric, stroke: "#7a5af8", width: 2 }], [d.epochs, d.metric_values], mark);
+    chart(metricEl, [{ label: "valid " + d.metric, stroke: "#7a5af8", width: 2 }], [d.epochs, d.metric_values], onLoss ? [] : mark);
   }
 }
 
