@@ -142,6 +142,43 @@ def train(
         typer.echo(f"  skipped {skip['rung']}: {skip['reason']}")
 
 
+@app.command()
+def reassess(
+    batch: Annotated[int, typer.Option(help="Runs per transaction.", min=1)] = 500,
+) -> None:
+    """Diagnose every stored run again with this version's diagnosis and ladder (after an
+    upgrade that changed them); prints how many verdicts changed, and how."""
+    from collections import Counter
+
+    from rich.progress import Progress
+    from sqlalchemy import func, select
+
+    from app.db import Database
+    from app.models import Run
+    from app.services.runs import reassess_runs
+
+    db = Database(Settings().database_url)
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(Run)) or 0
+    moved: Counter[tuple[str, str]] = Counter()
+    done, last = 0, 0
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("reassessing runs", total=total)
+        while True:
+            with db.session() as session:
+                after, changes = reassess_runs(session, last, batch)
+            if after == last:
+                break
+            last = after
+            done += len(changes)
+            moved.update(c for c in changes if c[0] != c[1])
+            progress.update(bar, completed=done)
+    typer.echo(f"{done} runs reassessed; {sum(moved.values())} verdicts changed")
+    for (old, new), count in sorted(moved.items()):
+        typer.echo(f"  {old} -> {new}: {count}")
+    db.dispose()
+
+
 @project_app.command("create")
 def project_create(name: str) -> None:
     """Create a project and print its API token (shown once, stored only as a hash)."""

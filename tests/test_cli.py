@@ -84,3 +84,31 @@ def test_train_a_recipe_and_report_it(served: str, tmp_path: Path) -> None:
     assert run["n_epochs"] == 2
     assert run["recipe"]["arch"] == "simple_cnn_small"
     assert f"run {run['id']}: {run['verdict']}" in out.stdout
+
+
+def test_reassess_brings_stored_diagnoses_up_to_date(db_url: str) -> None:
+    """Runs diagnosed by an older detector (simulated by rewriting their stored verdict) get the
+    current diagnosis and recommendation; unchanged runs are counted, not reported as moved."""
+    from sqlalchemy import create_engine, text
+
+    with make_client(db_url) as client:
+        stale = client.post("/api/v1/runs", json={"epochs": overfit_epochs()}).json()
+        fresh = client.post("/api/v1/runs", json={"epochs": overfit_epochs()}).json()
+    old = {"verdict": "healthy", "best_epoch": 6, "summary": "old", "evidence": {}}
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE runs SET verdict = 'healthy', rung = NULL, diagnosis = :d WHERE id = :i"),
+            {"d": json.dumps(old), "i": stale["id"]},
+        )
+    engine.dispose()
+    done = cli(db_url, "reassess", "--batch", "1")
+    assert done.returncode == 0, done.stderr
+    assert "2 runs reassessed; 1 verdicts changed" in done.stdout
+    assert "healthy -> overfitting: 1" in done.stdout
+    with make_client(db_url) as client:
+        now = client.get(f"/api/v1/runs/{stale['id']}").json()
+        untouched = client.get(f"/api/v1/runs/{fresh['id']}").json()
+    assert now["verdict"] == "overfitting" and now["rung"] == fresh["rung"]
+    assert now["diagnosis"] == fresh["diagnosis"]
+    assert untouched["diagnosis"] == fresh["diagnosis"]

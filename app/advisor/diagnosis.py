@@ -270,7 +270,7 @@ def diagnose(
 
     train, valid = curves.train_loss, curves.valid_loss
     loss = signals.read("valid_loss", valid, False, thresholds.loss)
-    raw = None if crit.is_loss else [m[crit.name] for m in curves.metrics]
+    raw = None if crit.is_loss else curves.metric(crit.name)
     metric = None
     if raw is not None:
         metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric)

@@ -253,6 +253,36 @@ def append_epochs(
     return row
 
 
+def reassess_runs(session: Session, after_id: int, batch: int) -> tuple[int, list[tuple[str, str]]]:
+    """Diagnose and recommend again, with the current code, up to ``batch`` runs with ids above
+    ``after_id`` (parents come before their children, so lineages read fresh verdicts). Answers
+    the last id handled (``after_id`` when none was left) and each run's (old, new) verdict.
+    A run appended to meanwhile keeps its own, newer assessment."""
+    rows = (
+        session.connection()
+        .execute(
+            select(*DETAIL_COLUMNS)
+            .join_from(RUNS, PROJECTS)
+            .where(RUNS.c.id > after_id)
+            .order_by(RUNS.c.id)
+            .limit(batch)
+        )
+        .mappings()
+        .all()
+    )
+    changes = []
+    for run in rows:
+        row = dict(run)
+        history = lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])])
+        row.update(assess(row, history), version=run["version"] + 1, updated_at=utcnow())
+        result = session.connection().execute(
+            _UPDATE_ASSESSED, {**row, "run_id": row["id"], "expected_version": run["version"]}
+        )
+        if result.rowcount == 1:
+            changes.append((run["verdict"], row["verdict"]))
+    return (rows[-1]["id"] if rows else after_id), changes
+
+
 def get_run(session: Session, scope: Scope, run_id: int) -> RowMapping:
     row = session.connection().execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
     if row is None or not scope.visible(row["project_id"]):
