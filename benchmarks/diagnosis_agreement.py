@@ -23,7 +23,11 @@ from typing import Any
 from app.advisor.curves import Curves, resolve_criterion
 from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
 
-REAL_CURVES = Path(__file__).resolve().parent.parent / "tests" / "data" / "real_curves"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+REAL_CURVES = DATA / "real_curves"
+# Collected after the detector was tuned on REAL_CURVES, labelled by the same rule, and scored
+# without changing the detector: the figure for logs it has not seen.
+HOLDOUT_CURVES = DATA / "real_curves_holdout"
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
 Curve = dict[str, Any]
@@ -161,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plateaus", type=int, default=1000)
     parser.add_argument("--misses", action="store_true", help="list the runs the detector misses")
+    parser.add_argument(
+        "--holdout", action="store_true", help="score the held-out set instead of the tuning set"
+    )
     args = parser.parse_args(argv)
 
-    curves = load_real_curves()
+    curves = load_real_curves(HOLDOUT_CURVES if args.holdout else REAL_CURVES)
     sources = sorted({c["source_slug"] for c in curves})
     rules: dict[str, Detector] = {
         "detector": detector,
