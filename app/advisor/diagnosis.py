@@ -93,6 +93,8 @@ class Training(NamedTuple):
     worsening: bool
     rise: float  # tail above the minimum
     span: float  # largest value above the minimum
+    # Fell by a clear share of its first value at some point: the model fit something.
+    learned: bool
 
 
 class Chance(NamedTuple):
@@ -193,7 +195,8 @@ def training(train: list[float], thresholds: Thresholds) -> Training:
                 and rise_stretch > thresholds.loss.z * series.noise(train)
             )
         )
-    return Training(min_at, tail, worsening, rise, max(train) - low)
+    learned = train[0] - low >= thresholds.not_learning_drop * train[0]
+    return Training(min_at, tail, worsening, rise, max(train) - low, learned)
 
 
 def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thresholds) -> bool:
@@ -204,10 +207,13 @@ def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thr
     )
 
 
+_WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
+
+
 def counts(reading: Reading, train: list[float], fit: Training, thresholds: Thresholds) -> bool:
     """A degraded signal counts against the model while its training loss does not get worse;
     the weak steady rule only while the training loss keeps falling since the signal's best."""
-    if reading.rule in (signals.Rule.STEADY, signals.Rule.HELD):
+    if reading.rule in _WEAK:
         return keeps_falling(train, reading.best, fit, thresholds)
     return reading.degraded and not fit.worsening
 
@@ -226,8 +232,10 @@ def chance(
     sign = 1.0 if crit.higher_is_better else -1.0
     best_stretch = sign * metric.best_stretch
     level = chance_level(crit.name, n_classes)
+    # Jitter measured on a handful of epochs is mostly trend: it would hide a clear gain.
+    jitter = metric.noise if len(raw) >= thresholds.metric.measurable else 0.0
     if level is not None:
-        margin = max(thresholds.metric.z * metric.noise, thresholds.chance_margin * abs(level))
+        margin = max(thresholds.metric.z * jitter, thresholds.chance_margin * abs(level))
         return Chance(level, "n_classes", best_stretch - sign * level > margin)
     # The first epoch stands in for chance only where it could be chance: below what guessing
     # between two classes scores, for metrics with a known chance level, and on a validation
@@ -276,10 +284,9 @@ def diagnose(
         metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric)
     fit = training(train, thresholds)
     judged = metric or loss
-    series.tail_length(n)
 
     guess = None
-    if metric is not None and raw is not None and _fell(train, fit, thresholds.memorised_drop):
+    if metric is not None and raw is not None and _memorises(train, fit, thresholds):
         guess = chance(curves, crit, raw, metric, loss, n_classes, thresholds)
     metric_worse = metric is not None and counts(metric, train, fit, thresholds)
     loss_rises = counts(loss, train, fit, thresholds)
@@ -299,6 +306,10 @@ def diagnose(
         verdict = Verdict.DIVERGING
     elif guess is not None and not guess.beaten:
         verdict = Verdict.NO_SIGNAL
+    elif not fit.learned:
+        # A model that never fit its own training data is not overfitting, whatever the
+        # validation signals do while it wanders.
+        verdict = Verdict.UNDERFITTING
     elif metric_worse:
         verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
     elif loss_rises and not overconfident:
@@ -330,8 +341,11 @@ def diagnose(
     )
 
 
-def _fell(train: list[float], fit: Training, share: float) -> bool:
-    return train[0] - fit.tail > share * train[0]
+def _memorises(train: list[float], fit: Training, thresholds: Thresholds) -> bool:
+    """The training loss fell by a good share after the first epoch, whose average often mixes
+    in the loss of the untrained model."""
+    start = train[1] if len(train) > 1 else train[0]
+    return start - fit.tail > thresholds.memorised_drop * start
 
 
 def _underfit(
@@ -339,8 +353,7 @@ def _underfit(
 ) -> bool:
     """The training loss barely moved, or ended high and close to the validation loss."""
     k = series.tail_length(len(train))
-    learned = train[0] - train[fit.min_at] >= thresholds.not_learning_drop * train[0]
-    return not learned or (
+    return not fit.learned or (
         fit.tail > thresholds.underfit_share * train[0]
         and series.mean(valid[-k:]) - fit.tail < thresholds.underfit_gap * fit.tail
     )

@@ -43,9 +43,9 @@ class Floors:
     # The trend rule starts at the best stretch, a low point picked from the noise, which biases
     # its slope upwards: it asks for more standard errors than a window does.
     z_trend: float = 4.0
-    # The steady rule's own floor (relative; None turns the rule off) and noise multiple; the
-    # noise term applies only to runs of ``measurable`` epochs or more, as shorter ones show
-    # their trend, not their jitter.
+    # The steady rule's own floor (relative; None turns the rule off) and noise multiple, for
+    # runs shorter than ``measurable`` epochs, which show their trend but not their jitter;
+    # longer runs need the usual floor and the rise beyond ``z_steady`` times the jitter.
     steady: float | None = 0.005
     z_steady: float = 1.5
     measurable: int = 8
@@ -121,7 +121,11 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
         floors.steady is not None
         and series.mostly_rising(y, best)
         and y[-1] - stretch.lowest_mean
-        > max(floors.steady * scale, floors.z_steady * jitter if n >= floors.measurable else 0.0)
+        > (
+            max(floor, floors.z_steady * jitter)
+            if n >= floors.measurable
+            else floors.steady * scale
+        )
     ):
         rule = Rule.STEADY
     elif room and floors.held_share is not None and rise > floor:
@@ -160,13 +164,12 @@ def still_improving(reading: Reading, raw: list[float]) -> bool:
 
 def improving_since(reading: Reading, raw: list[float], index: int) -> bool:
     """Clearly better at the end than at epoch index ``index``, with its best epoch in the last
-    stretch and its last epoch within its jitter of that best: still getting better, not
-    merely better than it once was."""
+    stretch, and still getting better there (its last stretch beats the one before, or it rose
+    on most epochs since ``index`` and is at its highest on the last): not merely better than it
+    once was."""
     y = raw if reading.higher_is_better else series.negated(raw)
     k = series.tail_length(len(y))
     gain = series.mean(y[-k:]) - y[index]
-    return (
-        gain > reading.threshold
-        and reading.best >= len(y) - k
-        and y[-1] >= max(y[index:]) - reading.noise
-    )
+    if gain <= reading.threshold or reading.best < len(y) - k:
+        return False
+    return still_improving(reading, raw) or series.mostly_rising(y, index)

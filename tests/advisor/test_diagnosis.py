@@ -290,3 +290,21 @@ def test_healthy_runs_stop_at_their_best_epoch_with_no_onset() -> None:
     assert d.stop_epoch == 14 and d.onset_epoch is None and d.signal is None
     as_json = d.to_dict()
     assert as_json["stop_epoch"] == 14 and as_json["evidence"]["signal"] is None
+
+
+def test_a_model_that_never_fit_its_training_data_is_underfitting_not_overfitting() -> None:
+    """Training loss flat at ln(2) while accuracy wanders down from a lucky first epoch."""
+    train = [0.694, 0.6931, 0.693, 0.693, 0.693, 0.693, 0.693, 0.693, 0.693, 0.693]
+    valid = [0.6926, 0.6938, 0.6944, 0.6946, 0.6946, 0.6947, 0.6947, 0.6947, 0.6947, 0.6947]
+    acc = [0.51, 0.48, 0.46, 0.45, 0.46, 0.46, 0.46, 0.46, 0.46, 0.46]
+    assert diagnose(series(train, valid, acc), n_classes=2).verdict == Verdict.UNDERFITTING
+
+
+def test_memorising_is_measured_after_the_first_epoch() -> None:
+    """A first-epoch average that includes the untrained model's loss, then a training loss stuck
+    at chance: the model memorises nothing, so it is not no_signal (it is underfitting)."""
+    train = [1.2197, 0.6932, 0.6932, 0.6932, 0.6932, 0.6932, 0.6932, 0.6932]
+    valid = [0.6932] * 7 + [0.6931]
+    acc = [0.5] * 8
+    d = diagnose(series(train, valid, acc), n_classes=2)
+    assert d.verdict == Verdict.UNDERFITTING and d.evidence.chance is None
