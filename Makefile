@@ -6,9 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run migrate test test-all lint browser bench clean
 
-$(STAMP): pyproject.toml
+# The client is its own distribution (client/); the tests install it with the frameworks its
+# callbacks integrate with, as test extras: none of them is a dependency of the server.
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' \
+		-e './client[fastai,lightning,keras,transformers]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +24,8 @@ run: install
 	$(BIN)/advisor serve
 
 lint: install
-	$(BIN)/ruff check app tests benchmarks migrations
-	$(BIN)/ruff format --check app tests benchmarks migrations
+	$(BIN)/ruff check app tests benchmarks migrations client
+	$(BIN)/ruff format --check app tests benchmarks migrations client
 	$(BIN)/mypy
 
 # The browser tests drive Debian's Chromium; install it when missing (as root, as in CI).

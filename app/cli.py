@@ -117,6 +117,8 @@ def train(
         seed,
         device=resolve_device(device),
         roots=settings.data_roots,
+        # A line per epoch as it ends; on a terminal the loop also draws a bar per step.
+        on_epoch=lambda result: typer.echo(result.summary(recipe.epochs)),
         label=recipe_file.name,
     )
     metric = {"classification": "accuracy", "segmentation": "iou"}[recipe.task]

@@ -20,10 +20,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(db_file: Path, *args: str, **env: str) -> Iterator[str]:
-    """The server on a SQLite file; yields its base URL once /readyz answers. Fails the test if
-    the server printed a traceback."""
-    port = free_port()
+def served(db_file: Path, *args: str, port: int | None = None, **env: str) -> Iterator[str]:
+    """The server on a SQLite file (on ``port``, else a free one); yields its base URL once
+    /readyz answers. Fails the test if the server printed a traceback."""
+    port = port or free_port()
     environ = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{db_file}",
                "ADVISOR_LOG_LEVEL": "warning", **env}  # fmt: skip
     proc = subprocess.Popen(

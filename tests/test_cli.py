@@ -84,6 +84,10 @@ def test_train_a_recipe_and_report_it(served: str, tmp_path: Path) -> None:
     assert run["n_epochs"] == 2
     assert run["recipe"]["arch"] == "simple_cnn_small"
     assert f"run {run['id']}: {run['verdict']}" in out.stdout
+    # Progress as it trains: a line per epoch with the live loss and metric.
+    for e in run["epochs"]:
+        line = f"epoch {e['epoch'] + 1}/2 train_loss {e['train_loss']:.4f}"
+        assert line in out.stdout and f"accuracy {e['metrics']['accuracy']:.4f}" in out.stdout
 
 
 def test_reassess_brings_stored_diagnoses_up_to_date(db_url: str) -> None:

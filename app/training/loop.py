@@ -30,6 +30,14 @@ class EpochResult:
     valid_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def summary(self, epochs: int) -> str:
+        """One line for people: where training is and how it goes."""
+        figures = " ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return (
+            f"epoch {self.epoch + 1}/{epochs} train_loss {self.train_loss:.4f} "
+            f"valid_loss {self.valid_loss:.4f} {figures}"
+        ).rstrip()
+
     def record(self) -> dict[str, object]:
         """The shape of an epoch in a run report."""
         return {
@@ -195,6 +203,7 @@ def fit(
             valid_loss, metrics = evaluate(model, valid_x, valid_y, task, n_classes, dev)
             result = EpochResult(epoch, float(loss_sum) / len(train_x), valid_loss, metrics)
             results.append(result)
+            progress.update(bar, description=f"{label} · {result.summary(config.epochs)}")
             if on_epoch is not None:
                 on_epoch(result)
     return results

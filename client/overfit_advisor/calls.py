@@ -1,0 +1,125 @@
+"""Every API call once, as data: the request to make and how to read its answer. The
+synchronous and the asynchronous client both send these, so neither repeats the other."""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
+from overfit_advisor.types import Lineage, Run, Verification
+
+T = TypeVar("T")
+Epoch = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    read: Callable[[Any], T]
+    body: Any = None
+    query: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
+
+
+def answer(call: Call[T], response: httpx.Response) -> T:
+    """The parsed answer, or the service's refusal as an exception naming its field."""
+    if response.status_code < 400:
+        return call.read(response.json())
+    try:
+        detail = response.json()
+    except ValueError:
+        detail = {"message": response.text or response.reason_phrase}
+    message = str(detail.get("message") or response.reason_phrase)
+    if response.status_code >= 500:
+        raise AdvisorUnavailable(message, response.status_code)
+    # Validation errors list each field; the first one names the field to fix.
+    errors = detail.get("detail")
+    field = detail.get("field") or (errors[0].get("field") if isinstance(errors, list) else None)
+    raise AdvisorError(response.status_code, message, field)
+
+
+def epoch_record(epoch: int, train_loss: float, valid_loss: float, **metrics: float) -> Epoch:
+    return {
+        "epoch": int(epoch),
+        "train_loss": float(train_loss),
+        "valid_loss": float(valid_loss),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
+
+
+def _report_body(name: str, epochs: Sequence[Epoch], fields: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "epochs": list(epochs)}
+    metric = fields.get("metric")
+    if isinstance(metric, str):  # "accuracy" is short for {"name": "accuracy"}
+        fields = {**fields, "metric": {"name": metric}}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return body
+
+
+def report(
+    name: str, epochs: Sequence[Epoch] = (), idempotency_key: str | None = None, **fields: Any
+) -> Call[Run]:
+    """A whole run, or its start (no epochs yet). ``fields``: ``metric`` (a name or
+    ``{"name", "higher_is_better"}``), ``model``, ``data``, ``constraints``, ``recipe``,
+    ``params``, ``tags``, ``parent_id``, ``applied_rung``, ``project``, ``task``. The same
+    ``idempotency_key`` sent again answers the run it created the first time."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    return Call("POST", "/api/v1/runs", Run.of, _report_body(name, epochs, fields), None, headers)
+
+
+def log_epochs(run_id: int, epochs: Sequence[Epoch]) -> Call[Run]:
+    return Call("POST", f"/api/v1/runs/{run_id}/epochs", Run.of, {"epochs": list(epochs)})
+
+
+def log_epoch(
+    run_id: int, epoch: int, train_loss: float, valid_loss: float, **metrics: float
+) -> Call[Run]:
+    return log_epochs(run_id, [epoch_record(epoch, train_loss, valid_loss, **metrics)])
+
+
+def run(run_id: int) -> Call[Run]:
+    return Call("GET", f"/api/v1/runs/{run_id}", Run.of)
+
+
+def runs_page(cursor: str | None = None, **filters: Any) -> Call[tuple[list[Run], str | None]]:
+    """One page of the history; ``filters``: ``verdict``, ``rung``, ``name``, ``tag``,
+    ``project``, ``created_after``, ``created_before``, ``order``, ``limit``."""
+    query = {k: v for k, v in {**filters, "cursor": cursor}.items() if v is not None}
+    return Call(
+        "GET",
+        "/api/v1/runs",
+        lambda page: ([Run.of(r) for r in page["items"]], page.get("next_cursor")),
+        query=query,
+    )
+
+
+def lineage(run_id: int) -> Call[Lineage]:
+    return Call("GET", f"/api/v1/runs/{run_id}/lineage", Lineage.of)
+
+
+def verify(
+    run_id: int,
+    rung: str | None = None,
+    seeds: int | Sequence[int] = 3,
+    epochs: int | None = None,
+    device: str = "auto",
+) -> Call[Verification]:
+    body = {"rung": rung, "seeds": seeds if isinstance(seeds, int) else list(seeds)}
+    body.update({"epochs": epochs, "device": device})
+    return Call(
+        "POST",
+        f"/api/v1/runs/{run_id}/verifications",
+        Verification.of,
+        {k: v for k, v in body.items() if v is not None},
+    )
+
+
+def verification(verification_id: int) -> Call[Verification]:
+    return Call("GET", f"/api/v1/verifications/{verification_id}", Verification.of)
+
+
+def cancel(verification_id: int) -> Call[Verification]:
+    return Call("POST", f"/api/v1/verifications/{verification_id}/cancel", Verification.of)

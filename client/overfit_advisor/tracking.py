@@ -1,0 +1,195 @@
+"""Reporting a run while it trains, for hand-written loops and for the framework callbacks.
+
+The training loop comes first: a report never raises into it. Epochs wait in memory while the
+service is unreachable and go out, in order and once, when it answers again; a refusal (a bad
+token, a bad field) is said once and reporting stops for the run.
+"""
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from overfit_advisor.calls import Epoch, epoch_record
+from overfit_advisor.client import Client
+from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
+from overfit_advisor.types import Diagnosis, Recommendation, Run
+
+log = logging.getLogger("overfit_advisor")
+STOP_VERDICTS = frozenset({"overfitting", "no_signal", "diverging"})
+
+
+def _say(text: str) -> None:
+    print(f"overfit-advisor: {text}", file=sys.stderr, flush=True)
+
+
+def merge_facts(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Facts a callback found, overridden by what the user passed (section by section)."""
+    merged = dict(found)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+class TrackedRun:
+    """A run being reported epoch by epoch; made by :func:`track` and the callbacks."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: Client | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        stop_when_overfitting: bool = False,
+        retry_s: tuple[float, float] = (1.0, 30.0),
+        finish_timeout_s: float = 20.0,
+        say: Callable[[str], None] = _say,
+        **facts: Any,
+    ) -> None:
+        self.client = client or Client(url, token, timeout=5.0)
+        self.name = name
+        self.facts = facts
+        self.stop_when_overfitting = stop_when_overfitting
+        self.run: Run | None = None
+        self.pending: list[Epoch] = []
+        self.should_stop = False
+        self._key = uuid.uuid4().hex  # makes creating the run safe to retry
+        self._retry = retry_s
+        self._backoff = retry_s[0]
+        self._next_try = 0.0
+        self._finish_timeout = finish_timeout_s
+        self._refused = False
+        self._said_unreachable = False
+        self._say = say
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        return self.run.diagnosis if self.run else None
+
+    @property
+    def recommendation(self) -> Recommendation | None:
+        return self.run.recommendation if self.run else None
+
+    @property
+    def stop_epoch(self) -> int | None:
+        """The epoch whose weights to keep, by the latest diagnosis."""
+        return self.diagnosis.stop_epoch if self.diagnosis else None
+
+    def add_facts(self, **facts: Any) -> None:
+        """Facts found after the start (before the first report goes out); the user's win."""
+        self.facts = merge_facts(facts, self.facts)
+
+    def log_epoch(
+        self, epoch: int, train_loss: float, valid_loss: float, **metrics: float
+    ) -> Diagnosis | None:
+        """Queue an epoch and send what is waiting; answers the latest diagnosis (None until
+        the service has answered once). Never raises."""
+        try:
+            self.pending.append(epoch_record(epoch, train_loss, valid_loss, **metrics))
+            self._send()
+        except Exception:  # the training loop must go on, whatever happens here
+            log.exception("overfit-advisor: reporting epoch %s failed", epoch)
+        return self.diagnosis
+
+    def finish(self) -> Run | None:
+        """Send what is left (retrying for a bounded time) and print the diagnosis."""
+        try:
+            deadline = time.monotonic() + self._finish_timeout
+            while self.pending and not self._refused and time.monotonic() < deadline:
+                self._send(wait=True)
+            if self.pending and not self._refused:
+                self._say(f"{len(self.pending)} epochs could not be reported (service unreachable)")
+            elif self.run is not None:
+                self._say(self.summary_line())
+        except Exception:
+            log.exception("overfit-advisor: finishing the report failed")
+        return self.run
+
+    def summary_line(self) -> str:
+        run, d, rec = self.run, self.diagnosis, self.recommendation
+        if run is None or d is None:
+            return "no diagnosis yet"
+        next_step = (
+            f"next: {rec.rung} — {rec.action}" if rec and rec.rung else (rec.action if rec else "")
+        )
+        return f"{d.verdict} — {d.summary} {next_step} ({self.client.page_url(run)})"
+
+    def _send(self, wait: bool = False) -> None:
+        if self._refused or not self.pending:
+            return
+        pause = self._next_try - time.monotonic()
+        if pause > 0:
+            if not wait:
+                return
+            time.sleep(pause)
+        try:
+            if self.run is None:
+                run = self.client.report(
+                    self.name, self.pending, idempotency_key=self._key, **self.facts
+                )
+            else:
+                run = self.client.log_epochs(self.run.id, self.pending)
+        except AdvisorUnavailable as exc:
+            self._next_try = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self._retry[1])
+            if not self._said_unreachable:
+                self._said_unreachable = True
+                self._say(f"service unreachable ({exc.message}); keeping epochs, will retry")
+            return
+        except AdvisorError as exc:
+            if self.run is not None and exc.status == 422 and "epoch" in exc.message:
+                self._resync()
+                return
+            self._refused = True
+            field = f" [{exc.field}]" if exc.field else ""
+            self._say(f"the service refused the report ({exc.status}){field}: {exc.message}")
+            return
+        self._accept(run)
+        self.pending = []
+
+    def _resync(self) -> None:
+        """A post whose answer was lost did arrive: keep only what the service lacks."""
+        assert self.run is not None
+        stored = self.client.run(self.run.id)
+        last = stored.epochs[-1]["epoch"] if stored.epochs else -1
+        self.pending = [e for e in self.pending if e["epoch"] > last]
+        self._accept(stored)
+
+    def _accept(self, run: Run) -> None:
+        self.run = run
+        self._backoff, self._next_try = self._retry[0], 0.0
+        if self._said_unreachable:
+            self._said_unreachable = False
+            self._say("service reachable again; reporting resumed")
+        if self.stop_when_overfitting and run.verdict in STOP_VERDICTS and not self.should_stop:
+            self.should_stop = True
+            d = run.diagnosis
+            self._say(
+                f"stopping: {run.verdict}; keep the weights of epoch "
+                f"{d.stop_epoch if d else '?'} ({self.client.page_url(run)})"
+            )
+
+
+@contextmanager
+def track(
+    name: str,
+    metric: str | dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None,
+    **options: Any,
+) -> Iterator[TrackedRun]:
+    """``with track("resnet34-pets", metric="accuracy") as run: ... run.log_epoch(...)``.
+
+    ``facts``: ``model``, ``data``, ``constraints``, ``recipe``, ``params``, ``tags``, ... as in
+    a report; ``options``: ``url``, ``token``, ``client``, ``stop_when_overfitting``."""
+    run = TrackedRun(name, metric=metric, **(facts or {}), **options)
+    try:
+        yield run
+    finally:
+        run.finish()
