@@ -109,10 +109,24 @@ class Run(Base):
     rung: Mapped[str | None] = mapped_column(String(32), default=None)
     diagnosis: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Hyperparameters as reported: a flat object of strings, finite numbers and booleans.
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # Appending epochs is read-modify-write; the version makes a concurrent append fail, not win.
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RunTag(Base):
+    """A run's free tags, one row each, so that filtering by tag is an indexed join."""
+
+    __tablename__ = "run_tags"
+    __table_args__ = (Index("ix_run_tags_tag_run_id", "tag", "run_id"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Tags come back in the order they were reported.
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class Verification(Base):

@@ -1,9 +1,19 @@
 """The public contract: request and response models of the v1 API."""
 
+import math
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from app.advisor.ladder import RungId
 from app.builder.recipe import MixupSpec, Recipe
@@ -95,6 +105,57 @@ class EpochsIn(Strict):
         return epochs
 
 
+MAX_PARAMS = 200
+MAX_PARAM_STRING = 500
+MAX_TAGS = 50
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL cannot store NUL in text or JSON; refuse it on both backends alike.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+def _plain_tag(tag: str) -> str:
+    if _has_control(tag):
+        raise ValueError("must not contain NUL or control characters")
+    return tag
+
+
+ParamKey = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+
+
+def _param_value(value: Any) -> str | bool | int | float:
+    """One error per bad value, naming it, rather than one per member of a union."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("integer outside the 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_PARAM_STRING:
+            raise ValueError(f"string over {MAX_PARAM_STRING} characters")
+        return _no_nul(value)
+    raise ValueError("must be a string, a number or a boolean")
+
+
+ParamValue = Annotated[
+    str | bool | int | float,
+    PlainValidator(_param_value, json_schema_input_type=str | bool | int | float),
+]
+Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain_tag)]
+
+
 class RunCreate(Strict):
     name: str = Field(default="", max_length=200)
     project: str | None = Field(default=None, max_length=100)
@@ -112,7 +173,24 @@ class RunCreate(Strict):
     recipe: Recipe | None = Field(
         default=None, description="Present when the run is reproducible by the model builder."
     )
+    params: dict[ParamKey, ParamValue] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        description="Hyperparameters, flat: names of 1-64 characters, values strings (up to 500 "
+        "characters), finite numbers or booleans; at most 200.",
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Free labels of 1-64 characters (no control characters), at most 50; "
+        "duplicates are dropped, the first occurrence keeps its place.",
+    )
     epochs: list[EpochIn]
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct_tags(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(tags))
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunCreate":
@@ -184,11 +262,13 @@ class RunSummary(BaseModel):
     rung: str | None
     n_epochs: int
     depth: int = Field(description="How many ancestors the run has.")
+    tags: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
 
 class RunOut(RunSummary):
+    params: dict[str, str | bool | int | float] = Field(default_factory=dict)
     metric: MetricSpec | None
     model: dict[str, Any]
     data: dict[str, Any]

@@ -9,7 +9,7 @@ from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.json import FastJSON, OrjsonRoute
-from app.schemas import EpochsIn, ErrorOut, Lineage, RunCreate, RunOut, RunPage
+from app.schemas import EpochsIn, ErrorOut, Lineage, RunCreate, RunOut, RunPage, Tag
 from app.services import runs as service
 from app.services.errors import Forbidden
 from app.services.projects import project_by_name
@@ -64,6 +64,7 @@ def list_runs(
     verdict: Verdict | None = None,
     rung: RungId | None = None,
     name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
+    tag: Annotated[Tag | None, Query(description="runs carrying this tag (exact match)")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: str | None = None,
@@ -78,6 +79,7 @@ def list_runs(
         verdict=verdict,
         rung=rung,
         name=name,
+        tag=tag,
         created_after=created_after,
         created_before=created_before,
         cursor=cursor,

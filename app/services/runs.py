@@ -3,7 +3,8 @@
 Runs are written and read with prebuilt Core statements on the session's connection rather than
 ORM units of work: ingesting reports is the hot path, and the ORM's per-object bookkeeping (and
 even Session.execute's) cost more than the SQL itself.
-Rows travel as mappings keyed by column name (plus ``project``, the project's name).
+Rows travel as mappings keyed by column name (plus ``project``, the project's name, and
+``tags``, the run's tags in reported order, read from ``run_tags`` for the rows being answered).
 """
 
 import base64
@@ -12,14 +13,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import RowMapping, Select, Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.advisor.curves import Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import diagnose
 from app.advisor.ladder import Facts, History, recommend
 from app.builder.recipe import Recipe
-from app.models import Project, Run, Verification, utcnow
+from app.models import Project, Run, RunTag, Verification, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
@@ -28,7 +29,8 @@ MAX_LINEAGE_DEPTH = 1000
 
 RUNS = cast(Table, Run.__table__)
 PROJECTS = cast(Table, Project.__table__)
-# A run as stored: column values by name, plus "project" (the project's name).
+RUN_TAGS = cast(Table, RunTag.__table__)
+# A run as stored: column values by name, plus "project" (the project's name) and "tags".
 RunRow = Mapping[Any, Any]
 SUMMARY_COLUMNS = (
     RUNS.c.id,
@@ -55,6 +57,7 @@ DETAIL_COLUMNS = (
     RUNS.c.data_facts,
     RUNS.c.constraints,
     RUNS.c.recipe,
+    RUNS.c.params,
     RUNS.c.epochs,
     RUNS.c.diagnosis,
     RUNS.c.recommendation,
@@ -63,6 +66,12 @@ _SELECT_RUN = (
     select(*DETAIL_COLUMNS).join_from(RUNS, PROJECTS).where(RUNS.c.id == bindparam("run_id"))
 )
 _INSERT_RUN = insert(RUNS).returning(RUNS.c.id)
+_INSERT_TAGS = insert(RUN_TAGS)
+_SELECT_TAGS = (
+    select(RUN_TAGS.c.run_id, RUN_TAGS.c.tag)
+    .where(RUN_TAGS.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(RUN_TAGS.c.run_id, RUN_TAGS.c.position)
+)
 _UPDATE_ASSESSED = (
     update(RUNS)
     .where(RUNS.c.id == bindparam("run_id"), RUNS.c.version == bindparam("expected_version"))
@@ -213,6 +222,7 @@ def create_run(
         "constraints": body.constraints.model_dump(),
         "metric_name": criterion.name if criterion else None,
         "metric_higher_is_better": criterion.higher_is_better if criterion else None,
+        "params": body.params,
         "epochs": body.model_dump(include={"epochs"})["epochs"],
         "n_epochs": len(body.epochs),
         "version": 1,
@@ -220,8 +230,15 @@ def create_run(
         "updated_at": now,
     }
     row.update(assess(row, history))
-    row["id"] = session.connection().execute(_INSERT_RUN, row).scalar_one()
+    conn = session.connection()
+    row["id"] = run_id = conn.execute(_INSERT_RUN, row).scalar_one()
+    if body.tags:
+        conn.execute(
+            _INSERT_TAGS,
+            [{"run_id": run_id, "tag": tag, "position": i} for i, tag in enumerate(body.tags)],
+        )
     row["project"] = project_name
+    row["tags"] = list(body.tags)
     return row
 
 
@@ -283,17 +300,34 @@ def reassess_runs(session: Session, after_id: int, batch: int) -> tuple[int, lis
     return (rows[-1]["id"] if rows else after_id), changes
 
 
-def get_run(session: Session, scope: Scope, run_id: int) -> RowMapping:
+def tags_by_ids(session: Session, ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each run's tags in reported order, in one query for all of ``ids``."""
+    tags: dict[int, list[str]] = {}
+    if ids:
+        for run_id, tag in session.connection().execute(_SELECT_TAGS, {"run_ids": list(ids)}):
+            tags.setdefault(run_id, []).append(tag)
+    return tags
+
+
+def with_tags(session: Session, rows: Sequence[RunRow]) -> list[dict[str, Any]]:
+    """The rows as dicts carrying their ``tags``."""
+    tags = tags_by_ids(session, [row["id"] for row in rows])
+    return [{**row, "tags": tags.get(row["id"], [])} for row in rows]
+
+
+def get_run(session: Session, scope: Scope, run_id: int) -> dict[str, Any]:
     row = session.connection().execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
     if row is None or not scope.visible(row["project_id"]):
         # Another project's run answers exactly like a missing one.
         raise NotFound(f"run {run_id} not found")
-    return row
+    return with_tags(session, [row])[0]
 
 
 def summary_payload(row: RunRow) -> dict[str, Any]:
     """The :class:`RunSummary` contract as plain data, serialised without a second validation."""
-    return {column.key: row[column.key] for column in SUMMARY_COLUMNS}
+    payload = {column.key: row[column.key] for column in SUMMARY_COLUMNS}
+    payload["tags"] = row["tags"]
+    return payload
 
 
 def run_payload(row: RunRow) -> dict[str, Any]:
@@ -310,6 +344,7 @@ def run_payload(row: RunRow) -> dict[str, Any]:
         "data": row["data_facts"],
         "constraints": row["constraints"],
         "recipe": row["recipe"],
+        "params": row["params"],
         "epochs": row["epochs"],
         "diagnosis": row["diagnosis"],
         "recommendation": row["recommendation"],
@@ -338,13 +373,15 @@ def list_runs(
     verdict: str | None = None,
     rung: str | None = None,
     name: str | None = None,
+    tag: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
     oldest_first: bool = False,
-) -> tuple[list[RowMapping], str | None]:
-    """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive."""
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive.
+    ``tag`` keeps the runs carrying that tag (exact match): a join on the tag's index."""
     query: Select[Any] = (
         select(*SUMMARY_COLUMNS)
         .join_from(RUNS, PROJECTS)
@@ -361,6 +398,9 @@ def list_runs(
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(RUNS.c.name.ilike(f"%{escaped}%", escape="\\"))
+    if tag is not None:
+        # (run_id, tag) is the key of run_tags: the join yields each run at most once.
+        query = query.join(RUN_TAGS, and_(RUN_TAGS.c.run_id == RUNS.c.id, RUN_TAGS.c.tag == tag))
     if created_after is not None:
         query = query.where(RUNS.c.created_at >= created_after)
     if created_before is not None:
@@ -368,9 +408,9 @@ def list_runs(
     if cursor:
         after = decode_cursor(cursor)
         query = query.where(RUNS.c.id > after if oldest_first else RUNS.c.id < after)
-    rows = list(session.execute(query).mappings())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    found = list(session.execute(query).mappings())
+    more = len(found) > limit
+    rows = with_tags(session, found[:limit])
     return rows, encode_cursor(rows[-1]["id"]) if more and rows else None
 
 
@@ -395,7 +435,7 @@ def summaries_by_ids(session: Session, ids: list[int]) -> list[dict[str, Any]]:
     rows = session.execute(
         select(*SUMMARY_COLUMNS).join_from(RUNS, PROJECTS).where(RUNS.c.id.in_(ids))
     ).mappings()
-    by_id = {row["id"]: summary_payload(row) for row in rows}
+    by_id = {row["id"]: summary_payload(row) for row in with_tags(session, list(rows))}
     return [by_id[i] for i in ids if i in by_id]
 
 

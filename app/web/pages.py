@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from app.advisor.diagnosis import Verdict
@@ -19,7 +20,7 @@ from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
 from app.builder.recipe import Recipe
 from app.models import Run, Trial, Verification
-from app.schemas import VerificationCreate
+from app.schemas import Tag, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
 from app.services.errors import Invalid, ServiceError, Unauthorized
@@ -29,6 +30,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 RUNG_IDS = [r.id.value for r in RUNGS]
 FINISHED = ("succeeded", "failed", "cancelled")
+TAG: TypeAdapter[str] = TypeAdapter(Tag)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -44,6 +46,7 @@ def runs_page(
     rung: str | None = None,
     name: str | None = None,
     project: str | None = None,
+    tag: str | None = None,
     cursor: str | None = None,
     order: Literal["newest", "oldest"] = "newest",
 ) -> HTMLResponse:
@@ -51,15 +54,20 @@ def runs_page(
     verdicts = [v.value for v in Verdict]
     if (verdict and verdict not in verdicts) or (rung and rung not in RUNG_IDS):
         raise Invalid(f"unknown filter value: verdict={verdict!r}, rung={rung!r}")
+    if tag:
+        try:
+            TAG.validate_python(tag)
+        except ValidationError as exc:
+            raise Invalid(f"tag: {exc.errors()[0]['msg']}", field="tag") from exc
     verdict, rung = verdict or None, rung or None
     rows, next_cursor = runs_service.list_runs(
         session, scope, verdict=verdict, rung=rung, name=name or None, project=project or None,
-        cursor=cursor, limit=50, oldest_first=order == "oldest",
+        tag=tag or None, cursor=cursor, limit=50, oldest_first=order == "oldest",
     )  # fmt: skip
     figures = runs_service.figures_by_ids(session, [r["id"] for r in rows])
     runs = [{**runs_service.summary_payload(r), **figures[r["id"]]} for r in rows]
     default_order = None if order == "newest" else order
-    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project,
+    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project, "tag": tag,
                "order": default_order}  # fmt: skip
     query = {k: v for k, v in filters.items() if v}
     next_url = "/?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None

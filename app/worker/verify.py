@@ -294,6 +294,8 @@ def _child_runs(
                         for key in ("more_data_available", "n_classes")
                     },
                     "constraints": run["constraints"],
+                    "params": run["params"],
+                    "tags": run["tags"],
                 }
             )
             child = create_run(

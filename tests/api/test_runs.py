@@ -273,3 +273,80 @@ def test_a_run_that_learns_nothing_is_no_signal_with_data_advice(client: TestCli
     listed = client.get("/api/v1/runs", params={"verdict": "no_signal"}).json()["items"]
     assert [r["id"] for r in listed] == [run["id"]]
     assert 'advisor_runs{verdict="no_signal"} 1' in client.get("/metrics").text.splitlines()
+
+
+PARAMS = {"lr": 0.003, "batch_size": 64, "optimizer": "adamw", "nesterov": True, "wd": 0}
+
+
+def test_params_and_tags_round_trip(client: TestClient) -> None:
+    run = post(client, name="tagged", params=PARAMS, tags=["pets", "baseline", "pets", "v2"])
+    assert run["params"] == PARAMS
+    assert isinstance(run["params"]["batch_size"], int)
+    assert isinstance(run["params"]["nesterov"], bool)
+    assert isinstance(run["params"]["lr"], float)
+    assert run["tags"] == ["pets", "baseline", "v2"]  # duplicates dropped, order kept
+    RunOut.model_validate(run)
+    fetched = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert fetched == run
+    listed = client.get("/api/v1/runs").json()["items"]
+    assert listed[0]["tags"] == ["pets", "baseline", "v2"]
+    RunPage.model_validate({"items": listed, "next_cursor": None})
+    # Appending epochs keeps them; lineage summaries carry the tags too.
+    more = client.post(
+        f"/api/v1/runs/{run['id']}/epochs",
+        json={"epochs": [{"epoch": 20, "train_loss": 0.01, "valid_loss": 1.9}]},
+    ).json()
+    assert more["params"] == PARAMS and more["tags"] == run["tags"]
+    child = post(client, name="child", parent_id=run["id"], tags=["child"])
+    lineage = client.get(f"/api/v1/runs/{child['id']}/lineage").json()
+    Lineage.model_validate(lineage)
+    assert lineage["run"]["tags"] == ["child"]
+    assert lineage["ancestors"][0]["tags"] == ["pets", "baseline", "v2"]
+    assert client.get(f"/api/v1/runs/{run['id']}/lineage").json()["descendants"][0]["tags"] == [
+        "child"
+    ]
+
+
+def test_params_and_tags_default_to_empty(client: TestClient) -> None:
+    run = post(client)
+    assert run["params"] == {} and run["tags"] == []
+    assert client.get(f"/api/v1/runs/{run['id']}").json() == run
+    assert client.get("/api/v1/runs").json()["items"][0]["tags"] == []
+
+
+def test_limits_of_params_and_tags_are_accepted(client: TestClient) -> None:
+    params = {f"p{i:03d}": i for i in range(199)} | {"k" * 64: "v" * 500}
+    tags = [f"t{i}" for i in range(49)] + ["x" * 64]
+    run = post(client, params=params, tags=tags)
+    fetched = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert fetched["params"] == params and fetched["tags"] == tags
+
+
+def test_list_filters_by_tag_with_cursor_pages(client: TestClient) -> None:
+    tagged = []
+    for i in range(7):
+        tags = ["sweep", f"n{i}"] if i % 2 == 0 else [f"n{i}"]
+        run = post(client, name=f"run-{i}", tags=tags, epochs=overfit_epochs(6))
+        if i % 2 == 0:
+            tagged.append(run["id"])
+    post(client, name="Sweep-ish", tags=["SWEEP", "sweeps"], epochs=overfit_epochs(6))
+
+    for order, expected in (("newest", sorted(tagged, reverse=True)), ("oldest", sorted(tagged))):
+        seen: list[int] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"tag": "sweep", "limit": 3, "order": order}
+            if cursor:
+                params["cursor"] = cursor
+            page = client.get("/api/v1/runs", params=params).json()
+            assert all("sweep" in r["tags"] for r in page["items"])
+            seen += [r["id"] for r in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == expected  # exact match: neither "SWEEP" nor "sweeps"
+
+    one = client.get("/api/v1/runs", params={"tag": "sweep", "name": "RUN-2"}).json()
+    assert [r["name"] for r in one["items"]] == ["run-2"]
+    assert client.get("/api/v1/runs", params={"tag": "n1", "name": "run-2"}).json()["items"] == []
+    assert client.get("/api/v1/runs", params={"tag": "nothing"}).json()["items"] == []

@@ -122,3 +122,49 @@ def test_runs_page_sorts_by_date(client: TestClient) -> None:
     assert [r["name"] for r in api["items"]] == ["sorted-0", "sorted-1"]
     rest = client.get("/api/v1/runs", params={"order": "oldest", "cursor": api["next_cursor"]})
     assert [r["name"] for r in rest.json()["items"]] == ["sorted-2"]
+
+
+def test_run_page_shows_params_and_tags(client: TestClient) -> None:
+    run = post(client, name="tagged", params={"lr": 0.003, "optimizer": "adamw", "fp16": True,
+               "note": "<b>bold</b>"}, tags=["pets", "a b&c"])  # fmt: skip
+    text = client.get(f"/runs/{run['id']}").text
+    assert 'id="tags"' in text and 'id="params"' in text
+    assert '<a class="badge tag" href="/?tag=pets">pets</a>' in text
+    assert '<a class="badge tag" href="/?tag=a+b%26c">a b&amp;c</a>' in text
+    assert "<td>lr</td><td>0.003</td>" in text
+    assert "<td>optimizer</td><td>adamw</td>" in text
+    assert "<td>fp16</td><td>true</td>" in text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
+    plain = post(client, name="plain")
+    plain_text = client.get(f"/runs/{plain['id']}").text
+    assert 'id="tags"' not in plain_text and 'id="params"' not in plain_text
+
+
+def test_runs_page_shows_and_filters_tags(client: TestClient) -> None:
+    post(client, name="alpha-tagged", tags=["sweep-1", "pets"])
+    post(client, name="beta-untagged")
+    page = client.get("/").text
+    assert 'class="badge tag"' in page and "sweep-1" in page
+    assert 'name="tag"' in page
+    filtered = client.get("/", params={"tag": "sweep-1"}).text
+    assert "alpha-tagged" in filtered and "beta-untagged" not in filtered
+    assert 'value="sweep-1"' in filtered
+    # The form sends an empty tag for "any".
+    both = client.get("/", params={"tag": "", "verdict": ""}).text
+    assert "alpha-tagged" in both and "beta-untagged" in both
+    assert "No runs match" in client.get("/", params={"tag": "sweep"}).text
+    assert client.get("/", params={"tag": "t" * 65}).status_code == 422
+
+
+def test_runs_page_tag_filter_survives_pagination(client: TestClient) -> None:
+    for i in range(53):
+        post(client, name=f"run-{i:02d}", epochs=overfit_epochs(4), tags=["many"])
+    post(client, name="other", epochs=overfit_epochs(4))
+    first = client.get("/", params={"tag": "many"}).text
+    assert "run-52" in first and "other" not in first
+    older = re.search(r'href="(/\?[^"]*cursor=[^"]+)"', first)
+    assert older is not None
+    url = older.group(1).replace("&amp;", "&")
+    assert "tag=many" in url
+    second = client.get(url).text
+    assert "run-02" in second and "run-52" not in second and "other" not in second

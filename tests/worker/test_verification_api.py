@@ -15,6 +15,8 @@ RECIPE = {
     "arch": "simple_cnn_small", "head": {"ps": 0.0, "lin_ftrs": [32]}, "epochs": 3,
     "batch_size": 64, "lr": 3e-3, "data": {"kind": "digits", "image_size": 16},
 }  # fmt: skip
+PARAMS = {"lr": 0.003, "sched": "one_cycle", "fp16": False}
+TAGS = ["digits", "smoke"]
 
 
 @pytest.fixture
@@ -25,7 +27,8 @@ def worker_client(db_url: str) -> Iterator[TestClient]:
 
 def report(client: TestClient, recipe: dict[str, Any] | None = RECIPE) -> dict[str, Any]:
     r = client.post("/api/v1/runs", json={"name": "digits", "recipe": recipe,
-                                          "epochs": overfit_epochs()})  # fmt: skip
+                                          "epochs": overfit_epochs(), "params": PARAMS,
+                                          "tags": TAGS})  # fmt: skip
     assert r.status_code == 201, r.text
     run: dict[str, Any] = r.json()
     return run
@@ -84,6 +87,8 @@ def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClie
     assert child["applied_rung"] == "dropout_head"
     assert child["recipe"]["head"]["ps"] == 0.25
     assert child["n_epochs"] == 3
+    # Child runs carry the parent's hyperparameters and tags.
+    assert child["params"] == PARAMS and child["tags"] == TAGS
 
     # Another rung on the same run: the baselines are reused, not retrained.
     again = client.post(f"/api/v1/runs/{run['id']}/verifications",
