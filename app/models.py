@@ -84,6 +84,7 @@ class Run(Base):
         Index("ix_runs_verdict", "verdict"),
         Index("ix_runs_rung", "rung"),
         Index("ix_runs_created_at", "created_at"),
+        Index("ux_runs_project_id_idempotency_key", "project_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -111,6 +112,8 @@ class Run(Base):
     recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Hyperparameters as reported: a flat object of strings, finite numbers and booleans.
     params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The client's key for the request that created the run: a retry answers this run again.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), default=None)
     # Appending epochs is read-modify-write; the version makes a concurrent append fail, not win.
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

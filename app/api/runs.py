@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
 
 from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
@@ -36,13 +36,28 @@ def _project(session: SessionDep, scope: ScopeDep, name: str | None) -> tuple[in
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, responses=ERRORS)
 def create_run(
-    body: RunCreate, session: SessionDep, scope: ScopeDep, settings: SettingsDep
+    body: RunCreate,
+    session: SessionDep,
+    scope: ScopeDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[!-~]+$",
+            description="Makes the request safe to retry: the same key answers the run it "
+            "created the first time (200 instead of 201).",
+        ),
+    ] = None,
 ) -> FastJSON:
     """Store a training-run report; the answer carries its diagnosis and the next remedy."""
     project = _project(session, scope, body.project)
-    run = service.create_run(session, project, body, max_epochs=settings.max_epochs)
+    run, created = service.create_run_once(
+        session, project, body, key=idempotency_key, max_epochs=settings.max_epochs
+    )
     session.commit()
-    return FastJSON(service.run_payload(run), status_code=201)
+    return FastJSON(service.run_payload(run), status_code=201 if created else 200)
 
 
 @router.post("/{run_id}/epochs", response_model=RunOut, responses=ERRORS)

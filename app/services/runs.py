@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.advisor.curves import Curves, infer_criterion, resolve_criterion
@@ -176,6 +177,46 @@ def _check_length(n_epochs: int, max_epochs: int) -> None:
         raise Invalid(f"{n_epochs} epochs is over the limit of {max_epochs}", field="epochs")
 
 
+def create_run_once(
+    session: Session,
+    project: tuple[int, str],
+    body: RunCreate,
+    *,
+    key: str | None,
+    max_epochs: int,
+) -> tuple[dict[str, Any], bool]:
+    """Store a report unless the request that carried the same idempotency ``key`` already
+    did (a retry whose first answer was lost): the run, and whether it was created now."""
+    if key is None:
+        return create_run(session, project, body, max_epochs=max_epochs), True
+    existing = run_by_key(session, project[0], key)
+    if existing is not None:
+        return existing, False
+    try:
+        return create_run(session, project, body, max_epochs=max_epochs, key=key), True
+    except IntegrityError:
+        # The same key, concurrently: the other request stored it first; answer its run.
+        session.rollback()
+        existing = run_by_key(session, project[0], key)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def run_by_key(session: Session, project_id: int, key: str) -> dict[str, Any] | None:
+    row = (
+        session.connection()
+        .execute(
+            select(*DETAIL_COLUMNS)
+            .join_from(RUNS, PROJECTS)
+            .where(RUNS.c.project_id == project_id, RUNS.c.idempotency_key == key)
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return with_tags(session, [row])[0] if row is not None else None
+
+
 def create_run(
     session: Session,
     project: tuple[int, str],
@@ -183,6 +224,7 @@ def create_run(
     *,
     max_epochs: int,
     source: str = "client",
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Store a report with its assessment; returns the stored row (see :func:`run_payload`)."""
     _check_length(len(body.epochs), max_epochs)
@@ -223,6 +265,7 @@ def create_run(
         "metric_name": criterion.name if criterion else None,
         "metric_higher_is_better": criterion.higher_is_better if criterion else None,
         "params": body.params,
+        "idempotency_key": key,
         "epochs": body.model_dump(include={"epochs"})["epochs"],
         "n_epochs": len(body.epochs),
         "version": 1,

@@ -79,9 +79,17 @@ class Client(_Service):
     :class:`~overfit_advisor.AdvisorError` (refused, with the service's message and field) and
     :class:`~overfit_advisor.AdvisorUnavailable` (unreachable or failing: worth retrying)."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.url, headers = _settings(url, token)
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def send(self, call: calls.Call[T]) -> T:
         try:
@@ -137,9 +145,17 @@ class Client(_Service):
 class AsyncClient(_Service):
     """The same calls as :class:`Client`, awaited."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.url, headers = _settings(url, token)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
 
     async def send(self, call: calls.Call[T]) -> T:
         try:

@@ -152,18 +152,18 @@ class TrackedRun:
             self._say(f"the service refused the report ({exc.status}){field}: {exc.message}")
             return
         self._accept(run)
-        self.pending = []
+        if self.pending:  # a retried creation answered the run as first stored: send the rest
+            self._send()
 
     def _resync(self) -> None:
         """A post whose answer was lost did arrive: keep only what the service lacks."""
         assert self.run is not None
-        stored = self.client.run(self.run.id)
-        last = stored.epochs[-1]["epoch"] if stored.epochs else -1
-        self.pending = [e for e in self.pending if e["epoch"] > last]
-        self._accept(stored)
+        self._accept(self.client.run(self.run.id))
 
     def _accept(self, run: Run) -> None:
         self.run = run
+        last = run.epochs[-1]["epoch"] if run.epochs else -1
+        self.pending = [e for e in self.pending if e["epoch"] > last]
         self._backoff, self._next_try = self._retry[0], 0.0
         if self._said_unreachable:
             self._said_unreachable = False

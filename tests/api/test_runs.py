@@ -350,3 +350,22 @@ def test_list_filters_by_tag_with_cursor_pages(client: TestClient) -> None:
     assert [r["name"] for r in one["items"]] == ["run-2"]
     assert client.get("/api/v1/runs", params={"tag": "n1", "name": "run-2"}).json()["items"] == []
     assert client.get("/api/v1/runs", params={"tag": "nothing"}).json()["items"] == []
+
+
+def test_an_idempotency_key_makes_creating_a_run_safe_to_retry(client: TestClient) -> None:
+    """A retry whose first answer was lost sends the same key: it gets the same run, not a
+    second one; another key, or none, creates a new run."""
+    body = {"name": "retried", "epochs": overfit_epochs()}
+    headers = {"Idempotency-Key": "4f1c2a"}
+    first = client.post("/api/v1/runs", json=body, headers=headers)
+    again = client.post("/api/v1/runs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    other = client.post("/api/v1/runs", json=body, headers={"Idempotency-Key": "9d0e"})
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    names = [
+        r["name"] for r in client.get("/api/v1/runs", params={"name": "retried"}).json()["items"]
+    ]
+    assert names == ["retried", "retried"]
+    bad = client.post("/api/v1/runs", json=body, headers={"Idempotency-Key": "x" * 65})
+    assert bad.status_code == 422 and "idempotency" in bad.text.lower()

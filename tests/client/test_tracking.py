@@ -87,3 +87,33 @@ def test_a_refusal_is_said_once_and_training_goes_on(
     said = capsys.readouterr().err
     assert said.count("refused the report") == 1 and "score" in said
     assert run.run is None
+
+
+class LosesAnswers(httpx.HTTPTransport):
+    """Delivers each request, but loses the answer to the first POST of each path: the service
+    stored it, the client never heard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path not in self.lost:
+            self.lost.append(request.url.path)
+            response.close()
+            raise httpx.ReadError("connection reset after the request was sent")
+        return response
+
+
+def test_answers_lost_after_the_service_stored_them_send_nothing_twice(server: str) -> None:
+    transport = LosesAnswers()
+    client = Client(server, transport=transport)
+    epochs = overfit_epochs(12)
+    with track("lost-answers", client=client, **FAST_RETRY) as run:
+        log(run, epochs)
+    assert len(transport.lost) == 2, "both the creation and an append lost their answer"
+    page = httpx.get(f"{server}/api/v1/runs", params={"name": "lost-answers"}).json()
+    assert len(page["items"]) == 1, "the retried creation did not make a second run"
+    stored = httpx.get(f"{server}/api/v1/runs/{page['items'][0]['id']}").json()
+    assert [e["epoch"] for e in stored["epochs"]] == list(range(12))
