@@ -5,7 +5,7 @@ live in ``overfit_advisor.fastai``, ``.lightning``, ``.keras`` and ``.transforme
 
 from overfit_advisor.client import AsyncClient, Client
 from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
-from overfit_advisor.tracking import TrackedRun, track
+from overfit_advisor.tracking import Snapshots, TrackedRun, track
 from overfit_advisor.types import Diagnosis, Lineage, Recommendation, Run, Verification
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Lineage",
     "Recommendation",
     "Run",
+    "Snapshots",
     "TrackedRun",
     "Verification",
     "track",

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from overfit_advisor.calls import Epoch, epoch_record
 from overfit_advisor.client import Client
@@ -19,6 +19,7 @@ from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
 from overfit_advisor.types import Diagnosis, Recommendation, Run
 
 log = logging.getLogger("overfit_advisor")
+W = TypeVar("W")
 STOP_VERDICTS = frozenset({"overfitting", "no_signal", "diverging"})
 
 
@@ -81,6 +82,16 @@ class TrackedRun:
     def stop_epoch(self) -> int | None:
         """The epoch whose weights to keep, by the latest diagnosis."""
         return self.diagnosis.stop_epoch if self.diagnosis else None
+
+    def epochs_to_keep(self) -> set[int]:
+        """Epochs a later diagnosis may name as the one to stop at: the current stop epoch and
+        the best epoch so far of each signal (the deciding signal can change from epoch to
+        epoch)."""
+        d = self.diagnosis
+        if d is None:
+            return set()
+        best = {s.get("best_epoch") for s in d.evidence.get("signals", {}).values()}
+        return {e for e in (d.stop_epoch, *best) if isinstance(e, int)}
 
     def add_facts(self, **facts: Any) -> None:
         """Facts found after the start (before the first report goes out); the user's win."""
@@ -175,6 +186,26 @@ class TrackedRun:
                 f"stopping: {run.verdict}; keep the weights of epoch "
                 f"{d.stop_epoch if d else '?'} ({self.client.page_url(run)})"
             )
+
+
+class Snapshots(Generic[W]):
+    """In-memory copies of the weights of the epochs :meth:`TrackedRun.epochs_to_keep` names,
+    so that stopping can put back the weights of the stop epoch (at most one copy per signal)."""
+
+    def __init__(self, run: TrackedRun, take: Callable[[], W]) -> None:
+        self.run, self.take = run, take
+        self.copies: dict[int, W] = {}
+
+    def after_epoch(self, epoch: int) -> None:
+        """Call after logging ``epoch``: copies its weights if a diagnosis may name it."""
+        keep = self.run.epochs_to_keep()
+        self.copies = {e: w for e, w in self.copies.items() if e in keep}
+        if epoch in keep:
+            self.copies[epoch] = self.take()
+
+    def of_stop_epoch(self) -> W | None:
+        stop = self.run.stop_epoch
+        return self.copies.get(stop) if stop is not None else None
 
 
 @contextmanager

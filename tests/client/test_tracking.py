@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from overfit_advisor import Client, TrackedRun, track
+from overfit_advisor import Client, Snapshots, TrackedRun, track
 
 from tests.conftest import overfit_epochs
 from tests.servers import free_port, served
@@ -45,13 +45,19 @@ def test_stop_when_overfitting_says_where_to_stop(server: str) -> None:
     epochs = overfit_epochs(30)
     trained = []
     with track("early-stop", url=server, stop_when_overfitting=True, **FAST_RETRY) as run:
+        weights = {"epoch": -1}  # stands in for a model's weights: which epoch they are from
+        kept = Snapshots(run, lambda: dict(weights))
         for e in epochs:
             trained.append(e["epoch"])
+            weights["epoch"] = e["epoch"]
             run.log_epoch(e["epoch"], e["train_loss"], e["valid_loss"])
+            kept.after_epoch(e["epoch"])
             if run.should_stop:
                 break
     assert len(trained) < len(epochs), "training stopped before its last epoch"
     assert run.stop_epoch == 6  # the valid loss's minimum in overfit_epochs
+    assert kept.of_stop_epoch() == {"epoch": 6}
+    assert len(kept.copies) <= 2, "one copy per signal at most"
 
 
 def test_a_service_that_comes_and_goes_loses_nothing_and_sends_nothing_twice(
