@@ -64,6 +64,8 @@ def mixup_of(objects: Iterable[Any]) -> dict[str, Any] | None:
 
 def _names(transforms: Iterable[Any]) -> Iterable[str]:
     for t in transforms:
+        if t is None:  # "no transform" is not one
+            continue
         yield type(t).__name__
         inner = getattr(t, "transforms", None) or getattr(t, "fs", None)
         if isinstance(inner, Iterable) and not isinstance(inner, str | bytes):

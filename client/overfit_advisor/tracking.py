@@ -6,12 +6,13 @@ token, a bad field) is said once and reporting stops for the run.
 """
 
 import logging
+import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 from overfit_advisor.calls import Epoch, epoch_record
 from overfit_advisor.client import Client
@@ -25,6 +26,25 @@ STOP_VERDICTS = frozenset({"overfitting", "no_signal", "diverging"})
 
 def _say(text: str) -> None:
     print(f"overfit-advisor: {text}", file=sys.stderr, flush=True)
+
+
+def logged_metrics(
+    logged: dict[str, Any], prefix: str, skip: Iterable[str] = ()
+) -> dict[str, float]:
+    """The validation metrics among a framework's logged values: the keys with ``prefix``
+    (``val_``, ``eval_``), named without it, less ``skip``, and only finite numbers."""
+    found = {}
+    for key, value in logged.items():
+        name = key.removeprefix(prefix)
+        if name == key or name in skip or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            found[name] = number
+    return found
 
 
 def merge_facts(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +123,12 @@ class TrackedRun:
         """Queue an epoch and send what is waiting; answers the latest diagnosis (None until
         the service has answered once). Never raises."""
         try:
-            self.pending.append(epoch_record(epoch, train_loss, valid_loss, **metrics))
+            record = epoch_record(epoch, train_loss, valid_loss, **metrics)
+            if not all(map(math.isfinite, [train_loss, valid_loss, *metrics.values()])):
+                # The service refuses NaN and infinity; the epochs before show the blow-up.
+                self._say(f"epoch {epoch} has a value that is not a finite number: not reported")
+                return self.diagnosis
+            self.pending.append(record)
             self._send()
         except Exception:  # the training loop must go on, whatever happens here
             log.exception("overfit-advisor: reporting epoch %s failed", epoch)
@@ -188,16 +213,62 @@ class TrackedRun:
             )
 
 
+class ReportingOptions(TypedDict, total=False):
+    """What every framework callback accepts besides the run's name."""
+
+    metric: str | dict[str, Any] | None
+    facts: dict[str, Any] | None
+    stop_when_overfitting: bool
+    url: str | None
+    token: str | None
+    client: Client | None
+    retry_s: tuple[float, float]
+    finish_timeout_s: float
+
+
+class Reporting:
+    """A callback's reporting settings: ``metric`` to judge by (a name or ``{"name",
+    "higher_is_better"}``); ``facts`` as in a report (``model``, ``data``, ``params``, ``tags``,
+    ``recipe``, ...), winning over what the callback finds; ``stop_when_overfitting``; the
+    service's ``url``/``token`` or a ``client``; ``retry_s``/``finish_timeout_s`` for
+    :class:`TrackedRun`."""
+
+    def __init__(self, name: str | None = None, **options: Unpack[ReportingOptions]) -> None:
+        rest: dict[str, Any] = dict(options)
+        self.name = name
+        self.metric = rest.pop("metric", None)
+        self.facts = dict(rest.pop("facts", None) or {})
+        self.stop_when_overfitting = bool(rest.pop("stop_when_overfitting", False))
+        self.options = rest  # url, token, client, retry_s, finish_timeout_s
+
+    def start(self, default_name: str) -> TrackedRun:
+        """A new run for one fit, named by the user or after the model."""
+        return TrackedRun(
+            self.name or default_name,
+            stop_when_overfitting=self.stop_when_overfitting,
+            metric=self.metric,
+            **self.options,
+            **self.facts,
+        )
+
+
 class Snapshots(Generic[W]):
     """In-memory copies of the weights of the epochs :meth:`TrackedRun.epochs_to_keep` names,
     so that stopping can put back the weights of the stop epoch (at most one copy per signal)."""
 
-    def __init__(self, run: TrackedRun, take: Callable[[], W]) -> None:
-        self.run, self.take = run, take
+    def __init__(self, run: TrackedRun, take: Callable[[], W], waiting: int = 5) -> None:
+        self.run, self.take, self.waiting = run, take, waiting
         self.copies: dict[int, W] = {}
 
     def after_epoch(self, epoch: int) -> None:
         """Call after logging ``epoch``: copies its weights if a diagnosis may name it."""
+        if self.run.stop_epoch is None:
+            # No diagnosis names an epoch yet (too few epochs, or the service is away): any of
+            # the latest ``waiting`` epochs may be named later.
+            self.copies[epoch] = self.take()
+            for old in sorted(self.copies)[: -self.waiting]:
+                del self.copies[old]
+            return
         keep = self.run.epochs_to_keep()
         self.copies = {e: w for e, w in self.copies.items() if e in keep}
         if epoch in keep:

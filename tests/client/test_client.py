@@ -2,7 +2,6 @@
 the service's message and field, the synchronous and the asynchronous flavour alike."""
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,12 +9,6 @@ from overfit_advisor import AdvisorError, AdvisorUnavailable, AsyncClient, Clien
 
 from tests.conftest import healthy_epochs, overfit_epochs
 from tests.servers import free_port, served
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with served(tmp_path_factory.mktemp("client") / "client.db") as url:
-        yield url
 
 
 def test_report_read_list_and_lineage(server: str) -> None:

@@ -3,6 +3,7 @@ virtualenv, it pulls httpx and tqdm and none of the server's packages, and impor
 framework."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,15 @@ SERVER_ONLY = {"fastapi", "sqlalchemy", "psycopg", "psycopg-binary", "jinja2", "
 
 
 def test_the_client_installs_alone_into_a_fresh_virtualenv(tmp_path: Path) -> None:
+    # A copy, so that building the package writes nothing into the source tree.
+    source = shutil.copytree(
+        CLIENT, tmp_path / "client", ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", str(CLIENT)], check=True, capture_output=True, timeout=600)
+    subprocess.run([*pip, "install", str(source)], check=True, capture_output=True, timeout=600)
     listed = subprocess.run(
         [*pip, "list", "--format=json"], check=True, capture_output=True, text=True
     )

@@ -1,7 +1,6 @@
 """``track`` in a hand-written loop against a real server process that comes and goes: the loop
 never sees an exception, every epoch arrives once, the diagnosis is printed at the end."""
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +8,9 @@ import httpx
 import pytest
 from overfit_advisor import Client, Snapshots, TrackedRun, track
 
+from tests.client.conftest import FAST_RETRY
 from tests.conftest import overfit_epochs
 from tests.servers import free_port, served
-
-FAST_RETRY: dict[str, Any] = {"retry_s": (0.05, 0.2), "finish_timeout_s": 30.0}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with served(tmp_path_factory.mktemp("track") / "track.db") as url:
-        yield url
 
 
 def log(run: TrackedRun, epochs: list[dict[str, Any]]) -> None:
@@ -123,3 +115,17 @@ def test_answers_lost_after_the_service_stored_them_send_nothing_twice(server: s
     assert len(page["items"]) == 1, "the retried creation did not make a second run"
     stored = httpx.get(f"{server}/api/v1/runs/{page['items'][0]['id']}").json()
     assert [e["epoch"] for e in stored["epochs"]] == list(range(12))
+
+
+def test_an_epoch_that_blew_up_to_nan_is_left_out_not_the_run(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    epochs = overfit_epochs(8)
+    with track("nan", url=server, **FAST_RETRY) as run:
+        log(run, epochs[:6])
+        run.log_epoch(6, float("nan"), 1.0)
+        log(run, epochs[7:])
+    assert run.run is not None
+    stored = Client(server).run(run.run.id)
+    assert [e["epoch"] for e in stored.epochs] == [0, 1, 2, 3, 4, 5, 7]
+    assert "epoch 6 has a value that is not a finite number" in capsys.readouterr().err

@@ -1,0 +1,37 @@
+"""What the client tests share: a real server process per test module, quick retries, and one
+thread for the framework trainings."""
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import served
+
+# Retry fast and wait long at the end: the tests start and stop servers under the client.
+FAST_RETRY: dict[str, Any] = {"retry_s": (0.05, 0.2), "finish_timeout_s": 30.0}
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``advisor serve`` on a SQLite file of this test module's own."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with served(tmp_path_factory.mktemp(name) / f"{name}.db") as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models train several times faster on one thread than on two contended cores, and
+    the server keeps a core; only where torch is already loaded (the client itself never is)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
