@@ -15,14 +15,20 @@ __all__ = ["build_model", "create_body", "create_head"]
 
 
 def build_model(recipe: "Recipe", n_out: int) -> "BuiltModel":
-    """The recipe's model with ``n_out`` outputs (classes, or mask classes for segmentation)."""
+    """The recipe's model with ``n_out`` outputs (classes, or mask classes for segmentation).
+    It carries its recipe and architecture name, which the client's callbacks report, so that a
+    run trained from it can be verified."""
+    model: BuiltModel
     if recipe.task == "segmentation":
         from app.builder.unet import build_segmenter
 
-        return build_segmenter(recipe, n_out)
-    from app.builder.cnn import build_cnn
+        model = build_segmenter(recipe, n_out)
+    else:
+        from app.builder.cnn import build_cnn
 
-    return build_cnn(recipe, n_out)
+        model = build_cnn(recipe, n_out)
+    model.recipe, model.arch = recipe, recipe.arch
+    return model
 
 
 def __getattr__(name: str) -> Any:

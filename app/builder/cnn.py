@@ -171,6 +171,9 @@ class BuiltModel(nn.Module):
 
     body: nn.Sequential
     split_at: int
+    # What built it, for the client's callbacks to report (set by ``build_model``).
+    recipe: "Recipe"
+    arch: str
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         """Early body, late body, and everything else (head or decoder)."""

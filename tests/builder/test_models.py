@@ -147,3 +147,13 @@ def test_body_dropout_kinds() -> None:
     assert not torch.allclose(a, b)
     model.eval()
     assert torch.allclose(model.body(x), model.body(x))
+
+
+def test_a_built_model_carries_its_recipe_for_the_callbacks() -> None:
+    """The client's callbacks report ``model.recipe``, so a run trained from it can be verified."""
+    from overfit_advisor.facts import torch_model_facts
+
+    recipe = Recipe(arch="simple_cnn_small", data={"kind": "digits", "image_size": 16})
+    model = build_model(recipe, 10)
+    assert model.recipe == recipe and model.arch == "simple_cnn_small"
+    assert torch_model_facts(model)["arch"] == "simple_cnn_small"

@@ -9,6 +9,7 @@ from overfit_advisor import AdvisorError, AdvisorUnavailable, AsyncClient, Clien
 
 from tests.conftest import healthy_epochs, overfit_epochs
 from tests.servers import free_port, served
+from tests.worker.test_verification_api import RECIPE
 
 
 def test_report_read_list_and_lineage(server: str) -> None:
@@ -99,3 +100,18 @@ def test_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         with Client() as client, pytest.raises(AdvisorError) as refused:
             client.report("refused", overfit_epochs())
         assert refused.value.status == 401 and refused.value.message
+
+
+def test_verify_and_wait_with_a_progress_bar(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real verification by the server's embedded worker, followed with ``wait``."""
+    with Client(server) as client:
+        run = client.report("client-verify", overfit_epochs(), recipe=RECIPE)
+        job = client.verify(run.id, rung="dropout_head", seeds=1, epochs=1)
+        assert job.status == "queued" and job.rung == "dropout_head"
+        done = client.wait(job.id, progress=True, poll_s=0.2)
+    assert done.status == "succeeded" and done.verdict in ("confirmed", "refuted", "inconclusive")
+    assert done.result is not None
+    bar = capsys.readouterr().err
+    assert "verifying dropout_head" in bar and "succeeded" in bar
