@@ -69,6 +69,7 @@ class TrackedRun:
         url: str | None = None,
         token: str | None = None,
         stop_when_overfitting: bool = False,
+        confirm_epochs: int = 2,
         retry_s: tuple[float, float] = (1.0, 30.0),
         finish_timeout_s: float = 20.0,
         say: Callable[[str], None] = _say,
@@ -78,6 +79,10 @@ class TrackedRun:
         self.name = name
         self.facts = facts
         self.stop_when_overfitting = stop_when_overfitting
+        # A verdict on a run's first epochs can flip with the next one: stopping waits until it
+        # has held for this many diagnoses in a row.
+        self.confirm_epochs = confirm_epochs
+        self._held, self._judged = 0, 0
         self.run: Run | None = None
         self.pending: list[Epoch] = []
         self.should_stop = False
@@ -204,7 +209,14 @@ class TrackedRun:
         if self._said_unreachable:
             self._said_unreachable = False
             self._say("service reachable again; reporting resumed")
-        if self.stop_when_overfitting and run.verdict in STOP_VERDICTS and not self.should_stop:
+        if run.n_epochs != self._judged:  # a new diagnosis, not the same one read again
+            self._judged = run.n_epochs
+            self._held = self._held + 1 if run.verdict in STOP_VERDICTS else 0
+        if (
+            self.stop_when_overfitting
+            and self._held >= self.confirm_epochs
+            and not self.should_stop
+        ):
             self.should_stop = True
             d = run.diagnosis
             self._say(
@@ -219,6 +231,7 @@ class ReportingOptions(TypedDict, total=False):
     metric: str | dict[str, Any] | None
     facts: dict[str, Any] | None
     stop_when_overfitting: bool
+    confirm_epochs: int
     url: str | None
     token: str | None
     client: Client | None
