@@ -3,6 +3,7 @@ thread for the framework trainings."""
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -35,3 +36,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def starlette_untouched() -> Iterator[None]:
+    """Importing fastai imports fasthtml, which rewrites Starlette's URL convertors for the
+    whole process (a path may no longer hold "/"), and the service's pages, tested in the same
+    process, build static URLs with them: put Starlette back as it was."""
+    from starlette import convertors
+
+    types = dict(convertors.CONVERTOR_TYPES)
+    regex, to_string = convertors.StringConvertor.regex, convertors.StringConvertor.to_string
+    try:
+        yield
+    finally:
+        convertors.CONVERTOR_TYPES.clear()
+        convertors.CONVERTOR_TYPES.update(types)
+        convertors.StringConvertor.regex = regex
+        convertors.StringConvertor.to_string = to_string  # type: ignore[method-assign]

@@ -9,24 +9,26 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fastai.callback.mixup import MixUp
-from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (adds it to Learner)
-from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
-from fastai.data.core import DataLoaders
-from fastai.data.transforms import IndexSplitter
-from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy, error_rate
-from fastai.torch_core import TensorImage, set_seed
-from fastai.vision.augment import aug_transforms
 from overfit_advisor import Client
-from overfit_advisor.fastai import AdvisorCallback
 from sklearn.datasets import load_digits
 from torch import nn
 
-from tests.client.conftest import FAST_RETRY
+from tests.client.conftest import FAST_RETRY, starlette_untouched
 from tests.servers import free_port
+
+with starlette_untouched():
+    from fastai.callback.mixup import MixUp
+    from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (adds it to Learner)
+    from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
+    from fastai.data.core import DataLoaders
+    from fastai.data.transforms import IndexSplitter
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy, error_rate
+    from fastai.torch_core import TensorImage, set_seed
+    from fastai.vision.augment import aug_transforms
+    from overfit_advisor.fastai import AdvisorCallback
 
 N_TRAIN, N_VALID = 100, 400
 
