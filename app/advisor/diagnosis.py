@@ -203,7 +203,7 @@ def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thr
     """The training loss fell clearly from epoch index ``since`` to the end."""
     fall = train[since] - fit.tail
     return fall > thresholds.train_fall * train[since] and series.mostly_rising(
-        series.negated(train), since
+        series.negated(train[since:]), 0
     )
 
 
@@ -212,14 +212,14 @@ _WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
 
 def counts(reading: Reading, train: list[float], fit: Training, thresholds: Thresholds) -> bool:
     """A degraded signal counts against the model while its training loss does not get worse;
-    the weak steady rule only while the training loss keeps falling since the signal's best."""
+    the weak rules (steady, held) only while it keeps falling since the signal's best."""
     if reading.rule in _WEAK:
         return keeps_falling(train, reading.best, fit, thresholds)
     return reading.degraded and not fit.worsening
 
 
 def chance(
-    curves: Curves,
+    valid: list[float],
     crit: Criterion,
     raw: list[float],
     metric: Reading,
@@ -242,7 +242,6 @@ def chance(
     # loss that rose from the start (memorised labels make confident mistakes).
     level = raw[0]
     margin = max(metric.threshold, thresholds.metric.z * metric.noise)
-    valid = curves.valid_loss
     highest_chance = chance_level(crit.name, 2)
     beaten = (
         len(raw) < thresholds.first_epoch_min_epochs
@@ -287,7 +286,7 @@ def diagnose(
 
     guess = None
     if metric is not None and raw is not None and _memorises(train, fit, thresholds):
-        guess = chance(curves, crit, raw, metric, loss, n_classes, thresholds)
+        guess = chance(valid, crit, raw, metric, loss, n_classes, thresholds)
     metric_worse = metric is not None and counts(metric, train, fit, thresholds)
     loss_rises = counts(loss, train, fit, thresholds)
     overconfident = (

@@ -80,14 +80,15 @@ def chart_data(run: dict[str, Any]) -> dict[str, Any]:
     metric = run["metric"]["name"] if run["metric"] else None
     diagnosis = run["diagnosis"]
     evidence = diagnosis["evidence"]
+    stop = diagnosis.get("stop_epoch")
     return {
         "epochs": [e["epoch"] for e in epochs],
         "train_loss": [e["train_loss"] for e in epochs],
         "valid_loss": [e["valid_loss"] for e in epochs],
         "metric": metric,
         "metric_values": [e["metrics"].get(metric) for e in epochs] if metric else None,
-        # Diagnoses stored before stop and onset epochs existed mark the criterion's best.
-        "stop_epoch": diagnosis.get("stop_epoch", evidence.get("best_epoch")),
+        # Diagnoses stored before stop epochs existed (null here) mark the criterion's best.
+        "stop_epoch": stop if stop is not None else evidence.get("best_epoch"),
         "onset_epoch": diagnosis.get("onset_epoch"),
         "last_epoch": evidence.get("last_epoch"),
         "overfitting": run["verdict"] == "overfitting",
