@@ -9,23 +9,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Pct = Annotated[float, Field(gt=0, lt=1)]
+Share = Annotated[float, Field(ge=0, lt=1)]
 Side = Annotated[int, Field(ge=8, le=1024)]
+N_DIGITS = 1797  # images in scikit-learn's bundled digits
 
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _split_sizes(n: int, valid_pct: float) -> tuple[int, int]:
+    """Training and validation sizes of ``n`` items split by ``valid_pct`` (as ``load`` does)."""
+    n_valid = max(1, round(n * valid_pct))
+    return n - n_valid, n_valid
+
+
 class DigitsSpec(Spec):
-    """scikit-learn's bundled digits (1,797 real 8x8 images), upsampled."""
+    """scikit-learn's bundled digits (1,797 real 8x8 images), upsampled.
+
+    ``n_train`` keeps only that many images of the training split (the validation split stays
+    whole, so the metric stays as precise); ``label_noise`` gives exactly that share of the
+    training labels a wrong class (the validation labels are never touched). Both are chosen by
+    ``split_seed``.
+    """
 
     kind: Literal["digits"]
     image_size: Side = 32
     valid_pct: Pct = 0.2
     split_seed: int = 0
+    n_train: Annotated[int, Field(ge=10)] | None = None
+    label_noise: Share = 0.0
+
+    @model_validator(mode="after")
+    def _n_train_fits(self) -> "DigitsSpec":
+        available, _ = _split_sizes(N_DIGITS, self.valid_pct)
+        if self.n_train is not None and self.n_train > available:
+            raise ValueError(
+                f"n_train: {self.n_train} is more than the {available} images of the training "
+                f"split (valid_pct {self.valid_pct:g})"
+            )
+        return self
 
 
 class RandomLabelsSpec(Spec):
@@ -39,11 +65,16 @@ class RandomLabelsSpec(Spec):
 
 
 class ShapesSpec(Spec):
+    """Generated segmentation data (:mod:`app.training.shapes`): ``n`` images of 1 to
+    ``max_shapes`` shapes on backgrounds of pixel noise ``noise`` (harder as it grows)."""
+
     kind: Literal["shapes"]
     n: Annotated[int, Field(ge=10, le=100_000)] = 600
     image_size: Side = 64
     valid_pct: Pct = 0.2
     seed: int = 0
+    max_shapes: Annotated[int, Field(ge=1, le=8)] = 3
+    noise: Annotated[float, Field(ge=0, le=2)] = 0.15
 
 
 class ImageFolderSpec(Spec):
@@ -75,6 +106,10 @@ def parse_spec(data: dict[str, Any] | None) -> DataSpec:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "value_error" and len(first["loc"]) <= 1:
+            # A check across fields (a model validator) names its field in its message.
+            message = str(first["ctx"]["error"]) if "ctx" in first else first["msg"]
+            raise DataError(f"recipe.data.{message}") from exc
         where = ".".join(str(p) for p in first["loc"][1:] if p != data.get("kind")) or "kind"
         raise DataError(f"recipe.data.{where}: {first['msg']}") from exc
 
@@ -130,8 +165,30 @@ def _split_indices(n: int, valid_pct: float, seed: int) -> tuple[Any, Any]:
     import torch
 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = n - max(1, round(n * valid_pct))
+    cut, _ = _split_sizes(n, valid_pct)
     return order[:cut], order[cut:]
+
+
+_NOISE_SEED = 0x5EED_0F_0015E
+
+
+def wrong_labels(y: Any, share: float, n_classes: int, seed: int) -> Any:
+    """A copy of ``y`` in which exactly ``round(share * len(y))`` labels, chosen by ``seed``,
+    are replaced by a different class (uniform among the others)."""
+    import torch
+
+    y = y.clone()
+    count = round(share * len(y))
+    if count == 0:
+        return y
+    # Not ``randperm`` with ``seed`` itself: the split and ``load``'s fraction draw that very
+    # permutation, and a fraction of the training split would then be all wrong labels.
+    g = torch.Generator().manual_seed(_NOISE_SEED + seed)
+    picked = torch.rand(len(y), generator=g).argsort()[:count]
+    # An offset in 1..n_classes-1 never maps a class onto itself.
+    offset = torch.randint(1, n_classes, (count,), generator=g)
+    y[picked] = (y[picked] + offset) % n_classes
+    return y
 
 
 def _digits(image_size: int) -> tuple[Any, Any]:
@@ -152,7 +209,13 @@ def _load(spec: DataSpec, roots: Sequence[Path]) -> Split:
     if isinstance(spec, DigitsSpec):
         x, y = _digits(spec.image_size)
         train, valid = _split_indices(len(x), spec.valid_pct, spec.split_seed)
-        return Split(x[train], y[train], x[valid], y[valid], 10, "classification")
+        if spec.n_train is not None:
+            # The split's order is already a seeded shuffle: its head is a random subset.
+            train = train[: spec.n_train]
+        train_y = y[train]
+        if spec.label_noise:
+            train_y = wrong_labels(train_y, spec.label_noise, 10, spec.split_seed)
+        return Split(x[train], train_y, x[valid], y[valid], 10, "classification")
     if isinstance(spec, RandomLabelsSpec):
         x, y = _digits(spec.image_size)
         g = torch.Generator().manual_seed(spec.split_seed)
@@ -163,7 +226,9 @@ def _load(spec: DataSpec, roots: Sequence[Path]) -> Split:
     if isinstance(spec, ShapesSpec):
         from app.training.shapes import SHAPE_CLASSES, make_shapes
 
-        x, y = make_shapes(spec.n, spec.image_size, seed=spec.seed)
+        x, y = make_shapes(
+            spec.n, spec.image_size, seed=spec.seed, max_shapes=spec.max_shapes, noise=spec.noise
+        )
         train, valid = _split_indices(spec.n, spec.valid_pct, spec.seed)
         return Split(x[train], y[train], x[valid], y[valid], len(SHAPE_CLASSES), "segmentation")
     return _image_folder(spec, resolve_path(spec.path, roots))

@@ -1,5 +1,6 @@
 """Generated segmentation data: filled circles, squares and triangles on noisy backgrounds, with
-a mask per shape class (0 background, 1 circle, 2 square, 3 triangle). Deterministic by seed."""
+a mask per shape class (0 background, 1 circle, 2 square, 3 triangle). Deterministic by seed;
+the defaults of ``max_shapes`` and ``noise`` reproduce the images generated before they existed."""
 
 import torch
 
@@ -17,8 +18,11 @@ def _triangle(xx: torch.Tensor, yy: torch.Tensor, cx: float, cy: float, r: float
     return ((s1 <= 0) & (s2 <= 0) & (s3 <= 0)) | ((s1 >= 0) & (s2 >= 0) & (s3 >= 0))
 
 
-def make_shapes(n: int, image_size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images (float32, [n, 3, H, W], roughly zero-mean) and masks (int64, [n, H, W])."""
+def make_shapes(
+    n: int, image_size: int = 64, seed: int = 0, *, max_shapes: int = 3, noise: float = 0.15
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images (float32, [n, 3, H, W], roughly zero-mean) and masks (int64, [n, H, W]):
+    1 to ``max_shapes`` shapes per image on a background of pixel noise ``noise``."""
     g = torch.Generator().manual_seed(seed)
     side = image_size
     yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32),
@@ -27,8 +31,8 @@ def make_shapes(n: int, image_size: int = 64, seed: int = 0) -> tuple[torch.Tens
     masks = torch.zeros(n, side, side, dtype=torch.int64)
     for i in range(n):
         base = torch.rand(3, 1, 1, generator=g)
-        image = base + 0.15 * torch.randn(3, side, side, generator=g)
-        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+        image = base + noise * torch.randn(3, side, side, generator=g)
+        for _ in range(int(torch.randint(1, max_shapes + 1, (1,), generator=g))):
             kind = int(torch.randint(1, 4, (1,), generator=g))
             r = float(torch.empty(1).uniform_(0.08, 0.2, generator=g)) * side
             cx, cy = (float(v) for v in torch.empty(2).uniform_(r, side - r, generator=g))
