@@ -159,7 +159,8 @@ def reassess(
     from app.models import Run
     from app.services.runs import reassess_runs
 
-    db = Database(Settings().database_url)
+    settings = Settings()
+    db = Database(settings.database_url)
     with db.session() as session:
         total = session.scalar(select(func.count()).select_from(Run)) or 0
     moved: Counter[tuple[str, str]] = Counter()
@@ -168,7 +169,9 @@ def reassess(
         bar = progress.add_task("reassessing runs", total=total)
         while True:
             with db.session() as session:
-                after, changes = reassess_runs(session, last, batch)
+                after, changes = reassess_runs(
+                    session, last, batch, shared_evidence=settings.shared_evidence
+                )
             if after == last:
                 break
             last = after

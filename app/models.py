@@ -165,6 +165,27 @@ class Verification(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class RungVerdict(Base):
+    """One rung's verdict from a finished verification: one row for a single-rung check, one
+    per candidate for a race. The ladder reads the lineage's verdicts from here, and the
+    evidence of similar runs (project, task, architecture family, training-set size)."""
+
+    __tablename__ = "rung_verdicts"
+    __table_args__ = (
+        Index("ux_rung_verdicts_verification_rung", "verification_id", "rung", unique=True),
+        Index("ix_rung_verdicts_project_rung", "project_id", "rung"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    verification_id: Mapped[int] = mapped_column(ForeignKey("verifications.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    rung: Mapped[str] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(String(16))
+    effect: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Trial(Base):
     """One training of one recipe with one seed. A baseline trained once with the same recipe
     (its fingerprint covers the data spec and epochs) and seed is reused, not retrained."""

@@ -212,10 +212,26 @@ class OptionOut(BaseModel):
     rationale: str
 
 
+class EvidenceOut(BaseModel):
+    """How a rung fared when verified on similar runs (same task and architecture family,
+    training set within a factor of 4), in this project or, when shared, in all."""
+
+    confirmed: int
+    refuted: int
+    inconclusive: int
+    median_effect: float | None = Field(
+        description="Median change of the validation metric (candidate - baseline)."
+    )
+    similar_runs: int = Field(description="How many distinct verified runs the verdicts are of.")
+
+
 class StepOut(BaseModel):
     rung: str
-    status: str
+    status: str = Field(description="recommended, alternative, open, skipped or demoted.")
     reason: str
+    evidence: EvidenceOut | None = Field(
+        default=None, description="Null when no similar run verified this rung."
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -227,6 +243,9 @@ class RecommendationOut(BaseModel):
     skipped: list[SkippedOut]
     alternatives: list[OptionOut]
     ladder: list[StepOut]
+    evidence: EvidenceOut | None = Field(
+        default=None, description="The recommended rung's record on similar runs."
+    )
 
 
 class DiagnosisOut(BaseModel):
@@ -307,11 +326,42 @@ class ErrorOut(BaseModel):
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
 
 
+SeedCount = Annotated[int, Field(ge=1, le=20)]
+
+
 class VerificationCreate(Strict):
+    """One rung checked with adaptive seeds, or several rungs raced against one baseline."""
+
     rung: RungId | None = Field(default=None, description="Defaults to the recommended rung.")
+    rungs: list[RungId] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=7,
+        description="Race these rungs against one baseline (successive halving on the epochs).",
+    )
+    race: Annotated[int, Field(ge=2, le=7)] | None = Field(
+        default=None, description="Race the next this many open rungs of the run's ladder."
+    )
     level: Annotated[int, Field(ge=0, le=10)] | None = None
-    seeds: Annotated[int, Field(ge=1, le=20)] | list[Annotated[int, Field(ge=0)]] = Field(
-        default=3, description="How many seeds (0, 1, ...), or the seeds themselves."
+    seeds: SeedCount | list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        default=None,
+        description="The seeds to draw from, in order (or how many: 0, 1, ...); their number is "
+        "the most a single check trains. A race trains all of them (default 3).",
+    )
+    min_seeds: SeedCount = Field(
+        default=2, description="Seed pairs trained before the verdict may settle."
+    )
+    max_seeds: SeedCount = Field(
+        default=5, description="The most seed pairs, unless 'seeds' lists them."
+    )
+    criterion: Literal["best", "final"] = Field(
+        default="best",
+        description="Compare each trial's best epoch (early stopping) or its final epoch.",
+    )
+    smallest_effect: Annotated[float, Field(allow_inf_nan=False, ge=0, le=1)] = Field(
+        default=0.01,
+        description="The smallest gain in the metric worth having: with 3+ seeds, an interval "
+        "below it refutes the remedy.",
     )
     epochs: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
         default=None, description="Overrides the recipe's epochs for baseline and candidate."
@@ -320,19 +370,48 @@ class VerificationCreate(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _distinct(cls, seeds: int | list[int]) -> int | list[int]:
-        if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds)):
-            raise ValueError("seeds must be distinct, and at least one")
+    def _distinct(cls, seeds: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(seeds, list) and (not seeds or len(seeds) > 20):
+            raise ValueError("list between 1 and 20 seeds")
+        if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
         return seeds
 
+    @field_validator("rungs")
+    @classmethod
+    def _distinct_rungs(cls, rungs: list[RungId] | None) -> list[RungId] | None:
+        if rungs is not None and len(set(rungs)) != len(rungs):
+            raise ValueError("rungs must be distinct")
+        return rungs
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "VerificationCreate":
+        if sum(x is not None for x in (self.rung, self.rungs, self.race)) > 1:
+            raise ValueError("give one of 'rung', 'rungs' or 'race'")
+        if self.min_seeds > self.max_seeds:
+            raise ValueError("min_seeds is more than max_seeds")
+        return self
+
+    @property
+    def racing(self) -> bool:
+        return self.rungs is not None or self.race is not None
+
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        if self.seeds is not None:
+            return list(range(self.seeds))
+        return list(range(3 if self.racing else self.max_seeds))
 
 
 class VerificationOut(BaseModel):
     id: int
     run_id: int
     rung: str
+    rungs: list[str] = Field(description="The rungs judged: one, or the race's candidates.")
+    protocol: dict[str, Any] = Field(
+        description="min_seeds, max_seeds, criterion, smallest_effect, race."
+    )
     level: int | None
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     seeds: list[int]

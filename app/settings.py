@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     data_roots: list[Path] = Field(
         default_factory=list, description="Folders image_folder datasets may live in."
     )
+    shared_evidence: bool = Field(
+        default=False,
+        description="The ladder counts verifications of similar runs in every project, not only "
+        "the run's own.",
+    )
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"
 

@@ -49,7 +49,7 @@ def fresh_database(backend: str, tmp: Path, *, migrate: bool = True) -> Iterator
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = ("trials", "verifications", "run_tags", "runs", "api_tokens", "projects")
+TABLES = ("rung_verdicts", "trials", "verifications", "run_tags", "runs", "api_tokens", "projects")
 
 
 def wipe(url: str) -> None:

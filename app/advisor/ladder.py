@@ -6,7 +6,13 @@ things about a run's facts: whether it cannot apply at all (``blocked``), which 
 levels the run already has (``level``), and the recipe change for a given level (``option``). The
 walk adds the rules that are the same for every rung: refuted rungs are skipped, rungs already in
 the recipe or applied in the lineage are skipped unless a verification confirmed they help, in
-which case the next level is offered.
+which case the next level is offered; an inconclusive verification skips nothing (the step says
+so).
+
+Evidence from similar runs (:mod:`app.advisor.evidence`) only reorders, and only with cause: a rung
+refuted on most similar runs (at least three verdicts, none confirmed) is tried after the next
+open rung, listed right after it as ``demoted`` with the reason. It never skips a rung and never
+moves one up.
 
 Changes are keyed by recipe field paths (``head.ps``, ``mixup``, ``arch``…) so the model builder
 can apply them as they are.
@@ -18,6 +24,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from app.advisor.diagnosis import Diagnosis, Verdict
+from app.advisor.evidence import Evidence, RungEvidence, demoted
 from app.builder.meta import ARCHS, sibling, smaller_sibling
 
 
@@ -53,11 +60,13 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the run's lineage already tried: rungs applied by ancestors, verification verdicts."""
+    """What the run's lineage already tried: rungs applied by ancestors, and each rung's latest
+    verification verdict (confirmed, refuted or inconclusive)."""
 
     applied: frozenset[str] = frozenset()
     confirmed: frozenset[str] = frozenset()
     refuted: frozenset[str] = frozenset()
+    inconclusive: frozenset[str] = frozenset()
 
 
 class Option(NamedTuple):
@@ -74,11 +83,13 @@ class Skip(NamedTuple):
 
 
 class Step(NamedTuple):
-    """One rung as seen from one run: recommended, alternative, skipped (with why) or open."""
+    """One rung as seen from one run: recommended, alternative, skipped (with why), demoted (with
+    why) or open; with the record of its verifications on similar runs, when there is one."""
 
     rung: str
     status: str
     reason: str
+    evidence: RungEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +102,7 @@ class Recommendation:
     skipped: list[Skip] = field(default_factory=list)
     alternatives: list[Option] = field(default_factory=list)
     ladder: list[Step] = field(default_factory=list)
+    evidence: RungEvidence | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, without the cost of ``dataclasses.asdict``'s deep copies."""
@@ -112,8 +124,15 @@ class Recommendation:
                 for o in self.alternatives
             ],
             "ladder": [
-                {"rung": s.rung, "status": s.status, "reason": s.reason} for s in self.ladder
+                {
+                    "rung": s.rung,
+                    "status": s.status,
+                    "reason": s.reason,
+                    "evidence": None if s.evidence is None else s.evidence.to_dict(),
+                }
+                for s in self.ladder
             ],
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
         }
 
 
@@ -421,18 +440,34 @@ def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
     return step._replace(rationale=f"{go_on} {step.rationale}")
 
 
-def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) -> Recommendation:
-    """Walk the ladder for an overfitting run; answer honestly when there is nothing to remedy."""
+def recommend(
+    diagnosis: Diagnosis,
+    facts: Facts,
+    history: History = History(),
+    evidence: Evidence | None = None,
+) -> Recommendation:
+    """Walk the ladder for an overfitting run; answer honestly when there is nothing to remedy.
+    ``evidence`` (per rung, the verdicts of similar runs) is carried along, and demotes a rung
+    that similar runs mostly refuted below the next open rung."""
     if diagnosis.verdict != Verdict.OVERFITTING:
         return _no_remedy(diagnosis, facts)
 
     results = [evaluate(r, facts, history) for r in RUNGS]
     options = [r for r in results if isinstance(r, Option)]
     smaller = results[-1]
-    constrained = facts.time_limited or facts.memory_limited
-    if constrained and isinstance(smaller, Option):
-        chosen: Option | None = smaller
-        alternatives = [o for o in options if o is not smaller][:1]
+    first_smaller = (facts.time_limited or facts.memory_limited) and isinstance(smaller, Option)
+    if isinstance(smaller, Option) and first_smaller:
+        # The smaller model, then the first other rung as the one alternative.
+        candidates = [smaller, *(o for o in options if o is not smaller)]
+    else:
+        # A smaller model is offered only once rungs 1-6 are exhausted, not even as an alternative.
+        candidates = [o for o in options if o is not smaller] or options
+    moves: dict[str, str] = {}
+    if evidence:
+        candidates, moves = _demote(candidates, evidence)
+    chosen = candidates[0] if candidates else None
+    alternatives = candidates[1:2]
+    if first_smaller and chosen is not None and chosen is smaller:
         limits = " and ".join(
             w
             for w, on in (
@@ -441,21 +476,14 @@ def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) 
             )
             if on
         )
-        chosen = Option(
-            smaller.rung,
-            smaller.level,
-            smaller.action,
-            smaller.change,
-            f"Offered first because the report says training is {limits}. {smaller.rationale}",
+        chosen = chosen._replace(
+            rationale=f"Offered first because the report says training is {limits}. "
+            f"{chosen.rationale}"
         )
-    else:
-        chosen = options[0] if options else None
-        # A smaller model is offered only once rungs 1-6 are exhausted, not even as an alternative.
-        alternatives = [o for o in options[1:2] if o is not smaller]
 
     normal_first = next((i for i, r in enumerate(results) if isinstance(r, Option)), len(results))
     skipped = [r for r in results[:normal_first] if isinstance(r, Skip)]
-    steps = _steps(results, chosen, alternatives)
+    steps = _steps(results, chosen, alternatives, history, evidence, moves)
     if chosen is None:
         return Recommendation(
             rung=None,
@@ -469,32 +497,86 @@ def recommend(diagnosis: Diagnosis, facts: Facts, history: History = History()) 
             skipped=skipped,
             ladder=steps,
         )
+    rationale = f"{diagnosis.summary} {chosen.rationale}"
+    if evidence:
+        for rung, below in moves.items():
+            if below == chosen.rung:
+                rationale += f" It comes before {rung}, {demoted(evidence[rung])}."
+    if chosen.rung in history.inconclusive:
+        rationale += " A verification in this lineage was inconclusive, so it stays on the ladder."
     return Recommendation(
         rung=chosen.rung,
         level=chosen.level,
         action=chosen.action,
         change=chosen.change,
-        rationale=f"{diagnosis.summary} {chosen.rationale}",
+        rationale=rationale,
         skipped=skipped,
         alternatives=alternatives,
         ladder=steps,
+        evidence=evidence.get(chosen.rung) if evidence else None,
     )
 
 
+def _demote(candidates: list[Option], evidence: Evidence) -> tuple[list[Option], dict[str, str]]:
+    """The candidates with each demoted one moved right below the first candidate after it that
+    is not demoted (demoted ones keep their ladder order among themselves), and for each moved
+    rung the rung it now comes after. A demoted rung with nothing better after it stays put."""
+    order: list[Option] = []
+    waiting: list[Option] = []
+    moves: dict[str, str] = {}
+    for option in candidates:
+        if demoted(evidence.get(option.rung)):
+            waiting.append(option)
+            continue
+        order.append(option)
+        for w in waiting:
+            moves[w.rung] = option.rung
+        order.extend(waiting)
+        waiting = []
+    return order + waiting, moves
+
+
 def _steps(
-    results: list[Option | Skip], chosen: Option | None, alternatives: list[Option]
+    results: list[Option | Skip],
+    chosen: Option | None,
+    alternatives: list[Option],
+    history: History,
+    evidence: Evidence | None,
+    moves: Mapping[str, str],
 ) -> list[Step]:
     steps = []
     for r in results:
         if isinstance(r, Skip):
             steps.append(Step(r.rung, "skipped", r.reason))
+            continue
+        if r.rung in moves:
+            why = demoted(evidence.get(r.rung) if evidence else None)
+            status, reason = "demoted", f"Tried after {moves[r.rung]}: {why}. {r.action}"
         elif chosen is not None and r.rung == chosen.rung:
-            steps.append(Step(r.rung, "recommended", chosen.action))
+            status, reason = "recommended", chosen.action
         elif any(a.rung == r.rung for a in alternatives):
-            steps.append(Step(r.rung, "alternative", r.action))
+            status, reason = "alternative", r.action
         else:
-            steps.append(Step(r.rung, "open", r.action))
-    return steps
+            status, reason = "open", r.action
+        if r.rung in history.inconclusive:
+            reason += " (A verification in this lineage was inconclusive; it stays on the ladder.)"
+        steps.append(Step(r.rung, status, reason))
+    if not evidence:
+        return steps
+    steps = [s._replace(evidence=evidence.get(s.rung)) for s in steps]
+    if not moves:
+        return steps
+    # A demoted step goes right after the step it now comes after, when that is below it on the
+    # ladder (a smaller model offered first under constraints is already last: it stays).
+    position = {s.rung: i for i, s in enumerate(steps)}
+    down = {rung: below for rung, below in moves.items() if position[below] > position[rung]}
+    ordered: list[Step] = []
+    for s in steps:
+        if s.rung in down:
+            continue
+        ordered.append(s)
+        ordered.extend(d for d in steps if down.get(d.rung) == s.rung)
+    return ordered
 
 
 def _no_remedy(diagnosis: Diagnosis, facts: Facts) -> Recommendation:

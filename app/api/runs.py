@@ -54,7 +54,12 @@ def create_run(
     """Store a training-run report; the answer carries its diagnosis and the next remedy."""
     project = _project(session, scope, body.project)
     run, created = service.create_run_once(
-        session, project, body, key=idempotency_key, max_epochs=settings.max_epochs
+        session,
+        project,
+        body,
+        key=idempotency_key,
+        max_epochs=settings.max_epochs,
+        shared_evidence=settings.shared_evidence,
     )
     session.commit()
     return FastJSON(service.run_payload(run), status_code=201 if created else 200)
@@ -66,7 +71,13 @@ def append_epochs(
 ) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
     run = service.get_run(session, scope, run_id)
-    updated = service.append_epochs(session, run, body.epochs, max_epochs=settings.max_epochs)
+    updated = service.append_epochs(
+        session,
+        run,
+        body.epochs,
+        max_epochs=settings.max_epochs,
+        shared_evidence=settings.shared_evidence,
+    )
     session.commit()
     return FastJSON(service.run_payload(updated))
 

@@ -87,8 +87,11 @@ class Recipe(Frozen):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+    def fingerprint(self, stopped_at: int | None = None) -> str:
+        """The recipe's identity; ``stopped_at``: of its training stopped after that many
+        epochs (a candidate dropped from a race), which is not the recipe trained to the end."""
+        text = self.canonical_json() if stopped_at is None else f"{self.fingerprint()}@{stopped_at}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def facts(self) -> Facts:
         """What the ladder needs to know about this recipe."""

@@ -8,7 +8,7 @@ Rows travel as mappings keyed by column name (plus ``project``, the project's na
 """
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
@@ -18,13 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.advisor.curves import Curves, infer_criterion, resolve_criterion
-from app.advisor.diagnosis import diagnose
+from app.advisor.diagnosis import Verdict, diagnose
+from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gather, profile_of
 from app.advisor.ladder import Facts, History, recommend
 from app.builder.recipe import Recipe
-from app.models import Project, Run, RunTag, Verification, utcnow
+from app.models import Project, Run, RungVerdict, RunTag, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
+from app.training.data import N_DIGITS, DataError, DigitsSpec, parse_spec
 
 MAX_LINEAGE_DEPTH = 1000
 
@@ -117,8 +119,13 @@ def facts_of(row: RunRow) -> Facts:
     )
 
 
-def assess(row: RunRow, history: History) -> dict[str, Any]:
-    """Diagnosis and recommendation columns for a run's values; pure computation."""
+# What the ladder learns from: a run's row -> per rung, the verdicts of similar runs.
+EvidenceSource = Callable[[RunRow], Evidence]
+
+
+def assess(row: RunRow, history: History, evidence: EvidenceSource | None = None) -> dict[str, Any]:
+    """Diagnosis and recommendation columns for a run's values; pure computation, except that
+    ``evidence`` is asked for the verdicts of similar runs when (only when) the run overfits."""
     curves = Curves.of(row["epochs"])
     name = row["metric_name"]
     criterion = (
@@ -127,7 +134,10 @@ def assess(row: RunRow, history: History) -> dict[str, Any]:
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
     diagnosis = diagnose(curves, criterion, n_classes=row["data_facts"].get("n_classes"))
-    rec = recommend(diagnosis, facts_of(row), history)
+    found = (
+        evidence(row) if evidence is not None and diagnosis.verdict == Verdict.OVERFITTING else None
+    )
+    rec = recommend(diagnosis, facts_of(row), history, found)
     return {
         "verdict": diagnosis.verdict.value,
         "rung": rec.rung,
@@ -159,17 +169,94 @@ def lineage_history(session: Session, run_ids: Sequence[int]) -> History:
     applied = {r for r in session.scalars(select(Run.applied_rung).where(Run.id.in_(run_ids))) if r}
     latest: dict[str, str] = {}
     rows = session.execute(
-        select(Verification.rung, Verification.verdict)
-        .where(Verification.run_id.in_(run_ids), Verification.verdict.is_not(None))
-        .order_by(Verification.finished_at, Verification.id)
+        select(RungVerdict.rung, RungVerdict.verdict)
+        .where(RungVerdict.run_id.in_(run_ids))
+        .order_by(RungVerdict.created_at, RungVerdict.id)
     )
     for rung, verdict in rows:
-        latest[rung] = verdict or ""
+        latest[rung] = verdict
     return History(
         applied=frozenset(applied),
         confirmed=frozenset(r for r, v in latest.items() if v == "confirmed"),
         refuted=frozenset(r for r, v in latest.items() if v == "refuted"),
+        inconclusive=frozenset(r for r, v in latest.items() if v == "inconclusive"),
     )
+
+
+def recipe_n_train(recipe: Mapping[str, Any]) -> int | None:
+    """How many training examples a recipe trains on: its dataset's training split (as
+    ``app.training.data`` splits it) times its ``data_fraction``; None when the dataset's size
+    is not in the spec (an image folder) or the spec is not readable."""
+    try:
+        spec = parse_spec(recipe.get("data"))
+    except DataError:
+        return None
+    size: int | None = getattr(spec, "n_train", None)
+    if size is None:
+        total = N_DIGITS if isinstance(spec, DigitsSpec) else getattr(spec, "n", None)
+        if total is None:
+            return None
+        size = total - max(1, round(total * spec.valid_pct))
+    return max(1, round(size * float(recipe.get("data_fraction") or 1.0)))
+
+
+def run_profile(row: RunRow) -> Profile:
+    """Task, architecture family and training-set size of a run: the architecture from its
+    recipe, else its reported model facts; the size from its reported ``data.n_train``, else
+    from its recipe's dataset."""
+    recipe, data = row["recipe"], row["data_facts"] or {}
+    arch = recipe.get("arch") if recipe else (row["model_facts"] or {}).get("arch")
+    n_train = data.get("n_train")
+    if not isinstance(n_train, int) and recipe:
+        n_train = recipe_n_train(recipe)
+    return profile_of(row["task"], arch if isinstance(arch, str) else None, n_train)
+
+
+def similar_evidence(
+    session: Session, profile: Profile, project_id: int, *, shared: bool = False
+) -> Evidence:
+    """Per rung, the verdicts of verified runs similar to ``profile``, from the project's history
+    (every project's when ``shared``), in one query; nothing to read for a run similar to
+    nothing."""
+    if not comparable(profile):
+        return {}
+    query = (
+        select(
+            RungVerdict.rung,
+            RungVerdict.verdict,
+            RungVerdict.effect,
+            RUNS.c.id,
+            RUNS.c.task,
+            RUNS.c.recipe,
+            RUNS.c.model_facts,
+            RUNS.c.data_facts,
+        )
+        .join(RUNS, RUNS.c.id == RungVerdict.run_id)
+        .where(RUNS.c.task == profile.task)
+    )
+    if not shared:
+        query = query.where(RungVerdict.project_id == project_id)
+    past = []
+    profiles: dict[int, Profile] = {}
+    for rung, verdict, effect, *run in session.connection().execute(query):
+        run_id = run[0]
+        if run_id not in profiles:
+            keys = ("id", "task", "recipe", "model_facts", "data_facts")
+            profiles[run_id] = run_profile(dict(zip(keys, run, strict=True)))
+        past.append(PastVerdict(rung, verdict, effect, profiles[run_id], run_id))
+    return gather(profile, past)
+
+
+def evidence_source(session: Session, *, shared: bool) -> EvidenceSource:
+    """What :func:`assess` asks for a run's evidence: :func:`similar_evidence` on ``session``."""
+    return lambda row: similar_evidence(session, run_profile(row), row["project_id"], shared=shared)
+
+
+def current_assessment(session: Session, row: RunRow, *, shared: bool) -> dict[str, Any]:
+    """The run assessed again now, with its lineage's and similar runs' verdicts as they are
+    (the run page shows this, so a verification finished since the report counts); not stored."""
+    history = lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])])
+    return assess(row, history, evidence_source(session, shared=shared))
 
 
 def _check_length(n_epochs: int, max_epochs: int) -> None:
@@ -184,16 +271,23 @@ def create_run_once(
     *,
     key: str | None,
     max_epochs: int,
+    shared_evidence: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Store a report unless the request that carried the same idempotency ``key`` already
     did (a retry whose first answer was lost): the run, and whether it was created now."""
     if key is None:
-        return create_run(session, project, body, max_epochs=max_epochs), True
+        run = create_run(
+            session, project, body, max_epochs=max_epochs, shared_evidence=shared_evidence
+        )
+        return run, True
     existing = run_by_key(session, project[0], key)
     if existing is not None:
         return existing, False
     try:
-        return create_run(session, project, body, max_epochs=max_epochs, key=key), True
+        run = create_run(
+            session, project, body, max_epochs=max_epochs, key=key, shared_evidence=shared_evidence
+        )
+        return run, True
     except IntegrityError:
         # The same key, concurrently: the other request stored it first; answer its run.
         session.rollback()
@@ -225,8 +319,11 @@ def create_run(
     max_epochs: int,
     source: str = "client",
     key: str | None = None,
+    shared_evidence: bool = False,
 ) -> dict[str, Any]:
-    """Store a report with its assessment; returns the stored row (see :func:`run_payload`)."""
+    """Store a report with its assessment; returns the stored row (see :func:`run_payload`).
+    The ladder reads the verdicts of similar runs in the project (every project's when
+    ``shared_evidence``)."""
     _check_length(len(body.epochs), max_epochs)
     project_id, project_name = project
     applied = body.applied_rung.value if body.applied_rung else None
@@ -248,7 +345,7 @@ def create_run(
         raise Invalid(str(exc), field="metric.higher_is_better") from exc
     history = lineage_history(session, chain)
     if applied:
-        history = History(history.applied | {applied}, history.confirmed, history.refuted)
+        history = replace(history, applied=history.applied | {applied})
     now = utcnow()
     row: dict[str, Any] = {
         "project_id": project_id,
@@ -272,7 +369,7 @@ def create_run(
         "created_at": now,
         "updated_at": now,
     }
-    row.update(assess(row, history))
+    row.update(assess(row, history, evidence_source(session, shared=shared_evidence)))
     conn = session.connection()
     row["id"] = run_id = conn.execute(_INSERT_RUN, row).scalar_one()
     if body.tags:
@@ -286,7 +383,12 @@ def create_run(
 
 
 def append_epochs(
-    session: Session, run: RunRow, epochs: list[EpochIn], *, max_epochs: int
+    session: Session,
+    run: RunRow,
+    epochs: list[EpochIn],
+    *,
+    max_epochs: int,
+    shared_evidence: bool = False,
 ) -> dict[str, Any]:
     """Append epochs and reassess; refuses epochs that do not follow the stored ones."""
     _check_length(run["n_epochs"] + len(epochs), max_epochs)
@@ -299,9 +401,7 @@ def append_epochs(
     row = dict(run)
     row["epochs"] = [*stored, *(e.model_dump() for e in epochs)]
     row["n_epochs"] = len(row["epochs"])
-    row.update(
-        assess(row, lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])]))
-    )
+    row.update(current_assessment(session, row, shared=shared_evidence))
     row["version"] = run["version"] + 1
     row["updated_at"] = utcnow()
     # Read-modify-write: a concurrent append changed the version, so this one fails, not wins.
@@ -313,7 +413,9 @@ def append_epochs(
     return row
 
 
-def reassess_runs(session: Session, after_id: int, batch: int) -> tuple[int, list[tuple[str, str]]]:
+def reassess_runs(
+    session: Session, after_id: int, batch: int, *, shared_evidence: bool = False
+) -> tuple[int, list[tuple[str, str]]]:
     """Diagnose and recommend again, with the current code, up to ``batch`` runs with ids above
     ``after_id`` (parents come before their children, so lineages read fresh verdicts). Answers
     the last id handled (``after_id`` when none was left) and each run's (old, new) verdict.
@@ -333,8 +435,11 @@ def reassess_runs(session: Session, after_id: int, batch: int) -> tuple[int, lis
     changes = []
     for run in rows:
         row = dict(run)
-        history = lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])])
-        row.update(assess(row, history), version=run["version"] + 1, updated_at=utcnow())
+        row.update(
+            current_assessment(session, row, shared=shared_evidence),
+            version=run["version"] + 1,
+            updated_at=utcnow(),
+        )
         result = session.connection().execute(
             _UPDATE_ASSESSED, {**row, "run_id": row["id"], "expected_version": run["version"]}
         )

@@ -38,9 +38,6 @@ def request(
             f"run {run['id']} has no recipe: only a run the model builder can reproduce "
             "can be verified (report it with a 'recipe')"
         )
-    rung = body.rung.value if body.rung else run["rung"]
-    if rung is None:
-        raise Conflict(f"run {run['id']} has no recommended remedy; name the 'rung' to verify")
     baseline = Recipe.model_validate(run["recipe"])
     if body.epochs is not None:
         baseline = baseline.changed({"epochs": body.epochs})
@@ -48,21 +45,97 @@ def request(
         check_spec(baseline.data, roots)
     except DataError as exc:
         raise Invalid(str(exc)) from exc
-    candidate = candidate_for(baseline, rung, body.level)
+    seeds = body.seed_list()
+    protocol: dict[str, Any] = {
+        "min_seeds": min(body.min_seeds, len(seeds)),
+        "max_seeds": len(seeds),
+        "criterion": body.criterion,
+        "smallest_effect": body.smallest_effect,
+        "race": body.racing,
+    }
+    if body.racing:
+        candidates = _race_candidates(run, baseline, body)
+        rung = next(iter(candidates))
+        protocol["min_seeds"] = len(seeds)  # a race trains every seed: one shared baseline
+        candidate_recipe: dict[str, Any] = {}
+    else:
+        rung = body.rung.value if body.rung else run["rung"]
+        if rung is None:
+            raise Conflict(f"run {run['id']} has no recommended remedy; name the 'rung' to verify")
+        candidate = candidate_for(baseline, rung, body.level)
+        candidates = {rung: candidate.model_dump(mode="json")} if candidate else {}
+        candidate_recipe = candidates.get(rung, {})
     job = Verification(
         run_id=run["id"],
         rung=rung,
         level=body.level,
-        candidate_recipe=candidate.model_dump(mode="json") if candidate else {},
-        seeds=body.seed_list(),
+        candidate_recipe=candidate_recipe,
+        seeds=seeds,
         epochs=baseline.epochs,
         device=body.device,
-        budget={"baseline_recipe": baseline.model_dump(mode="json")},
+        budget={
+            "baseline_recipe": baseline.model_dump(mode="json"),
+            # Pairs, not an object: PostgreSQL's JSONB does not keep an object's key order.
+            "candidates": [[r, recipe] for r, recipe in candidates.items()],
+            "protocol": protocol,
+        },
         max_attempts=MAX_ATTEMPTS,
     )
     session.add(job)
     session.flush()
     return job
+
+
+def _race_candidates(run: RunRow, baseline: Recipe, body: VerificationCreate) -> dict[str, Any]:
+    """The racing rungs and their recipes: those named, or the next open rungs of the run's
+    ladder that change the recipe (more data that is not on disk cannot race)."""
+    if body.rungs is not None:
+        return {
+            r.value: _race_recipe(baseline, r.value, body.level).model_dump(mode="json")
+            for r in body.rungs
+        }
+    assert body.race is not None
+    steps = run["recommendation"].get("ladder") or []
+    found: dict[str, Any] = {}
+    for step in steps:
+        if step["status"] == "skipped" or len(found) == body.race:
+            continue
+        try:
+            found[step["rung"]] = apply_remedy(baseline, step["rung"]).model_dump(mode="json")
+        except NotApplicable:
+            continue
+    if len(found) < 2:
+        raise Conflict(
+            f"run {run['id']} has {len(found)} open rung(s) that change its recipe; "
+            "a race needs at least two"
+        )
+    return found
+
+
+def _race_recipe(baseline: Recipe, rung: str, level: int | None) -> Recipe:
+    candidate = candidate_for(baseline, rung, level)
+    if candidate is None:
+        raise Conflict(
+            f"rung '{rung}' cannot race: there is no more data on disk (verify it alone for a "
+            "learning curve)"
+        )
+    return candidate
+
+
+def protocol_of(job: Verification) -> dict[str, Any]:
+    """The seeds and criterion a job was asked with; jobs queued before they existed ran a
+    fixed number of seeds judged on the final epoch."""
+    n = len(job.seeds)
+    old = {"min_seeds": n, "max_seeds": n, "criterion": "final", "smallest_effect": 0.0}
+    return {**old, "race": False, **(job.budget or {}).get("protocol", {})}
+
+
+def candidates_of(job: Verification) -> dict[str, Any]:
+    """The job's candidate recipes by rung, in the order asked."""
+    pairs = (job.budget or {}).get("candidates")
+    if pairs is not None:
+        return dict(pairs)
+    return {job.rung: job.candidate_recipe} if job.candidate_recipe else {}
 
 
 def get(session: Session, scope: Scope, job_id: int) -> Verification:
@@ -120,6 +193,8 @@ def payload(job: Verification) -> dict[str, Any]:
         "id": job.id,
         "run_id": job.run_id,
         "rung": job.rung,
+        "rungs": list(candidates_of(job)) or [job.rung],
+        "protocol": protocol_of(job),
         "level": job.level,
         "status": job.status,
         "seeds": job.seeds,

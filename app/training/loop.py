@@ -9,7 +9,7 @@ exactly on the CPU.
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -162,8 +162,42 @@ def fit(
     label: str = "training",
     tuned: bool = True,
 ) -> list[EpochResult]:
-    """Train ``model`` on ``data`` = (train_x, train_y, valid_x, valid_y); ``should_stop`` is
-    asked between epochs and raises :class:`Stopped` when it answers yes."""
+    """Train ``model`` on ``data`` = (train_x, train_y, valid_x, valid_y) to the end; see
+    :func:`train`."""
+    results = []
+    for result in train(
+        model,
+        data,
+        config,
+        task=task,
+        n_classes=n_classes,
+        device=device,
+        should_stop=should_stop,
+        label=label,
+        tuned=tuned,
+    ):
+        results.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return results
+
+
+def train(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    *,
+    task: Task,
+    n_classes: int,
+    device: torch.device | str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+    label: str | None = "training",
+    tuned: bool = True,
+) -> Iterator[EpochResult]:
+    """Train ``model`` epoch by epoch, yielding each epoch's result as it ends, so that a caller
+    can interleave several trainings and drop one midway (a race). ``should_stop`` is asked
+    between epochs and raises :class:`Stopped` when it answers yes. ``label=None``: no progress
+    bar (a terminal shows one live bar at a time)."""
     train_x, train_y, valid_x, valid_y = data
     dev = Device(torch.device(device), tuned)
     torch.manual_seed(config.seed)
@@ -176,12 +210,16 @@ def fit(
     sched = scheduler(optimizer, config.schedule, config.lr, config.epochs * steps)
     augment = Augmenter(config.augment, train_x.shape[-1], task)
     mix = batch_mixer(*config.mixup, n_classes) if config.mixup else None
-    results: list[EpochResult] = []
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        bar = progress.add_task(label, total=config.epochs * steps)
+    # Interleaved trainings draw from the global generator too: each keeps its own state.
+    rng = torch.get_rng_state()
+    shown = label is not None and sys.stderr.isatty()
+    with Progress(transient=True, disable=not shown) as progress:
+        bar = progress.add_task(label or "", total=config.epochs * steps)
         for epoch in range(config.epochs):
             if should_stop is not None and should_stop():
                 raise Stopped(f"stopped before epoch {epoch}")
+            outside = torch.get_rng_state()
+            torch.set_rng_state(rng)
             model.train()
             order = torch.randperm(len(train_x), generator=order_gen)
             loss_sum = torch.zeros((), device=dev.device)
@@ -201,9 +239,8 @@ def fit(
                 loss_sum += loss.detach() * len(idx)
                 progress.advance(bar)
             valid_loss, metrics = evaluate(model, valid_x, valid_y, task, n_classes, dev)
+            rng = torch.get_rng_state()
+            torch.set_rng_state(outside)
             result = EpochResult(epoch, float(loss_sum) / len(train_x), valid_loss, metrics)
-            results.append(result)
             progress.update(bar, description=f"{label} · {result.summary(config.epochs)}")
-            if on_epoch is not None:
-                on_epoch(result)
-    return results
+            yield result

@@ -1,7 +1,7 @@
 """One trial: one recipe trained with one seed, and the figures a verification compares."""
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ import torch
 from app.builder import build_model
 from app.builder.recipe import Recipe
 from app.training.data import Split, load, parse_spec
-from app.training.loop import EpochResult, TrainConfig, fit
+from app.training.loop import EpochResult, TrainConfig, train
 
 # The validation metric each task is judged by (higher is better for both).
 PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
@@ -54,18 +54,16 @@ def figures(results: Sequence[EpochResult], metric: str) -> dict[str, Any]:
     }
 
 
-def run_trial(
+def epochs(
     recipe: Recipe,
     seed: int,
     *,
     device: str,
     roots: Sequence[Path],
-    on_epoch: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    label: str = "trial",
-) -> dict[str, Any]:
-    """Train ``recipe`` with ``seed``; the curve, the figures, how long it took and where."""
-    started = time.monotonic()
+    label: str | None = "trial",
+) -> Iterator[EpochResult]:
+    """Train ``recipe`` with ``seed``, one epoch at a time (see :func:`app.training.loop.train`)."""
     split = dataset(recipe, roots)
     torch.manual_seed(seed)
     model = build_model(recipe, split.n_out)
@@ -79,23 +77,58 @@ def run_trial(
         mixup=(recipe.mixup.kind, recipe.mixup.alpha) if recipe.mixup else None,
         seed=seed,
     )
-    results = fit(
+    return train(
         model,
         (split.train_x, split.train_y, split.valid_x, split.valid_y),
         config,
         task=recipe.task,
         n_classes=split.n_out,
         device=device,
-        on_epoch=on_epoch,
         should_stop=should_stop,
         label=label,
     )
+
+
+def outcome(
+    recipe: Recipe,
+    results: Sequence[EpochResult],
+    *,
+    device: str,
+    roots: Sequence[Path],
+    duration_s: float,
+) -> dict[str, Any]:
+    """What a trial leaves: the curve, the figures, how long it took and where."""
+    split = dataset(recipe, roots)
     return {
         "curve": [r.record() for r in results],
         "figures": figures(results, PRIMARY_METRIC[recipe.task]),
-        "duration_s": time.monotonic() - started,
+        "duration_s": duration_s,
         "device": device,
         "n_train": len(split.train_x),
         # The diagnosis reads the chance level of accuracy from it.
         "n_classes": split.n_out if recipe.task == "classification" else None,
     }
+
+
+def run_trial(
+    recipe: Recipe,
+    seed: int,
+    *,
+    device: str,
+    roots: Sequence[Path],
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    label: str = "trial",
+) -> dict[str, Any]:
+    """Train ``recipe`` with ``seed`` to the end; its :func:`outcome`."""
+    started = time.monotonic()
+    results = []
+    for result in epochs(
+        recipe, seed, device=device, roots=roots, should_stop=should_stop, label=label
+    ):
+        results.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return outcome(
+        recipe, results, device=device, roots=roots, duration_s=time.monotonic() - started
+    )

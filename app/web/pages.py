@@ -19,7 +19,7 @@ from app.advisor.ladder import RUNGS, RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
 from app.builder.recipe import Recipe
-from app.models import Run, Trial, Verification
+from app.models import Run, RungVerdict, Trial, Verification
 from app.schemas import Tag, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
@@ -97,35 +97,58 @@ def chart_data(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ladder_view(session: SessionDep, run: dict[str, Any]) -> list[dict[str, str]]:
-    """The recommendation's seven steps, with this run's verification verdicts on top."""
-    verdicts = dict(
-        session.execute(
-            select(Verification.rung, Verification.verdict)
-            .where(Verification.run_id == run["id"], Verification.verdict.is_not(None))
-            .order_by(Verification.id)
-        ).all()
+def current_recommendation(
+    session: SessionDep, row: dict[str, Any], shared_evidence: bool
+) -> dict[str, Any]:
+    """The run's recommendation as it stands now: its lineage's and similar runs' verdicts are
+    read at render time (a verification finished since the report counts). A run whose stored
+    verdict an older detector gave keeps its stored recommendation, to match its diagnosis."""
+    now = runs_service.current_assessment(session, row, shared=shared_evidence)
+    recommendation: dict[str, Any] = (
+        now["recommendation"] if now["verdict"] == row["verdict"] else row["recommendation"]
     )
-    steps = run["recommendation"].get("ladder") or [
+    return recommendation
+
+
+def ladder_view(
+    session: SessionDep, run: dict[str, Any], recommendation: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The recommendation's seven steps in its order (a demoted rung after the rung it now
+    follows), each with this run's own verification verdicts and its record on similar runs."""
+    verdicts: dict[str, list[str]] = {}
+    for rung, verdict in session.execute(
+        select(RungVerdict.rung, RungVerdict.verdict)
+        .where(RungVerdict.run_id == run["id"])
+        .order_by(RungVerdict.created_at, RungVerdict.id)
+    ):
+        verdicts.setdefault(rung, []).append(verdict)
+    steps = recommendation.get("ladder") or [
         {"rung": r, "status": "open", "reason": ""} for r in RUNG_IDS
     ]
-    view = []
-    for step in steps:
-        status = step["status"]
-        if run["applied_rung"] == step["rung"]:
-            status = "applied"
-        if step["rung"] in verdicts:
-            status = f"{status}, verified {verdicts[step['rung']]}"
-        view.append({**step, "status": status})
-    return view
+    return [
+        {
+            "rung": step["rung"],
+            "status": "applied" if run["applied_rung"] == step["rung"] else step["status"],
+            "reason": step["reason"],
+            "verdicts": verdicts.get(step["rung"], []),
+            "evidence": step.get("evidence"),
+        }
+        for step in steps
+    ]
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
-    request: Request, run_id: int, session: SessionDep, scope: ScopeDep, error: str | None = None
+    request: Request,
+    run_id: int,
+    session: SessionDep,
+    scope: ScopeDep,
+    settings: SettingsDep,
+    error: str | None = None,
 ) -> HTMLResponse:
     row = runs_service.get_run(session, scope, run_id)
     run = runs_service.run_payload(row)
+    run["recommendation"] = current_recommendation(session, row, settings.shared_evidence)
     # Diagnoses stored before the diagnosis named its stop and onset epochs lack them.
     run["diagnosis"] = {"stop_epoch": None, "onset_epoch": None, "signal": None,
                         **run["diagnosis"]}  # fmt: skip
@@ -139,8 +162,8 @@ def run_page(
     return render(
         request, "run.html", status_code=422 if error else 200, run=run, error=error,
         chart=chart_data(run), metric_name=run["metric"]["name"] if run["metric"] else None,
-        ladder=ladder_view(session, run), parent=parent[0] if parent else None,
-        children=children, verifications=jobs, rungs=RUNG_IDS,
+        ladder=ladder_view(session, run, run["recommendation"]),
+        parent=parent[0] if parent else None, children=children, verifications=jobs, rungs=RUNG_IDS,
     )  # fmt: skip
 
 
@@ -152,47 +175,61 @@ def verify_from_page(
     scope: ScopeDep,
     settings: SettingsDep,
     rung: Annotated[RungId | None, Form()] = None,
-    seeds: Annotated[int, Form(ge=1, le=20)] = 3,
+    seeds: Annotated[int, Form(ge=1, le=20)] = 5,
     epochs: Annotated[int | None, Form(ge=1, le=10_000)] = None,
+    criterion: Annotated[Literal["best", "final"], Form()] = "best",
+    race: Annotated[int | None, Form(ge=2, le=7)] = None,
 ) -> Response:
     row = runs_service.get_run(session, scope, run_id)
     try:
-        body = VerificationCreate(rung=rung, seeds=seeds, epochs=epochs)
+        if race is not None:  # the race button: the rung picked above does not apply
+            body = VerificationCreate(race=race, seeds=seeds, epochs=epochs, criterion=criterion)
+        else:
+            body = VerificationCreate(rung=rung, seeds=seeds, epochs=epochs, criterion=criterion)
         job = verification_service.request(session, row, body, settings.data_roots)
     except ServiceError as exc:
         session.rollback()
-        return run_page(request, run_id, session, scope, error=exc.message)
+        return run_page(request, run_id, session, scope, settings, error=exc.message)
     session.commit()
     return RedirectResponse(f"/verifications/{job.id}", status_code=303)
 
 
 def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any]]:
-    """Per seed, the baseline's and the candidate's validation metric, epoch by epoch."""
-    if not job.result or "fractions" in job.result:
+    """Per seed used, the validation metric epoch by epoch of the baseline and of each
+    candidate (a candidate stopped in a race ends where it stopped)."""
+    result = job.result
+    if not result or "fractions" in result:
         return []
-    metric = job.result["metric"]
-    baseline = job.budget["baseline_recipe"]
-    prints = {
-        "baseline": Recipe.model_validate(baseline).fingerprint(),
-        "candidate": Recipe.model_validate(job.candidate_recipe).fingerprint(),
-    }
+    metric = result["metric"]
+    baseline = Recipe.model_validate(job.budget["baseline_recipe"])
+    stops = (result.get("race") or {}).get("checkpoints", [])
+    lines: dict[str, list[str]] = {"baseline": [baseline.fingerprint()]}
+    for rung, recipe in verification_service.candidates_of(job).items():
+        candidate = Recipe.model_validate(recipe)
+        lines[rung] = [candidate.fingerprint(), *(candidate.fingerprint(s) for s in stops)]
+    seeds = sorted({s["seed"] for s in result["per_seed"]}, key=job.seeds.index)
+    prints = [p for ps in lines.values() for p in ps]
     trials = session.scalars(
-        select(Trial).where(
-            Trial.recipe_fingerprint.in_(prints.values()), Trial.seed.in_(job.seeds)
-        )
+        select(Trial).where(Trial.recipe_fingerprint.in_(prints), Trial.seed.in_(seeds))
     ).all()
     by_key = {(t.recipe_fingerprint, t.seed): t.curve for t in trials}
     curves = []
-    for seed in job.seeds:
-        base, cand = by_key.get((prints["baseline"], seed)), by_key.get((prints["candidate"], seed))
-        if base and cand:
-            curves.append({
-                "seed": seed,
-                "epochs": [e["epoch"] for e in base],
-                "baseline": [e["metrics"][metric] for e in base],
-                "candidate": [e["metrics"][metric] for e in cand],
-            })  # fmt: skip
+    for seed in seeds:
+        series: list[dict[str, Any]] = []
+        for label, ps in lines.items():
+            curve = next((by_key[(p, seed)] for p in ps if (p, seed) in by_key), None)
+            if curve:
+                values: list[float | None] = [e["metrics"][metric] for e in curve]
+                series.append({"label": label, "values": values})
+        if len(series) > 1:
+            n = max(len(x["values"]) for x in series)
+            for x in series:  # a stopped candidate's line ends where it stopped
+                x["values"] += [None] * (n - len(x["values"]))
+            curves.append({"seed": seed, "epochs": list(range(n)), "series": series})
     return curves
+
+
+MEANING = {"confirmed": "helps", "refuted": "does not help", "inconclusive": "may or may not help"}
 
 
 def verdict_sentence(result: dict[str, Any], rung: str) -> str:
@@ -203,15 +240,18 @@ def verdict_sentence(result: dict[str, Any], rung: str) -> str:
             f"predicts {result['predicted_metric_with_2x_data']:.4f} {result['metric']} with "
             f"twice the data ({effect:+.4f}): more data is {verdict}."
         )
-    meaning = {
-        "confirmed": "helps",
-        "refuted": "does not help",
-        "inconclusive": "may or may not help",
-    }
+    criterion = result.get("criterion_text") or result.get("criterion", "")
+    if "race" in result:
+        winner = result["race"]["winner"]
+        change = f"{effect:+.4f}" if effect is not None else "no full comparison"
+        return (
+            f"{winner} ranks first of {len(result['rungs'])} raced rungs: {MEANING[verdict]} "
+            f"({verdict}; the {criterion} changed by {change} against the shared baseline)."
+        )
     return (
-        f"{rung} {meaning[verdict]}: the final validation {result['metric']} changed by "
-        f"{effect:+.4f} on average over {len(result['differences'])} paired seeds ({verdict})."
-    )
+        f"{rung} {MEANING[verdict]}: the {criterion} changed by {effect:+.4f} on average over "
+        f"{len(result['differences'])} paired seeds ({verdict}: {result.get('reason', '')})."
+    ).replace(": )", ")")
 
 
 @router.get("/verifications/{job_id}", response_class=HTMLResponse)
@@ -221,18 +261,21 @@ def verification_page(
     job = verification_service.get(session, scope, job_id)
     result = job.result
     pairs = []
-    if result and "fractions" not in result:
+    if result and "fractions" not in result and "race" not in result:
         by_role: dict[tuple[str, int], dict[str, Any]] = {
             (s["role"], s["seed"]): s for s in result["per_seed"]
         }
+        seeds = [seed for seed in job.seeds if ("candidate", seed) in by_role]
         pairs = [
             {"seed": seed, "baseline": by_role[("baseline", seed)],
              "candidate": by_role[("candidate", seed)], "difference": diff}
-            for seed, diff in zip(job.seeds, result["differences"], strict=True)
+            for seed, diff in zip(seeds, result["differences"], strict=True)
         ]  # fmt: skip
     return render(
         request, "verification.html", job=job, result=result, pairs=pairs,
         curves=overlay_curves(session, job),
+        protocol=verification_service.protocol_of(job),
+        verification_rungs=list(verification_service.candidates_of(job)) or [job.rung],
         sentence=verdict_sentence(result, job.rung) if result else None,
     )  # fmt: skip
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import Verification, utcnow
+from app.models import Run, RungVerdict, Verification, utcnow
 
 V = Verification
 
@@ -101,17 +101,41 @@ def _finish(db: Database, job_id: int, worker: str, **values: Any) -> bool:
 
 
 def complete(db: Database, job_id: int, worker: str, result: dict[str, Any]) -> bool:
-    """Store the result; False when the job was no longer ours (its lease ran out)."""
-    return _finish(
-        db,
-        job_id,
-        worker,
-        status="succeeded",
-        result=result,
-        verdict=result.get("verdict"),
-        effect=result.get("effect"),
-        error=None,
-    )
+    """Store the result and its rung verdicts in one transaction, only while ``worker`` still
+    holds the job; False when it no longer did (its lease ran out)."""
+    values = {
+        "finished_at": utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "status": "succeeded",
+        "result": result,
+        "verdict": result.get("verdict"),
+        "effect": result.get("effect"),
+        "error": None,
+    }
+    with db.session() as session:
+        held = session.execute(
+            update(V)
+            .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
+            .values(**values)
+            .returning(V.run_id)
+        ).first()
+        if held is None:
+            return False
+        project_id = session.scalar(select(Run.project_id).where(Run.id == held.run_id))
+        session.add_all(
+            RungVerdict(
+                verification_id=job_id,
+                run_id=held.run_id,
+                project_id=project_id,
+                rung=judged["rung"],
+                verdict=judged["verdict"],
+                effect=judged.get("effect"),
+            )
+            for judged in result.get("rungs", [])
+            if judged.get("verdict")
+        )
+    return True
 
 
 def fail(db: Database, job_id: int, worker: str, error: str, *, final: bool) -> bool:

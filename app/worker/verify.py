@@ -1,14 +1,24 @@
-"""The verification protocol: baseline and candidate trained on the same data, schedule and
-seeds; a verdict from the paired per-seed differences of the final validation metric.
+"""The verification protocol: baseline and candidates trained on the same data, schedule and
+seeds; verdicts from the paired per-seed differences (``app.advisor.verdicts`` judges).
 
-Trials already trained with the same recipe fingerprint and seed are reused. When the rung is
-``more_data`` and there is nothing more on disk, a learning curve over fractions of the training
-set predicts what more data would bring instead.
+- One rung: seed pairs are trained one at a time until the verdict settles, from ``min_seeds``
+  to ``max_seeds`` pairs.
+- A race: the baseline is trained once per seed and the candidates side by side, epoch by epoch;
+  at each checkpoint (a quarter, then half of the epochs) candidates that trail the leader by a
+  clear margin stop; survivors finish and are judged against the shared baseline, then ranked.
+- ``more_data`` with nothing more on disk: a learning curve over fractions of the training set
+  predicts what more data would bring.
+
+Every finished trial is stored, keyed by (recipe fingerprint, seed), and reused by any later
+verification — or by this one, when another worker takes it over after a crash. A candidate
+stopped in a race is stored too, under its fingerprint and the checkpoint, so a takeover does not
+train it again.
 """
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
@@ -16,58 +26,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.advisor.verdicts import Comparison, Criterion, Paired, judge, next_seed, trailing
 from app.builder.recipe import Recipe
 from app.db import Database
 from app.models import Trial, Verification
 from app.schemas import RunCreate
 from app.services.projects import Scope
 from app.services.runs import create_run, get_run
+from app.services.verifications import candidates_of, protocol_of
 from app.training.loop import EpochResult
-from app.training.trial import PRIMARY_METRIC, run_trial
+from app.training.trial import PRIMARY_METRIC, epochs, outcome
 
-# Two-sided 95% Student t quantiles by degrees of freedom (1.96 beyond the table).
-T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    12: 2.179,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
 FRACTIONS = (0.25, 0.5, 1.0)
 ALL = Scope(0, "", sees_all=True)
-
-
-def t95(df: int) -> float:
-    known = [k for k in T95 if k <= df]
-    return T95[max(known)] if df <= 30 else 1.96
-
-
-def paired_verdict(baseline: Sequence[float], candidate: Sequence[float]) -> dict[str, Any]:
-    """``confirmed`` when the 95% interval of the mean paired difference lies above zero,
-    ``refuted`` when it lies below or the mean is worse, else ``inconclusive``."""
-    diffs = [c - b for b, c in zip(baseline, candidate, strict=True)]
-    mean = fmean(diffs)
-    if len(diffs) > 1:
-        half = t95(len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
-        interval: list[float] | None = [mean - half, mean + half]
-    else:
-        interval = None
-    if interval is not None and interval[0] > 0:
-        verdict = "confirmed"
-    elif (interval is not None and interval[1] < 0) or mean < 0:
-        verdict = "refuted"
-    else:
-        verdict = "inconclusive"
-    return {"differences": diffs, "effect": mean, "interval": interval, "verdict": verdict}
+# Racing checkpoints, as shares of the epochs (successive halving of the budget).
+CHECKPOINTS = (0.25, 0.5)
 
 
 def learning_curve_verdict(points: dict[float, list[float]], n_train: int) -> dict[str, Any]:
@@ -101,25 +74,36 @@ def learning_curve_verdict(points: dict[float, list[float]], n_train: int) -> di
 
 
 class Reporter:
-    """Turns epochs into the job's progress (trial, epoch, elapsed, estimated remaining)."""
+    """Turns epochs into the job's progress (trial, epoch, elapsed, estimated remaining). The
+    totals grow as the protocol decides to train more and shrink as it decides to train less."""
 
-    def __init__(self, total_epochs: int, emit: Callable[[dict[str, Any]], None]) -> None:
-        self.total, self.done, self.emit = total_epochs, 0, emit
+    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.total, self.done, self.trials, self.emit = 0, 0, 0, emit
         self.started = time.monotonic()
         self.current: dict[str, Any] = {}
+        self.seen: list[tuple[str, int, str]] = []
 
-    def trial(self, index: int, trials: int, role: str, seed: int, epochs: int) -> None:
-        self.current = {
-            "trial": index + 1,
-            "trials": trials,
-            "role": role,
-            "seed": seed,
-            "epochs": epochs,
-        }
-        self.report(epoch=0)
+    def plan(self, epochs: int) -> None:
+        """One more training of ``epochs`` epochs to come."""
+        self.total += epochs
+        self.trials += 1
 
     def skip(self, epochs: int) -> None:
         self.total -= epochs
+
+    def trial(self, role: str, seed: int, epochs: int, rung: str = "", done: int = 0) -> None:
+        """Training ``role`` (of ``rung``) with ``seed`` goes on (or starts)."""
+        if (role, seed, rung) not in self.seen:
+            self.seen.append((role, seed, rung))
+        index = self.seen.index((role, seed, rung)) + 1
+        self.current = {
+            "trial": index,
+            "trials": max(self.trials, index),
+            "role": f"{role} {rung}".strip(),
+            "seed": seed,
+            "epochs": epochs,
+        }
+        self.report(epoch=done)
 
     def epoch(self, result: EpochResult) -> None:
         self.done += 1
@@ -133,66 +117,134 @@ class Reporter:
                 **self.current,
                 "epoch": epoch,
                 "elapsed_s": round(elapsed, 1),
-                "eta_s": round(rate * (self.total - self.done), 1) if rate else None,
+                "eta_s": round(rate * max(self.total - self.done, 0), 1) if rate else None,
                 "epochs_done": self.done,
                 "epochs_total": self.total,
             }
         )
 
 
-def _stored_trial(db: Database, fingerprint: str, seed: int) -> Trial | None:
-    with db.session() as session:
-        return session.scalar(
-            select(Trial).where(Trial.recipe_fingerprint == fingerprint, Trial.seed == seed)
+@dataclass
+class Context:
+    """What every trial of one job shares."""
+
+    db: Database
+    job_id: int
+    device: str
+    roots: Sequence[Path]
+    reporter: Reporter
+    should_stop: Callable[[], bool]
+    trained: int = 0
+    reused: int = 0
+    fresh: set[int] = field(default_factory=set)  # ids of the trials this job stored
+
+    def stored(self, fingerprint: str, seed: int) -> Trial | None:
+        with self.db.session() as session:
+            return session.scalar(
+                select(Trial).where(Trial.recipe_fingerprint == fingerprint, Trial.seed == seed)
+            )
+
+    def store(
+        self, role: str, recipe: Recipe, fingerprint: str, seed: int, found: dict[str, Any]
+    ) -> Trial:
+        """Keep a trial; another worker's copy of the same trial wins if it came first."""
+        row = Trial(
+            verification_id=self.job_id,
+            role=role,
+            recipe_fingerprint=fingerprint,
+            seed=seed,
+            recipe=recipe.model_dump(mode="json"),
+            curve=found["curve"],
+            figures={**found["figures"], "n_train": found["n_train"]},
+            duration_s=found["duration_s"],
+            device=found["device"],
         )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+        except IntegrityError:
+            existing = self.stored(fingerprint, seed)
+            assert existing is not None
+            return existing
+        self.fresh.add(row.id)
+        return row
+
+    def per_seed(self, role: str, seed: int, row: Trial, **extra: Any) -> dict[str, Any]:
+        figures = row.figures
+        return {"seed": seed, "role": role, "reused": row.id not in self.fresh, **extra, **figures}
+
+    def epochs(self, recipe: Recipe, seed: int, label: str | None) -> Generator[EpochResult]:
+        for result in epochs(
+            recipe,
+            seed,
+            device=self.device,
+            roots=self.roots,
+            should_stop=self.should_stop,
+            label=label,
+        ):
+            self.reporter.epoch(result)
+            yield result
+
+    def trial(self, role: str, recipe: Recipe, seed: int) -> Trial:
+        """The trial of ``recipe`` with ``seed``: the stored one when there is one."""
+        fingerprint = recipe.fingerprint()
+        stored = self.stored(fingerprint, seed)
+        if stored is not None:
+            self.reused += 1
+            return stored
+        self.reporter.plan(recipe.epochs)
+        self.reporter.trial(role, seed, recipe.epochs)
+        started = time.monotonic()
+        results = list(self.epochs(recipe, seed, f"{role} seed {seed}"))
+        self.trained += 1
+        found = outcome(
+            recipe,
+            results,
+            device=self.device,
+            roots=self.roots,
+            duration_s=time.monotonic() - started,
+        )
+        return self.store(role, recipe, fingerprint, seed, found)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "trainings": self.trained + self.reused,
+            "trials_trained": self.trained,
+            "trials_reused": self.reused,
+            "epochs_trained": self.reporter.done,
+        }
 
 
-def trial(
-    db: Database,
-    job_id: int,
-    role: str,
-    recipe: Recipe,
-    seed: int,
-    *,
-    device: str,
-    roots: Sequence[Path],
-    reporter: Reporter,
-    should_stop: Callable[[], bool],
-) -> tuple[Trial, bool]:
-    """The trial of ``recipe`` with ``seed``: the stored one when there is one (reused=True)."""
-    fingerprint = recipe.fingerprint()
-    stored = _stored_trial(db, fingerprint, seed)
-    if stored is not None:
-        reporter.skip(recipe.epochs)
-        return stored, True
-    outcome = run_trial(
-        recipe,
-        seed,
-        device=device,
-        roots=roots,
-        on_epoch=reporter.epoch,
-        should_stop=should_stop,
-        label=f"{role} seed {seed}",
-    )
-    row = Trial(
-        verification_id=job_id,
-        role=role,
-        recipe_fingerprint=fingerprint,
-        seed=seed,
-        recipe=recipe.model_dump(mode="json"),
-        curve=outcome["curve"],
-        figures={**outcome["figures"], "n_train": outcome["n_train"]},
-        duration_s=outcome["duration_s"],
-        device=outcome["device"],
-    )
-    try:
-        with db.session() as session:
-            session.add(row)
-    except IntegrityError:  # another worker stored the same trial meanwhile: use theirs
-        existing = _stored_trial(db, fingerprint, seed)
-        assert existing is not None
-        return existing, True
-    return row, False
+@dataclass(frozen=True)
+class Job:
+    run_id: int
+    seeds: list[int]
+    baseline: Recipe
+    candidates: dict[str, Recipe]
+    protocol: dict[str, Any]
+
+    @property
+    def criterion(self) -> Criterion:
+        return "final" if self.protocol["criterion"] == "final" else "best"
+
+    @property
+    def smallest_effect(self) -> float:
+        return float(self.protocol["smallest_effect"])
+
+
+def load_job(db: Database, job_id: int) -> Job:
+    with db.session() as session:
+        job = session.get(Verification, job_id)
+        assert job is not None
+        return Job(
+            run_id=job.run_id,
+            seeds=list(job.seeds),
+            baseline=Recipe.model_validate(job.budget["baseline_recipe"]),
+            candidates={
+                rung: Recipe.model_validate(recipe) for rung, recipe in candidates_of(job).items()
+            },
+            protocol=protocol_of(job),
+        )
 
 
 def verify(
@@ -205,105 +257,300 @@ def verify(
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     """Run the protocol for job ``job_id``; returns the result to store with it."""
-    with db.session() as session:
-        job = session.get(Verification, job_id)
-        assert job is not None
-        run_id, rung, seeds = job.run_id, job.rung, list(job.seeds)
-        baseline = Recipe.model_validate(job.budget["baseline_recipe"])
-        candidate = Recipe.model_validate(job.candidate_recipe) if job.candidate_recipe else None
-    plan: list[tuple[str, Recipe, int]] = []
-    for seed in seeds:
-        if candidate is not None:
-            plan += [("baseline", baseline, seed), ("candidate", candidate, seed)]
-        else:
-            for f in FRACTIONS:
-                subset = baseline.changed({"data_fraction": f * baseline.data_fraction})
-                plan.append((f"fraction {f}", subset, seed))
-    reporter = Reporter(sum(r.epochs for _, r, _ in plan), progress)
-    trials: list[tuple[str, int, Trial, bool]] = []
-    for index, (role, recipe, seed) in enumerate(plan):
-        reporter.trial(index, len(plan), role, seed, recipe.epochs)
-        row, reused = trial(
-            db,
-            job_id,
-            role,
-            recipe,
-            seed,
-            device=device,
-            roots=roots,
-            reporter=reporter,
-            should_stop=should_stop,
-        )
-        trials.append((role, seed, row, reused))
-
-    metric = PRIMARY_METRIC[baseline.task]
-    per_seed = [
-        {"seed": seed, "role": role, "reused": reused, **row.figures}
-        for role, seed, row, reused in trials
-    ]
-    if candidate is not None:
-        base = [t.figures["final_metric"] for role, _, t, _ in trials if role == "baseline"]
-        cand = [t.figures["final_metric"] for role, _, t, _ in trials if role == "candidate"]
-        outcome = paired_verdict(base, cand)
-    else:
-        points: dict[float, list[float]] = {}
-        for (_, recipe, _), (_, _, t, _) in zip(plan, trials, strict=True):
-            f = recipe.data_fraction / baseline.data_fraction
-            points.setdefault(round(f, 6), []).append(t.figures["final_metric"])
-        full = [t for role, _, t, _ in trials if role == "fraction 1.0"]
-        outcome = learning_curve_verdict(points, int(full[0].figures["n_train"]))
-    children = _child_runs(db, run_id, rung, candidate, metric, trials)
-    return {
-        "criterion": f"final validation {metric}",
+    job = load_job(db, job_id)
+    ctx = Context(db, job_id, device, roots, Reporter(progress), should_stop)
+    metric = PRIMARY_METRIC[job.baseline.task]
+    common = {
         "metric": metric,
+        "criterion": job.criterion,
+        "criterion_text": f"{job.criterion}-epoch validation {metric}",
+        "smallest_effect": job.smallest_effect,
+    }
+    if not job.candidates:
+        found = learning_curve(ctx, job)
+        rungs = [{"rung": "more_data", "verdict": found["verdict"], "effect": found["effect"]}]
+        return {**common, **found, "rungs": rungs, "child_runs": [], **ctx.counts()}
+    found = race(ctx, job) if job.protocol["race"] else adaptive(ctx, job)
+    return {**common, **found, **ctx.counts()}
+
+
+# --- one rung, adaptive seeds ------------------------------------------------------------------
+
+
+def _paired(seed: int, base: Trial, cand: Trial) -> Paired:
+    b, c = base.figures, cand.figures
+    return Paired(seed, b["best_metric"], b["final_metric"], c["best_metric"], c["final_metric"])
+
+
+def _judged(comparisons: dict[Criterion, Comparison], criterion: Criterion) -> dict[str, Any]:
+    """The verdict fields of the criterion the request named, and both comparisons."""
+    chosen = comparisons[criterion]
+    return {
+        "verdict": chosen.verdict,
+        "effect": chosen.effect,
+        "interval": list(chosen.interval) if chosen.interval else None,
+        "differences": list(chosen.differences),
+        "reason": chosen.reason,
+        "comparisons": {k: v.to_dict() for k, v in comparisons.items()},
+    }
+
+
+def adaptive(ctx: Context, job: Job) -> dict[str, Any]:
+    """Seed pairs one at a time, until the verdict settles or the seeds run out."""
+    ((rung, candidate),) = job.candidates.items()
+    low, high = job.protocol["min_seeds"], job.protocol["max_seeds"]
+    pairs: list[Paired] = []
+    per_seed: list[dict[str, Any]] = []
+    children: list[tuple[int, Trial]] = []
+    stopped, why = "max_seeds", ""
+    for seed in job.seeds[:high]:
+        base = ctx.trial("baseline", job.baseline, seed)
+        cand = ctx.trial("candidate", candidate, seed)
+        pairs.append(_paired(seed, base, cand))
+        per_seed += [ctx.per_seed("baseline", seed, base), ctx.per_seed("candidate", seed, cand)]
+        children.append((seed, cand))
+        diffs = judge(pairs, job.criterion, job.smallest_effect)[job.criterion].differences
+        go, stop, why = next_seed(diffs, low, high, job.smallest_effect)
+        if not go:
+            stopped = stop or "max_seeds"
+            break
+    judged = _judged(judge(pairs, job.criterion, job.smallest_effect), job.criterion)
+    ids = _child_runs(ctx.db, job, {rung: (candidate, children)})[rung]
+    return {
+        **judged,
         "per_seed": per_seed,
-        "trials_trained": sum(not reused for *_, reused in trials),
-        "trials_reused": sum(reused for *_, reused in trials),
-        "child_runs": children,
-        **outcome,
+        "seeds_used": len(pairs),
+        "stopped": stopped,
+        "stopped_reason": why,
+        "rungs": [{"rung": rung, **judged, "child_runs": ids}],
+        "child_runs": ids,
+    }
+
+
+# --- a race ------------------------------------------------------------------------------------
+
+
+def checkpoints(total: int) -> list[int]:
+    return sorted({c for c in (max(1, round(total * f)) for f in CHECKPOINTS) if c < total})
+
+
+@dataclass
+class Lane:
+    """One candidate trained with one seed, advanced epoch by epoch."""
+
+    rung: str
+    recipe: Recipe
+    seed: int
+    results: list[EpochResult] = field(default_factory=list)
+    stored: Trial | None = None
+    steps: Generator[EpochResult] | None = None
+    started: float = 0.0
+
+    def curve_metric(self, metric: str, upto: int) -> float:
+        """The best validation metric of the first ``upto`` epochs."""
+        if self.stored is not None and len(self.stored.curve) >= upto:
+            return max(float(e["metrics"][metric]) for e in self.stored.curve[:upto])
+        return max(r.metrics[metric] for r in self.results[:upto])
+
+
+def _advance(ctx: Context, lane: Lane, upto: int) -> None:
+    """Train ``lane`` to ``upto`` epochs, unless a stored trial already reaches that far."""
+    if lane.stored is not None and len(lane.stored.curve) >= upto:
+        return
+    if lane.stored is not None:  # a stored stop, but this race goes further: train afresh
+        lane.stored = None
+        ctx.reused -= 1
+        ctx.reporter.plan(lane.recipe.epochs)
+    if lane.steps is None:
+        lane.started = time.monotonic()
+        lane.steps = ctx.epochs(lane.recipe, lane.seed, None)
+    ctx.reporter.trial(
+        "candidate", lane.seed, lane.recipe.epochs, rung=lane.rung, done=len(lane.results)
+    )
+    while len(lane.results) < upto:
+        lane.results.append(next(lane.steps))
+
+
+def _keep(ctx: Context, lane: Lane, upto: int) -> Trial:
+    """Store what ``lane`` trained (to the end, or to its stop at ``upto``)."""
+    if lane.stored is not None:
+        return lane.stored
+    if lane.steps is not None:
+        lane.steps.close()
+    whole = upto == lane.recipe.epochs
+    print_ = lane.recipe.fingerprint() if whole else lane.recipe.fingerprint(stopped_at=upto)
+    found = outcome(
+        lane.recipe,
+        lane.results[:upto],
+        device=ctx.device,
+        roots=ctx.roots,
+        duration_s=time.monotonic() - lane.started,
+    )
+    ctx.trained += 1
+    lane.stored = ctx.store(
+        "candidate" if whole else "pruned", lane.recipe, print_, lane.seed, found
+    )
+    return lane.stored
+
+
+def _lane(ctx: Context, rung: str, recipe: Recipe, seed: int, stops: list[int]) -> Lane:
+    """A lane picks up what is stored: the whole trial, or a stop at one of the checkpoints."""
+    lane = Lane(rung, recipe, seed)
+    lane.stored = ctx.stored(recipe.fingerprint(), seed)
+    for stop in stops if lane.stored is None else ():
+        lane.stored = ctx.stored(recipe.fingerprint(stopped_at=stop), seed)
+        if lane.stored is not None:
+            break
+    if lane.stored is not None:
+        ctx.reused += 1
+    else:
+        ctx.reporter.plan(recipe.epochs)
+    return lane
+
+
+def race(ctx: Context, job: Job) -> dict[str, Any]:
+    """Candidates side by side against one baseline; see the module's docstring."""
+    metric = PRIMARY_METRIC[job.baseline.task]
+    total = job.baseline.epochs
+    stops = checkpoints(total)
+    baselines = {seed: ctx.trial("baseline", job.baseline, seed) for seed in job.seeds}
+    lanes = {
+        rung: [_lane(ctx, rung, recipe, seed, stops) for seed in job.seeds]
+        for rung, recipe in job.candidates.items()
+    }
+    alive = list(lanes)
+    pruned: dict[str, dict[str, Any]] = {}
+    for stop in [*stops, total]:
+        for rung in alive:
+            for lane in lanes[rung]:
+                _advance(ctx, lane, stop)
+        if stop == total:
+            break
+        scores = {rung: [lane.curve_metric(metric, stop) for lane in lanes[rung]] for rung in alive}
+        for rung, why in trailing(scores, job.smallest_effect).items():
+            for lane in lanes[rung]:
+                if lane.stored is None:  # trained here: the rest of its epochs are not
+                    ctx.reporter.skip(total - stop)
+                _keep(ctx, lane, stop)
+            pruned[rung] = {
+                "epoch": stop,
+                "reason": f"stopped at epoch {stop}: {why}",
+                "score": fmean(scores[rung]),
+            }
+            alive.remove(rung)
+    per_seed = [ctx.per_seed("baseline", seed, row) for seed, row in baselines.items()]
+    judged: dict[str, dict[str, Any]] = {}
+    finished: dict[str, tuple[Recipe, list[tuple[int, Trial]]]] = {}
+    for rung in alive:
+        rows = [(lane.seed, _keep(ctx, lane, total)) for lane in lanes[rung]]
+        pairs = [_paired(seed, baselines[seed], row) for seed, row in rows]
+        judged[rung] = _judged(judge(pairs, job.criterion, job.smallest_effect), job.criterion)
+        per_seed += [ctx.per_seed("candidate", seed, row, rung=rung) for seed, row in rows]
+        finished[rung] = (job.candidates[rung], rows)
+    for rung in pruned:
+        per_seed += [
+            ctx.per_seed("pruned", lane.seed, lane.stored, rung=rung)
+            for lane in lanes[rung]
+            if lane.stored is not None
+        ]
+    ids = _child_runs(ctx.db, job, finished)
+    ranking = sorted(alive, key=lambda r: judged[r]["effect"], reverse=True)
+    ranking += sorted(pruned, key=lambda r: (-pruned[r]["epoch"], -pruned[r]["score"]))
+    rungs = []
+    for rank, rung in enumerate(ranking, 1):
+        if rung in judged:
+            rungs.append({"rung": rung, "rank": rank, **judged[rung], "child_runs": ids[rung]})
+        else:
+            cut = pruned[rung]
+            rungs.append({
+                "rung": rung, "rank": rank, "verdict": "inconclusive", "effect": None,
+                "interval": None, "reason": cut["reason"], "pruned_at": cut["epoch"],
+                "child_runs": [],
+            })  # fmt: skip
+    for entry in rungs:  # this job's own training of each rung (nothing, when all was stored)
+        entry["epochs_trained"] = sum(len(lane.results) for lane in lanes[entry["rung"]])
+    winner = rungs[0]
+    return {
+        "verdict": winner["verdict"],
+        "effect": winner["effect"],
+        "interval": winner["interval"],
+        "reason": f"{winner['rung']} ranks first: {winner['reason']}",
+        "per_seed": per_seed,
+        "seeds_used": len(job.seeds),
+        "stopped": "race",
+        "stopped_reason": f"a race trains every seed ({len(job.seeds)})",
+        "race": {"winner": winner["rung"], "checkpoints": stops, "ranking": ranking},
+        "rungs": rungs,
+        "child_runs": [i for r in ranking if r in ids for i in ids[r]],
+    }
+
+
+# --- more data, as a learning curve ------------------------------------------------------------
+
+
+def learning_curve(ctx: Context, job: Job) -> dict[str, Any]:
+    """More data that is not on disk: the baseline on fractions of its training set."""
+    seeds = job.seeds[: max(job.protocol["min_seeds"], min(3, len(job.seeds)))]
+    points: dict[float, list[float]] = {}
+    per_seed = []
+    n_train = 0
+    for seed in seeds:
+        for f in FRACTIONS:
+            subset = job.baseline.changed({"data_fraction": f * job.baseline.data_fraction})
+            row = ctx.trial(f"fraction {f}", subset, seed)
+            points.setdefault(f, []).append(row.figures[f"{job.criterion}_metric"])
+            per_seed.append(ctx.per_seed(f"fraction {f}", seed, row))
+            if f == 1.0:
+                n_train = int(row.figures["n_train"])
+    found = learning_curve_verdict(points, n_train)
+    return {
+        **found,
+        "per_seed": per_seed,
+        "seeds_used": len(seeds),
+        "stopped": "max_seeds",
+        "stopped_reason": f"a learning curve trains {len(seeds)} seeds of each fraction",
     }
 
 
 def _child_runs(
-    db: Database,
-    run_id: int,
-    rung: str,
-    candidate: Recipe | None,
-    metric: str,
-    trials: list[tuple[str, int, Trial, bool]],
-) -> list[int]:
-    """The candidate's trainings, as runs derived from the verified one."""
-    if candidate is None:
-        return []
-    ids = []
+    db: Database, job: Job, finished: dict[str, tuple[Recipe, list[tuple[int, Trial]]]]
+) -> dict[str, list[int]]:
+    """Each finished candidate's trainings, as runs derived from the verified one."""
+    ids: dict[str, list[int]] = {}
     with db.session() as session:
-        run = get_run(session, ALL, run_id)
-        for role, seed, row, _ in trials:
-            if role != "candidate":
-                continue
-            body = RunCreate.model_validate(
-                {
-                    "name": f"{run['name'] or f'run {run_id}'} + {rung} (seed {seed})"[:200],
-                    "parent_id": run_id,
-                    "applied_rung": rung,
-                    "recipe": candidate,
-                    "metric": {"name": metric, "higher_is_better": True},
-                    "epochs": row.curve,
-                    "data": {
-                        key: run["data_facts"].get(key)
-                        for key in ("more_data_available", "n_classes")
-                    },
-                    "constraints": run["constraints"],
-                    "params": run["params"],
-                    "tags": run["tags"],
-                }
-            )
-            child = create_run(
-                session,
-                (run["project_id"], run["project"]),
-                body,
-                max_epochs=100_000,
-                source="verification",
-            )
-            ids.append(child["id"])
+        run = get_run(session, ALL, job.run_id)
+        metric = PRIMARY_METRIC[job.baseline.task]
+        for rung, (candidate, rows) in finished.items():
+            ids[rung] = []
+            for seed, row in rows:
+                body = RunCreate.model_validate(
+                    {
+                        "name": f"{run['name'] or f'run {job.run_id}'} + {rung} (seed {seed})"[
+                            :200
+                        ],
+                        "parent_id": job.run_id,
+                        "applied_rung": rung,
+                        "recipe": candidate,
+                        "metric": {"name": metric, "higher_is_better": True},
+                        "epochs": row.curve,
+                        "data": {
+                            **{
+                                key: run["data_facts"].get(key)
+                                for key in ("more_data_available", "n_classes")
+                            },
+                            "n_train": row.figures.get("n_train"),
+                        },
+                        "constraints": run["constraints"],
+                        "params": run["params"],
+                        "tags": run["tags"],
+                    }
+                )
+                child = create_run(
+                    session,
+                    (run["project_id"], run["project"]),
+                    body,
+                    max_epochs=100_000,
+                    source="verification",
+                )
+                ids[rung].append(child["id"])
     return ids

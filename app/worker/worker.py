@@ -52,6 +52,10 @@ class Worker:
         job_id = queue.claim(self.db, self.name, self.lease_s)
         if job_id is None:
             return False
+        log.info("worker %s: verification %s claimed", self.name, job_id)
+        # The lease is kept from the claim on: importing torch and loading data can outlast it.
+        job = _Job(self, job_id, queue.device_of(self.db, job_id))
+        job.start()
         # torch loads with the first job, not with the server: an idle embedded worker costs
         # the API process neither the import nor its memory.
         from app.training.data import DataError
@@ -59,9 +63,6 @@ class Worker:
         from app.training.trial import resolve_device
         from app.worker.verify import verify
 
-        log.info("worker %s: verification %s claimed", self.name, job_id)
-        job = _Job(self, job_id, queue.device_of(self.db, job_id))
-        job.start()
         try:
             # The job's own device wins over the worker's; a GPU job on a CPU worker fails this
             # attempt and stays queued for a worker that has one, within its attempts.

@@ -103,12 +103,33 @@ def lineage(run_id: int) -> Call[Lineage]:
 def verify(
     run_id: int,
     rung: str | None = None,
-    seeds: int | Sequence[int] = 3,
+    seeds: int | Sequence[int] | None = None,
     epochs: int | None = None,
     device: str = "auto",
+    *,
+    min_seeds: int | None = None,
+    max_seeds: int | None = None,
+    criterion: str | None = None,
+    smallest_effect: float | None = None,
+    rungs: Sequence[str] | None = None,
+    race: int | None = None,
 ) -> Call[Verification]:
-    body = {"rung": rung, "seeds": seeds if isinstance(seeds, int) else list(seeds)}
-    body.update({"epochs": epochs, "device": device})
+    """Check ``rung`` (default: the recommended one) with seed pairs until the verdict settles
+    (``min_seeds`` to ``max_seeds``, or the ``seeds`` listed), judged on the ``criterion``
+    ("best" epoch, or "final"); or race ``rungs`` (or the next ``race`` open rungs) against one
+    baseline. Unset arguments take the service's defaults."""
+    body: dict[str, Any] = {
+        "rung": rung,
+        "seeds": seeds if seeds is None or isinstance(seeds, int) else list(seeds),
+        "epochs": epochs,
+        "device": device,
+        "min_seeds": min_seeds,
+        "max_seeds": max_seeds,
+        "criterion": criterion,
+        "smallest_effect": smallest_effect,
+        "rungs": list(rungs) if rungs is not None else None,
+        "race": race,
+    }
     return Call(
         "POST",
         f"/api/v1/runs/{run_id}/verifications",

@@ -42,7 +42,9 @@ class Recommendation:
     rationale: str
     skipped: list[dict[str, str]]
     alternatives: list[dict[str, Any]]
-    ladder: list[dict[str, str]]
+    ladder: list[dict[str, Any]]
+    # Past verdicts of similar runs for the recommended rung (counts, median effect), if any.
+    evidence: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> "Recommendation":
@@ -55,6 +57,7 @@ class Recommendation:
             skipped=d.get("skipped", []),
             alternatives=d.get("alternatives", []),
             ladder=d.get("ladder", []),
+            evidence=d.get("evidence"),
         )
 
 
@@ -109,6 +112,7 @@ class Verification:
     verdict: str | None
     effect: float | None
     progress: dict[str, Any]
+    rungs: list[str]
     result: dict[str, Any] | None
     error: str | None
     raw: dict[str, Any] = field(repr=False)
@@ -123,6 +127,7 @@ class Verification:
             id=d["id"],
             run_id=d["run_id"],
             rung=d.get("rung", ""),
+            rungs=list(d.get("rungs") or [d.get("rung", "")]),
             status=d["status"],
             verdict=d.get("verdict"),
             effect=d.get("effect"),

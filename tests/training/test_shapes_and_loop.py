@@ -1,5 +1,7 @@
 """Generated shapes and the training loop's figures."""
 
+from typing import Any
+
 import torch
 
 from app.builder import build_model
@@ -73,3 +75,32 @@ def test_training_is_repeatable_on_the_cpu_and_augments() -> None:
     summary = figures(results, "accuracy")
     assert summary["best_metric"] >= summary["final_metric"]
     assert 0 <= summary["final_metric"] <= 1
+
+
+def test_interleaved_trainings_give_the_curves_they_give_alone() -> None:
+    """A race advances several trainings epoch by epoch in turn; each keeps its own random state
+    (augmentation, MixUp and dropout draw from torch's global generator), so its curve is the
+    one it gives trained alone."""
+    from app.builder.recipe import MixupSpec
+    from app.training.data import DigitsSpec, load
+    from app.training.loop import train
+
+    split = load(DigitsSpec(kind="digits", image_size=16), (), fraction=0.2, seed=1)
+    data = (split.train_x, split.train_y, split.valid_x, split.valid_y)
+
+    def start(seed: int, mixup: bool) -> Any:
+        recipe = Recipe(arch="simple_cnn_small", head={"ps": 0.5, "lin_ftrs": [32]},
+                        mixup=MixupSpec(alpha=0.4) if mixup else None)  # fmt: skip
+        torch.manual_seed(seed)
+        model = build_model(recipe, 10)
+        config = TrainConfig(epochs=3, lr=3e-3, weight_decay=0.0, batch_size=32, augment="basic",
+                             mixup=("mixup", 0.4) if mixup else None, seed=seed)  # fmt: skip
+        return train(model, data, config, task="classification", n_classes=10, label=None)
+
+    alone = [[r.record() for r in start(seed, mix)] for seed, mix in ((0, True), (1, False))]
+    lanes = [start(0, True), start(1, False)]
+    together: list[list[dict[str, object]]] = [[], []]
+    for _ in range(3):
+        for lane, out in zip(lanes, together, strict=True):
+            out.append(next(lane).record())
+    assert together == alone

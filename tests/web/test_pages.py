@@ -79,6 +79,20 @@ def test_verify_form_starts_a_verification(client: TestClient) -> None:
     assert "cancelled" in client.get(f"/verifications/{job_id}").text
 
 
+def test_race_button_queues_a_race_of_the_next_open_rungs(client: TestClient) -> None:
+    run = post(client, recipe=RECIPE)
+    r = client.post(f"/runs/{run['id']}/verify",
+                    data={"rung": "dropout_head", "seeds": "2", "race": "3", "criterion": "final"},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    job = client.get(f"/api/v1/verifications/{r.headers['location'].rsplit('/', 1)[1]}").json()
+    assert job["protocol"]["race"] and job["protocol"]["criterion"] == "final"
+    assert len(job["rungs"]) == 3 and job["seeds"] == [0, 1]
+    page = client.get(r.headers["location"]).text
+    assert f"race of {', '.join(job['rungs'])}" in page and "judged on the final epoch" in page
+    assert f"race of {', '.join(job['rungs'])}" in client.get(f"/runs/{run['id']}").text
+
+
 def test_ladder_page_and_404s(client: TestClient) -> None:
     ladder = client.get("/ladder").text
     assert ladder.index("more_data") < ladder.index("augment") < ladder.index("smaller_model")

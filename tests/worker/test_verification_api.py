@@ -70,11 +70,17 @@ def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClie
     for figures in result["per_seed"]:
         assert 0 <= figures["final_metric"] <= 1
         assert figures["final_metric"] <= figures["best_metric"]
-    base = [s["final_metric"] for s in result["per_seed"] if s["role"] == "baseline"]
-    cand = [s["final_metric"] for s in result["per_seed"] if s["role"] == "candidate"]
-    assert result["differences"] == pytest.approx([c - b for b, c in zip(base, cand, strict=True)])
+    # Judged on the best epoch by default; the final epoch's comparison is reported beside it.
+    assert result["criterion"] == "best"
+    for criterion in ("best", "final"):
+        base = [s[f"{criterion}_metric"] for s in result["per_seed"] if s["role"] == "baseline"]
+        cand = [s[f"{criterion}_metric"] for s in result["per_seed"] if s["role"] == "candidate"]
+        diffs = [c - b for b, c in zip(base, cand, strict=True)]
+        assert result["comparisons"][criterion]["differences"] == pytest.approx(diffs)
+    assert result["differences"] == result["comparisons"]["best"]["differences"]
     assert result["interval"][0] <= result["effect"] <= result["interval"][1]
     assert result["trials_trained"] == 4 and result["trials_reused"] == 0
+    assert result["seeds_used"] == 2 and result["stopped"] in ("settled", "max_seeds")
     assert job["progress"]["epochs_done"] == job["progress"]["epochs_total"] == 12
 
     # The candidate's trainings are child runs of the verified run.

@@ -159,10 +159,13 @@ def test_a_refuted_rung_is_skipped_in_the_lineage(client: TestClient, db_url: st
     job_id = client.post(f"/api/v1/runs/{run['id']}/verifications",
                          json={"rung": "augment"}).json()["id"]  # fmt: skip
     db = Database(db_url)
-    with db.session() as session:
-        job = session.get(Verification, job_id)
-        assert job is not None
-        job.status, job.verdict, job.finished_at = "succeeded", "refuted", utcnow()
+    # Finished through the queue as a worker would: the result and its rung verdicts together.
+    assert queue.claim(db, "w", 30) == job_id
+    judged = {"rung": "augment", "verdict": "refuted", "effect": -0.02}
+    assert queue.complete(
+        db, job_id, "w", {"verdict": "refuted", "effect": -0.02, "rungs": [judged]}
+    )
+    assert not queue.complete(db, job_id, "w", {"rungs": [judged]})  # no longer held: nothing
     db.dispose()
     body = {"parent_id": run["id"], "applied_rung": "more_data",
             "recipe": {**RECIPE, "augment": "none"}, "epochs": overfit_epochs()}  # fmt: skip

@@ -52,14 +52,17 @@ function runCharts() {
   }
 }
 
+const LINE_COLOURS = ["#667085", "#2457c5", "#12b76a", "#f79009", "#7a5af8", "#f04438", "#0ba5ec", "#ee46bc"];
+
 function overlayCharts() {
+  // Per seed: the baseline (grey) and each candidate; a candidate stopped in a race ends early.
   const node = document.getElementById("overlay-data");
   if (!node) return;
   const seeds = JSON.parse(node.textContent);
   document.querySelectorAll(".chart.overlay").forEach(el => {
     const s = seeds[Number(el.dataset.index)];
-    chart(el, [{ label: "baseline", stroke: "#667085", width: 2 }, { label: "candidate", stroke: "#2457c5", width: 2 }],
-          [s.epochs, s.baseline, s.candidate]);
+    const series = s.series.map((line, i) => ({ label: line.label, stroke: LINE_COLOURS[i % LINE_COLOURS.length], width: 2 }));
+    chart(el, series, [s.epochs, ...s.series.map(line => line.values)]);
   });
 }
 
@@ -76,7 +79,7 @@ function liveProgress() {
     status.textContent = job.status;
     const p = job.progress || {};
     if (p.trial) {
-      text.textContent = `Trial ${p.trial} of ${p.trials} (${p.role}, seed ${p.seed}), epoch ${p.epoch} of ${p.epochs}` +
+      text.textContent = `Trial ${p.trial} of ${p.trials} so far (${p.role}, seed ${p.seed}), epoch ${p.epoch} of ${p.epochs}` +
         ` · ${p.elapsed_s} s elapsed` + (p.eta_s != null ? ` · about ${p.eta_s} s left` : "");
       bar.max = p.epochs_total || 1; bar.value = p.epochs_done || 0;
     }
