@@ -87,6 +87,7 @@ def worker(
         roots=settings.data_roots,
         lease_s=lease or settings.worker_lease_s,
         poll_s=settings.worker_poll_s,
+        threads=settings.worker_threads,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: w.stop.set())

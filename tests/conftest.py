@@ -43,6 +43,7 @@ def db_url(backend_url: str) -> Iterator[str]:
 def make_client(url: str, **settings: Any) -> TestClient:
     """A client of an app on ``url``; its embedded worker stays off unless a test asks for it."""
     settings.setdefault("worker", "off")
+    settings.setdefault("worker_threads", 1)  # two cores, shared with the server and other tests
     return TestClient(create_app(Settings(database_url=url, **settings)))
 
 

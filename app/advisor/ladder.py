@@ -262,6 +262,12 @@ def _batchnorm_option(f: Facts, level: int) -> Change:
 _HEAD_PS = (0.25, 0.5)
 
 
+def _dropout_head_blocked(f: Facts) -> str | None:
+    if f.task == "segmentation":
+        return "a segmentation model's decoder has no classifier head to drop out in"
+    return None
+
+
 def _dropout_head_option(f: Facts, level: int) -> Change:
     ps = _HEAD_PS[level]
     return (
@@ -372,7 +378,7 @@ RUNGS: tuple[Rung, ...] = (
         "Dropout in the last layer or two.",
         "head.ps: 0 -> 0.25 -> 0.5",
         tuple(f"p={p}" for p in _HEAD_PS),
-        _never,
+        _dropout_head_blocked,
         lambda f: _level_of(f.head_dropout, _HEAD_PS),
         _dropout_head_option,
     ),

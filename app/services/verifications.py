@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from app.builder.recipe import Recipe
@@ -15,6 +15,7 @@ from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
 from app.services.runs import RunRow, get_run
 from app.training.data import DataError, check_spec
+from app.worker.wakeup import CHANNEL
 
 MAX_ATTEMPTS = 3
 
@@ -83,6 +84,8 @@ def request(
     )
     session.add(job)
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":  # wakes idle workers at the commit
+        session.execute(text(f"NOTIFY {CHANNEL}"))
     return job
 
 

@@ -3,22 +3,37 @@
 A worker claims the oldest runnable job in one atomic statement — ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, a single conditional UPDATE on SQLite (which has one writer) — and holds it under a
 lease that its heartbeat renews. A job whose lease ran out (worker killed, machine lost) is
-runnable again, until it has used its attempts; then it fails with the reason.
+runnable again, until it has used its attempts; then it fails with the reason. Lease times come
+from the database's clock, never a worker's; everything a finished job leaves (result, verdicts,
+child runs) is written in one transaction that only the lease holder's update lets through.
 """
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import Run, RungVerdict, Verification, utcnow
+from app.models import Project, Run, RungVerdict, UTCDateTime, Verification
+from app.schemas import RunCreate
+from app.services.runs import create_run
 
 V = Verification
 
 
-def _runnable(now: datetime) -> Any:
+def clock(session: Session, seconds: float = 0.0) -> Any:
+    """The database's time ``seconds`` from now, as SQL: leases never depend on the clock of
+    the machine a worker runs on, so workers whose clocks differ agree on who holds a job."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.now() + timedelta(seconds=seconds)
+    # SQLite: UTC to the millisecond, in the text form the column type reads back.
+    shift = f"{seconds:+.3f} seconds"
+    return func.strftime("%Y-%m-%d %H:%M:%f000", "now", shift, type_=UTCDateTime())
+
+
+def _runnable(now: Any) -> Any:
     return and_(
         V.attempts < V.max_attempts,
         V.cancel_requested.is_(False),
@@ -26,8 +41,9 @@ def _runnable(now: datetime) -> Any:
     )
 
 
-def expire_exhausted(session: Session, now: datetime) -> None:
+def expire_exhausted(session: Session) -> None:
     """Jobs whose last lease expired with no attempts left fail, saying why."""
+    now = clock(session)
     session.execute(
         update(V)
         .where(V.status == "running", V.lease_expires_at < now, V.attempts >= V.max_attempts)
@@ -42,19 +58,19 @@ def expire_exhausted(session: Session, now: datetime) -> None:
 
 def claim(db: Database, worker: str, lease_s: float) -> int | None:
     """Take the oldest runnable job for ``worker``; None when there is none."""
-    now = utcnow()
-    claimed = {
-        "status": "running",
-        "lease_owner": worker,
-        "lease_expires_at": now + timedelta(seconds=lease_s),
-        "heartbeat_at": now,
-        "started_at": now,
-        "attempts": V.attempts + 1,
-    }
     with db.session() as session:
-        expire_exhausted(session, now)
+        now = clock(session)
+        claimed = {
+            "status": "running",
+            "lease_owner": worker,
+            "lease_expires_at": clock(session, lease_s),
+            "heartbeat_at": now,
+            "started_at": now,
+            "attempts": V.attempts + 1,
+        }
+        expire_exhausted(session)
         oldest = select(V.id).where(_runnable(now)).order_by(V.created_at, V.id).limit(1)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+        if session.get_bind().dialect.name == "postgresql":
             job_id = session.scalar(oldest.with_for_update(skip_locked=True))
             if job_id is None:
                 return None
@@ -73,66 +89,83 @@ def heartbeat(
     db: Database, job_id: int, worker: str, lease_s: float, progress: dict[str, Any] | None = None
 ) -> tuple[bool, bool]:
     """Renew the lease (and store progress). Returns (still ours, cancellation asked)."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "lease_expires_at": now + timedelta(seconds=lease_s),
-        "heartbeat_at": now,
-    }
-    if progress is not None:
-        values["progress"] = progress
-    row = _update_held(db, job_id, worker, values)
-    return (row is not None, bool(row and row.cancel_requested))
-
-
-def _update_held(db: Database, job_id: int, worker: str, values: dict[str, Any]) -> Any:
-    """Update the job only while ``worker`` still holds it; the row, or None when it does not."""
     with db.session() as session:
-        return session.execute(
-            update(V)
-            .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
-            .values(**values)
-            .returning(V.id, V.cancel_requested)
-        ).first()
+        values: dict[str, Any] = {
+            "lease_expires_at": clock(session, lease_s),
+            "heartbeat_at": clock(session),
+        }
+        if progress is not None:
+            values["progress"] = progress
+        row = _held(session, job_id, worker, values)
+        return (row is not None, bool(row and row.cancel_requested))
+
+
+def _held(session: Session, job_id: int, worker: str, values: dict[str, Any]) -> Any:
+    """Update the job only while ``worker`` still holds it; the row, or None when it does not."""
+    return session.execute(
+        update(V)
+        .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
+        .values(**values)
+        .returning(V.id, V.run_id, V.cancel_requested)
+    ).first()
 
 
 def _finish(db: Database, job_id: int, worker: str, **values: Any) -> bool:
-    values = {"finished_at": utcnow(), "lease_owner": None, "lease_expires_at": None, **values}
-    return _update_held(db, job_id, worker, values) is not None
-
-
-def complete(db: Database, job_id: int, worker: str, result: dict[str, Any]) -> bool:
-    """Store the result and its rung verdicts in one transaction, only while ``worker`` still
-    holds the job; False when it no longer did (its lease ran out)."""
-    values = {
-        "finished_at": utcnow(),
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "status": "succeeded",
-        "result": result,
-        "verdict": result.get("verdict"),
-        "effect": result.get("effect"),
-        "error": None,
-    }
     with db.session() as session:
-        held = session.execute(
-            update(V)
-            .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
-            .values(**values)
-            .returning(V.run_id)
-        ).first()
+        ended = {"finished_at": clock(session), "lease_owner": None, "lease_expires_at": None}
+        return _held(session, job_id, worker, {**ended, **values}) is not None
+
+
+def complete(
+    db: Database,
+    job_id: int,
+    worker: str,
+    result: dict[str, Any],
+    children: Sequence[tuple[str, RunCreate]] = (),
+) -> bool:
+    """Store the result, its rung verdicts and the candidates' child runs in one transaction,
+    only while ``worker`` still holds the job: a job's effects happen once, whatever the
+    timing. False (and nothing written) when it no longer did."""
+    with db.session() as session:
+        values = {
+            "finished_at": clock(session),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "status": "succeeded",
+            "verdict": result.get("verdict"),
+            "effect": result.get("effect"),
+            "error": None,
+        }
+        held = _held(session, job_id, worker, values)
         if held is None:
             return False
-        project_id = session.scalar(select(Run.project_id).where(Run.id == held.run_id))
+        project = session.execute(
+            select(Project.id, Project.name)
+            .join(Run, Run.project_id == Project.id)
+            .where(Run.id == held.run_id)
+        ).one()
+        made: dict[str, list[int]] = {}
+        for rung, body in children:
+            child = create_run(
+                session, (project.id, project.name), body, max_epochs=100_000,
+                source="verification",
+            )  # fmt: skip
+            made.setdefault(rung, []).append(child["id"])
+        stored = {**result, "rungs": [dict(r) for r in result.get("rungs", [])]}
+        for entry in stored["rungs"]:
+            entry["child_runs"] = made.get(entry["rung"], [])
+        stored["child_runs"] = [i for entry in stored["rungs"] for i in entry["child_runs"]]
+        session.execute(update(V).where(V.id == job_id).values(result=stored))
         session.add_all(
             RungVerdict(
                 verification_id=job_id,
                 run_id=held.run_id,
-                project_id=project_id,
+                project_id=project.id,
                 rung=judged["rung"],
                 verdict=judged["verdict"],
                 effect=judged.get("effect"),
             )
-            for judged in result.get("rungs", [])
+            for judged in stored["rungs"]
             if judged.get("verdict")
         )
     return True

@@ -32,9 +32,9 @@ from app.db import Database
 from app.models import Trial, Verification
 from app.schemas import RunCreate
 from app.services.projects import Scope
-from app.services.runs import create_run, get_run
+from app.services.runs import get_run
 from app.services.verifications import candidates_of, protocol_of
-from app.training.loop import EpochResult
+from app.training.loop import EpochResult, Stopped
 from app.training.trial import PRIMARY_METRIC, epochs, outcome
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -137,6 +137,8 @@ class Context:
     trained: int = 0
     reused: int = 0
     fresh: set[int] = field(default_factory=set)  # ids of the trials this job stored
+    # The candidates' trainings as child runs, stored with the result (queue.complete).
+    children: list[tuple[str, RunCreate]] = field(default_factory=list)
 
     def stored(self, fingerprint: str, seed: int) -> Trial | None:
         with self.db.session() as session:
@@ -147,7 +149,10 @@ class Context:
     def store(
         self, role: str, recipe: Recipe, fingerprint: str, seed: int, found: dict[str, Any]
     ) -> Trial:
-        """Keep a trial; another worker's copy of the same trial wins if it came first."""
+        """Keep a trial; another worker's copy of the same trial wins if it came first. A
+        worker that lost the job (or is asked to stop) writes nothing more."""
+        if self.should_stop():
+            raise Stopped(f"stopped before storing the {role} trial of seed {seed}")
         row = Trial(
             verification_id=self.job_id,
             role=role,
@@ -255,8 +260,9 @@ def verify(
     roots: Sequence[Path],
     progress: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], bool],
-) -> dict[str, Any]:
-    """Run the protocol for job ``job_id``; returns the result to store with it."""
+) -> tuple[dict[str, Any], list[tuple[str, RunCreate]]]:
+    """Run the protocol for job ``job_id``: the result to store with it, and the child runs to
+    store in the same transaction (the candidates' trainings, by rung)."""
     job = load_job(db, job_id)
     ctx = Context(db, job_id, device, roots, Reporter(progress), should_stop)
     metric = PRIMARY_METRIC[job.baseline.task]
@@ -269,9 +275,9 @@ def verify(
     if not job.candidates:
         found = learning_curve(ctx, job)
         rungs = [{"rung": "more_data", "verdict": found["verdict"], "effect": found["effect"]}]
-        return {**common, **found, "rungs": rungs, "child_runs": [], **ctx.counts()}
+        return {**common, **found, "rungs": rungs, **ctx.counts()}, []
     found = race(ctx, job) if job.protocol["race"] else adaptive(ctx, job)
-    return {**common, **found, **ctx.counts()}
+    return {**common, **found, **ctx.counts()}, ctx.children
 
 
 # --- one rung, adaptive seeds ------------------------------------------------------------------
@@ -315,15 +321,14 @@ def adaptive(ctx: Context, job: Job) -> dict[str, Any]:
             stopped = stop or "max_seeds"
             break
     judged = _judged(judge(pairs, job.criterion, job.smallest_effect), job.criterion)
-    ids = _child_runs(ctx.db, job, {rung: (candidate, children)})[rung]
+    ctx.children += _children(ctx.db, job, {rung: (candidate, children)})
     return {
         **judged,
         "per_seed": per_seed,
         "seeds_used": len(pairs),
         "stopped": stopped,
         "stopped_reason": why,
-        "rungs": [{"rung": rung, **judged, "child_runs": ids}],
-        "child_runs": ids,
+        "rungs": [{"rung": rung, **judged}],
     }
 
 
@@ -453,19 +458,18 @@ def race(ctx: Context, job: Job) -> dict[str, Any]:
             for lane in lanes[rung]
             if lane.stored is not None
         ]
-    ids = _child_runs(ctx.db, job, finished)
+    ctx.children += _children(ctx.db, job, finished)
     ranking = sorted(alive, key=lambda r: judged[r]["effect"], reverse=True)
     ranking += sorted(pruned, key=lambda r: (-pruned[r]["epoch"], -pruned[r]["score"]))
     rungs = []
     for rank, rung in enumerate(ranking, 1):
         if rung in judged:
-            rungs.append({"rung": rung, "rank": rank, **judged[rung], "child_runs": ids[rung]})
+            rungs.append({"rung": rung, "rank": rank, **judged[rung]})
         else:
             cut = pruned[rung]
             rungs.append({
                 "rung": rung, "rank": rank, "verdict": "inconclusive", "effect": None,
                 "interval": None, "reason": cut["reason"], "pruned_at": cut["epoch"],
-                "child_runs": [],
             })  # fmt: skip
     for entry in rungs:  # this job's own training of each rung (nothing, when all was stored)
         entry["epochs_trained"] = sum(len(lane.results) for lane in lanes[entry["rung"]])
@@ -481,7 +485,6 @@ def race(ctx: Context, job: Job) -> dict[str, Any]:
         "stopped_reason": f"a race trains every seed ({len(job.seeds)})",
         "race": {"winner": winner["rung"], "checkpoints": stops, "ranking": ranking},
         "rungs": rungs,
-        "child_runs": [i for r in ranking if r in ids for i in ids[r]],
     }
 
 
@@ -512,45 +515,33 @@ def learning_curve(ctx: Context, job: Job) -> dict[str, Any]:
     }
 
 
-def _child_runs(
+def _children(
     db: Database, job: Job, finished: dict[str, tuple[Recipe, list[tuple[int, Trial]]]]
-) -> dict[str, list[int]]:
-    """Each finished candidate's trainings, as runs derived from the verified one."""
-    ids: dict[str, list[int]] = {}
+) -> list[tuple[str, RunCreate]]:
+    """Each finished candidate's trainings as reports of runs derived from the verified one."""
     with db.session() as session:
         run = get_run(session, ALL, job.run_id)
-        metric = PRIMARY_METRIC[job.baseline.task]
-        for rung, (candidate, rows) in finished.items():
-            ids[rung] = []
-            for seed, row in rows:
-                body = RunCreate.model_validate(
-                    {
-                        "name": f"{run['name'] or f'run {job.run_id}'} + {rung} (seed {seed})"[
-                            :200
-                        ],
-                        "parent_id": job.run_id,
-                        "applied_rung": rung,
-                        "recipe": candidate,
-                        "metric": {"name": metric, "higher_is_better": True},
-                        "epochs": row.curve,
-                        "data": {
-                            **{
-                                key: run["data_facts"].get(key)
-                                for key in ("more_data_available", "n_classes")
-                            },
-                            "n_train": row.figures.get("n_train"),
-                        },
-                        "constraints": run["constraints"],
-                        "params": run["params"],
-                        "tags": run["tags"],
-                    }
-                )
-                child = create_run(
-                    session,
-                    (run["project_id"], run["project"]),
-                    body,
-                    max_epochs=100_000,
-                    source="verification",
-                )
-                ids[rung].append(child["id"])
-    return ids
+    metric = PRIMARY_METRIC[job.baseline.task]
+    name = run["name"] or f"run {job.run_id}"
+    facts = {key: run["data_facts"].get(key) for key in ("more_data_available", "n_classes")}
+    return [
+        (
+            rung,
+            RunCreate.model_validate(
+                {
+                    "name": f"{name} + {rung} (seed {seed})"[:200],
+                    "parent_id": job.run_id,
+                    "applied_rung": rung,
+                    "recipe": candidate,
+                    "metric": {"name": metric, "higher_is_better": True},
+                    "epochs": row.curve,
+                    "data": {**facts, "n_train": row.figures.get("n_train")},
+                    "constraints": run["constraints"],
+                    "params": run["params"],
+                    "tags": run["tags"],
+                }
+            ),
+        )
+        for rung, (candidate, rows) in finished.items()
+        for seed, row in rows
+    ]

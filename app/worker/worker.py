@@ -15,6 +15,7 @@ from typing import Any
 
 from app.db import Database
 from app.worker import queue
+from app.worker.wakeup import Wakeup
 
 log = logging.getLogger("advisor.worker")
 
@@ -29,15 +30,20 @@ class Worker:
         lease_s: float = 30.0,
         poll_s: float = 1.0,
         name: str | None = None,
+        listen: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.db, self.device, self.roots = db, device, tuple(roots)
         self.lease_s, self.poll_s = lease_s, poll_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
+        self.threads = threads
+        self.listen = listen  # False: poll only, even on PostgreSQL (to measure what NOTIFY saves)
 
     def run(self) -> None:
         """Work until ``stop`` is set."""
         log.info("worker %s ready (device %s)", self.name, self.device)
+        wakeup = Wakeup(self.db, self.stop, listen=self.listen)
         while not self.stop.is_set():
             try:
                 worked = self.run_once()
@@ -45,7 +51,8 @@ class Worker:
                 log.exception("worker %s: could not take a job", self.name)
                 worked = False
             if not worked:
-                self.stop.wait(self.poll_s)
+                wakeup.wait(self.poll_s)
+        wakeup.close()
 
     def run_once(self) -> bool:
         """Take one job and see it through; False when there was none."""
@@ -63,11 +70,16 @@ class Worker:
         from app.training.trial import resolve_device
         from app.worker.verify import verify
 
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
         try:
             # The job's own device wins over the worker's; a GPU job on a CPU worker fails this
             # attempt and stays queued for a worker that has one, within its attempts.
             device = resolve_device(job.device if job.device != "auto" else self.device)
-            result = verify(
+            result, children = verify(
                 self.db,
                 job_id,
                 device=device,
@@ -79,7 +91,13 @@ class Worker:
             if job.cancel.is_set():
                 queue.cancelled(self.db, job_id, self.name)
                 log.info("verification %s cancelled", job_id)
-            elif not job.lost.is_set():
+            elif job.lost.is_set():
+                log.warning(
+                    "verification %s: the lease was lost (another worker holds the job); "
+                    "stopped, writing nothing more",
+                    job_id,
+                )
+            else:
                 queue.release(self.db, job_id, self.name)
                 log.info("verification %s handed back: worker stopping", job_id)
         except Exception as exc:
@@ -87,8 +105,12 @@ class Worker:
             final = isinstance(exc, (DataError, ValueError))  # retrying cannot fix bad input
             queue.fail(self.db, job_id, self.name, f"{type(exc).__name__}: {exc}", final=final)
         else:
-            if not queue.complete(self.db, job_id, self.name, result):
-                log.warning("verification %s: lease lost before the result was stored", job_id)
+            if not queue.complete(self.db, job_id, self.name, result, children):
+                log.warning(
+                    "verification %s: the lease was lost before the result was stored; "
+                    "nothing of it was written",
+                    job_id,
+                )
         finally:
             job.done.set()
         return True

@@ -113,6 +113,14 @@ def test_augment_and_mixup(
 BASE = Facts(more_data_available=False, augment="strong", mixup_kind="mixup", mixup_alpha=0.4)
 
 
+def test_a_segmentation_model_gets_dropout_in_the_body_not_a_head_it_does_not_have() -> None:
+    """The U-Net's decoder ignores head.ps: verifying head dropout trained the same model twice."""
+    rec = walk(Facts(more_data_available=False, augment="strong", task="segmentation",
+                     batchnorm=True, head_dropout=0.0))  # fmt: skip
+    assert rec.rung == "dropout_body"
+    assert "no classifier head" in skipped(rec)["dropout_head"]
+
+
 def test_batchnorm_uses_the_bn_sibling_where_one_exists() -> None:
     rec = walk(replace(BASE, arch="vgg16"))
     assert rec.rung == "batchnorm"

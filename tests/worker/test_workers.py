@@ -25,7 +25,8 @@ from tests.worker.test_verification_api import RECIPE, report, wait
 @contextmanager
 def worker_process(url: str, log: Path, lease_s: float = 2.0) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "ADVISOR_DATABASE_URL": url, "ADVISOR_WORKER_LEASE_S": str(lease_s),
-           "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "info"}  # fmt: skip
+           "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "info",
+           "ADVISOR_WORKER_THREADS": "1"}  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--device", "cpu"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip

@@ -1,0 +1,75 @@
+"""A job's effects happen exactly once, whatever happens to its worker: SIGKILL, or SIGSTOP past
+its lease and SIGCONT after another worker finished the job, at each step — just after the claim,
+mid-training, and after the last epoch. The stalled worker notices it lost the lease, says so and
+writes nothing more: one result, one set of rung verdicts, one set of child runs."""
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.db import Database
+from app.models import Run, RungVerdict
+from tests.conftest import make_client
+from tests.worker.test_verification_api import RECIPE, report, wait
+from tests.worker.test_workers import job_row, wait_for, worker_process
+
+FAULT = {**RECIPE, "epochs": 6, "data": {"kind": "digits", "image_size": 16}}
+
+
+def progress(url: str, job_id: int) -> dict[str, int]:
+    return dict(job_row(url, job_id).progress or {})
+
+
+QUICK = {("SIGKILL", "claimed"), ("SIGSTOP", "mid-training"), ("SIGSTOP", "after the last epoch")}
+STEPS = {
+    # the worker holds the lease and has started training, but not finished an epoch
+    "claimed": lambda p: p.get("epochs_total", 0) > 0,
+    "mid-training": lambda p: p.get("epochs_done", 0) >= 3,
+    "after the last epoch": lambda p: p.get("epochs_done", -1) == p.get("epochs_total"),
+}
+
+
+# Three of the six run in `make test`; `make test-all` runs the whole matrix.
+MATRIX = [
+    pytest.param(fault, step, marks=[] if (fault, step) in QUICK else [pytest.mark.slow])
+    for fault in ("SIGKILL", "SIGSTOP")
+    for step in STEPS
+]
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("fault", "step"), MATRIX)
+def test_each_jobs_effects_happen_once(db_url: str, tmp_path: Path, fault: str, step: str) -> None:
+    with make_client(db_url) as client:
+        run = report(client, FAULT)
+        job_id = client.post(f"/api/v1/runs/{run['id']}/verifications",
+                             json={"rung": "dropout_head", "seeds": 1}).json()["id"]  # fmt: skip
+        with worker_process(db_url, tmp_path / "a.log", lease_s=1.5) as first:
+            wait_for(lambda: STEPS[step](progress(db_url, job_id)), timeout=240)
+            first.send_signal(getattr(signal, fault))
+            with worker_process(db_url, tmp_path / "b.log", lease_s=1.5):
+                job = wait(client, job_id, timeout=600)
+            if fault == "SIGSTOP":
+                first.send_signal(signal.SIGCONT)
+                time.sleep(4)  # its heartbeat finds the lease gone; it must write nothing
+        job = wait(client, job_id)
+        assert job["status"] == "succeeded", job
+        # Either the first worker finished before the fault took hold, or the second did.
+        assert job["attempts"] in (1, 2)
+        children = job["result"]["child_runs"]
+        assert len(children) == 1
+        db = Database(db_url)
+        with db.session() as session:
+            derived = session.scalars(select(Run.id).where(Run.parent_id == run["id"])).all()
+            verdicts = session.scalars(
+                select(RungVerdict.rung).where(RungVerdict.verification_id == job_id)
+            ).all()
+        db.dispose()
+        assert derived == children, "one child run per candidate training, stored once"
+        assert verdicts == ["dropout_head"]
+        if fault == "SIGSTOP" and job["attempts"] == 2:
+            said = (tmp_path / "a.log").read_text()
+            assert f"verification {job_id}: the lease was lost" in said, said[-2000:]
