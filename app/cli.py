@@ -47,9 +47,15 @@ def serve(
     # Worker processes build their own settings from the environment, so pass overrides on.
     for key, value in overrides.items():
         os.environ[f"ADVISOR_{key.upper()}"] = str(value)
-    if not no_migrate:
-        upgrade(settings.database_url)
     logging.basicConfig(level=settings.log_level.upper())
+    if not no_migrate:
+        try:
+            upgrade(settings.database_url)
+        except Exception:  # serve anyway: /readyz says why (a missing or read-only folder, ...)
+            logging.getLogger("advisor").exception(
+                "could not migrate %s; serving, and /readyz reports it",
+                _redact(settings.database_url),
+            )
     auth = "required" if settings.auth_required else "off (loopback)"
     typer.echo(
         f"Overfit Advisor on http://{settings.host}:{settings.port}  auth: {auth}  "

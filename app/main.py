@@ -1,7 +1,9 @@
 """The application factory: routers, error handling, limits and start-up."""
 
 import logging
+import re
 import threading
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import health, ladder, runs, verifications
-from app.db import Database
+from app.db import Database, storage_error
 from app.migrate import head_revision
 from app.services.errors import ServiceError
 from app.settings import Settings
@@ -58,13 +60,101 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
 
+# An incoming X-Request-ID is kept when it is this plain; else the server makes one.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def request_id_of(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if SANE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Every HTTP response carries an ``X-Request-ID`` (the client's, when sane); an error
+    nothing else handled answers JSON (``message``, ``request_id``) and is logged with its
+    traceback under that id.
+
+    It answers the error itself rather than letting it reach Starlette's ServerErrorMiddleware,
+    which would answer plain text and raise on to the server, which then drops the keep-alive
+    connection (and the client's next request on it). Failures of the storage itself map to
+    507 (database or disk full) and 503 (database unavailable or busy) here, in one place.
+    """
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            where = f"{scope.get('method')} {scope.get('path')}"
+            if started:
+                # Too late to answer: the server ends the response by closing the connection.
+                self.logger.error(
+                    "error after the response began: %s request_id=%s", where, request_id
+                )
+                raise
+            mapped = storage_error(exc)
+            if mapped is not None:
+                status, message = mapped
+                self.logger.error("%s: %s request_id=%s", where, message, request_id)
+            else:
+                status = 500
+                message = (
+                    f"internal server error: the server log has the details under request id "
+                    f"{request_id}"
+                )
+                self.logger.exception(
+                    "unexpected error: %s request_id=%s", where, request_id, exc_info=exc
+                )
+            headers = {"Retry-After": "5"} if status == 503 else None
+            response = JSONResponse(
+                {"message": message, "request_id": request_id}, status_code=status, headers=headers
+            )
+            await response(scope, receive, send_with_id)
+
+
+def _part(part: Any) -> str:
+    text = str(part)
+    # A key with control characters (NUL, ...) is named with them escaped.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def field_path(loc: Sequence[Any]) -> str:
     """('body', 'epochs', 3, 'valid_loss') -> 'epochs[3].valid_loss'."""
-    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path") else list(loc)
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if part == "[key]":  # pydantic's marker for an error in a key rather than its value
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{_part(part)}" if out else _part(part))
     return out or (str(loc[0]) if loc else "body")
+
+
+# A model-level check names the field at the start of its message: "recipe.data.path: ...".
+NAMED_FIELD = re.compile(r"^([A-Za-z_][^\s:]*): ")
 
 
 def validation_message(errors: Sequence[Any]) -> str:
@@ -77,10 +167,15 @@ def validation_message(errors: Sequence[Any]) -> str:
     return "; ".join(messages)
 
 
+def is_for_machines(path: str) -> bool:
+    """The API and the operators' endpoints answer errors as JSON; pages answer for people."""
+    return path.startswith("/api/") or path in ("/metrics", "/readyz", "/healthz")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> Response:
-        if not request.url.path.startswith("/api/"):
+        if not is_for_machines(request.url.path):
             if exc.status_code == 401:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", 303)
             if exc.status_code == 404:
@@ -100,14 +195,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        detail = [
-            {
-                "field": field_path(e.get("loc", ())),
-                "message": str(e.get("msg")),
-                "type": e.get("type"),
-            }
-            for e in errors
-        ]
+        detail = []
+        for e in errors:
+            field = field_path(e.get("loc", ()))
+            msg = str(e.get("msg")).removeprefix("Value error, ")
+            named = NAMED_FIELD.match(msg) if field == "body" else None
+            detail.append(
+                {
+                    "field": named.group(1) if named else field,
+                    "message": str(e.get("msg")),
+                    "type": e.get("type"),
+                }
+            )
         return JSONResponse(
             {"message": validation_message(errors), "detail": detail}, status_code=422
         )
@@ -120,6 +219,7 @@ def start_embedded_worker(settings: Settings, db: Database) -> Worker:
         roots=settings.data_roots,
         lease_s=settings.worker_lease_s,
         poll_s=settings.worker_poll_s,
+        threads=settings.worker_threads,
     )
     threading.Thread(target=worker.run, name="embedded-worker", daemon=True).start()
     return worker
@@ -152,6 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.migration_head = head_revision()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    # Added last, so outermost of the app's own: it sees every response and every error.
+    app.add_middleware(RequestContext, logger=logger)
 
     for router in (runs.router, verifications.router, ladder.router):
         app.include_router(router, prefix="/api/v1")

@@ -2,7 +2,7 @@
 
 import math
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,6 +17,73 @@ from pydantic import (
 
 from app.advisor.ladder import RungId
 from app.builder.recipe import MixupSpec, Recipe
+
+# Ids are Integer columns: 1 .. 2**31-1 is their range on PostgreSQL, and the one rule on SQLite
+# too (whose integers go further), so that both backends answer the same.
+ID_MAX = 2**31 - 1
+# Integers inside stored JSON: what every reader of it keeps exactly (a 64-bit integer).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL cannot store NUL in text or JSON; refuse it on both backends alike.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+# Every text field: NUL characters are refused (the same on SQLite and PostgreSQL).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A datetime without a timezone is read as UTC; any other is converted to UTC."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("date out of range once converted to UTC") from exc
+
+
+Instant = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def _json_path(path: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    if not part.isprintable():
+        part = part.encode("unicode_escape").decode("ascii")
+    return f"{path}.{part}" if path else part
+
+
+def plain_json_problem(value: Any, path: str) -> str | None:
+    """The first thing in free-form JSON that cannot be stored and read back as sent, as
+    "path: why": a NUL character in a string or key, a non-finite number, an integer beyond
+    64 bits. Walks without recursion, so depth alone cannot fail it."""
+    todo: list[tuple[Any, str]] = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"{where}: must not contain NUL characters"
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                return f"{where}: integer outside the 64-bit range"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where}: must be a finite number"
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                name = _json_path(where, str(key))
+                if "\x00" in str(key):
+                    return f"{name}: names must not contain NUL characters"
+                todo.append((member, name))
+        elif isinstance(item, list | tuple):
+            todo.extend((member, _json_path(where, i)) for i, member in enumerate(item))
+    return None
+
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
@@ -36,14 +103,14 @@ class Open(BaseModel):
 
 
 class MetricSpec(Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=64)
     higher_is_better: bool | None = Field(
         default=None, description="May be left out for well-known metric names (accuracy, ...)."
     )
 
 
 class ModelFacts(Open):
-    arch: str | None = Field(default=None, max_length=64)
+    arch: Text | None = Field(default=None, max_length=64)
     batchnorm: bool | None = None
     head_dropout: Fraction | None = None
     body_dropout: Fraction | None = None
@@ -52,9 +119,9 @@ class ModelFacts(Open):
 
 
 class DataFacts(Open):
-    n_train: Annotated[int, Field(ge=0)] | None = None
-    n_valid: Annotated[int, Field(ge=0)] | None = None
-    n_classes: Annotated[int, Field(ge=1)] | None = None
+    n_train: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    n_valid: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    n_classes: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None
     augment: Augment | None = None
     mixup: MixupSpec | None = None
     more_data_available: bool | None = None
@@ -67,10 +134,10 @@ class Constraints(Strict):
 
 
 class EpochIn(Strict):
-    epoch: Annotated[int, Field(ge=0)]
+    epoch: Annotated[int, Field(ge=0, le=ID_MAX)]
     train_loss: Loss
     valid_loss: Loss
-    metrics: dict[Annotated[str, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
+    metrics: dict[Annotated[Text, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
         default_factory=dict, max_length=64
     )
 
@@ -114,20 +181,13 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
 
 
-def _no_nul(text: str) -> str:
-    # PostgreSQL cannot store NUL in text or JSON; refuse it on both backends alike.
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    return text
-
-
 def _plain_tag(tag: str) -> str:
     if _has_control(tag):
         raise ValueError("must not contain NUL or control characters")
     return tag
 
 
-ParamKey = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+ParamKey = Annotated[Text, Field(min_length=1, max_length=64)]
 
 
 def _param_value(value: Any) -> str | bool | int | float:
@@ -135,7 +195,7 @@ def _param_value(value: Any) -> str | bool | int | float:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError("integer outside the 64-bit range")
         return value
     if isinstance(value, float):
@@ -157,9 +217,9 @@ Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain_t
 
 
 class RunCreate(Strict):
-    name: str = Field(default="", max_length=200)
-    project: str | None = Field(default=None, max_length=100)
-    parent_id: int | None = None
+    name: Text = Field(default="", max_length=200)
+    project: Text | None = Field(default=None, max_length=100)
+    parent_id: RowId | None = None
     applied_rung: RungId | None = Field(
         default=None,
         description="The rung this run applied to its parent; defaults to the parent's "
@@ -186,6 +246,18 @@ class RunCreate(Strict):
         "duplicates are dropped, the first occurrence keeps its place.",
     )
     epochs: list[EpochIn]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_free_form(cls, data: Any) -> Any:
+        """Facts objects keep keys nobody declared, and a recipe's dataset spec is free-form:
+        what they hold must be storable as sent (see :func:`plain_json_problem`)."""
+        if isinstance(data, dict):
+            for key in ("model", "data", "recipe"):
+                problem = plain_json_problem(data.get(key), key)
+                if problem is not None:
+                    raise ValueError(problem)
+        return data
 
     @field_validator("tags")
     @classmethod
@@ -319,8 +391,13 @@ class RungOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    message: str
+    message: str = Field(description="What went wrong; names the field when one is to blame.")
     detail: Any = None
+    request_id: str | None = Field(
+        default=None,
+        description="On server errors (5xx): the id the server log has the error under (also "
+        "in the X-Request-ID header of every response).",
+    )
 
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]

@@ -116,3 +116,33 @@ def test_reassess_brings_stored_diagnoses_up_to_date(db_url: str) -> None:
     assert now["verdict"] == "overfitting" and now["rung"] == fresh["rung"]
     assert now["diagnosis"] == fresh["diagnosis"]
     assert untouched["diagnosis"] == fresh["diagnosis"]
+
+
+def test_serve_starts_on_a_missing_database_folder_and_readyz_says_why(tmp_path: Path) -> None:
+    """The migration fails (it cannot create the file); the server starts anyway and says why."""
+    import time
+
+    from tests.servers import free_port
+
+    folder = tmp_path / "nowhere"
+    port = free_port()
+    env = {**os.environ, "ADVISOR_DATABASE_URL": f"sqlite:///{folder / 'advisor.db'}",
+           "ADVISOR_WORKER": "off"}  # fmt: skip
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline, ready = time.monotonic() + 60, None
+        while ready is None and time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ready is not None, "the server did not start"
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == f"folder {folder} does not exist"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert "could not migrate" in out

@@ -75,3 +75,14 @@ def _scope_for_token(db: Database, token: str) -> Scope:
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+async def require_token(request: Request, settings: SettingsDep) -> None:
+    """When auth is required, a valid token of any project; for endpoints that act for no
+    project (``/metrics``), so that nothing is created or scoped when auth is off."""
+    if not settings.auth_required:
+        return
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
+    await run_in_threadpool(_scope_for_token, request.app.state.db, token)

@@ -4,10 +4,13 @@ Responses are rendered from plain data the services already shaped to the docume
 model, so a run is not validated a second time on its way out. Request bodies are parsed by
 orjson through FastAPI's documented custom-route hook; bodies with NaN/Infinity literals (not
 JSON, but what Python's encoder writes) fall back to the standard parser so that validation can
-name the offending field instead of failing on a decode position.
+name the offending field instead of failing on a decode position. So do bodies that may hold an
+integer orjson would turn into a float (beyond 64 bits, which it does without a word): the
+standard parser keeps it an integer, which validation then refuses by name.
 """
 
 import json
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,10 +27,19 @@ class FastJSON(Response):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
+# 19 digits in a row, not after a decimal point: an integer literal that may lie beyond int64,
+# where orjson reads floats. Rare in reports (floats have at most 17 significant digits; a
+# fraction's digits follow the point), and a false alarm only costs the slower parser.
+LONG_DIGITS = re.compile(rb"(?<![\d.])\d{19}")
+
+
 class OrjsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
+            if LONG_DIGITS.search(body):
+                self._json = json.loads(body)
+                return self._json
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:

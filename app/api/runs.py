@@ -1,17 +1,27 @@
 """/api/v1/runs: report runs, append epochs, browse history and lineage."""
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Path, Query, status
 
 from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.json import FastJSON, OrjsonRoute
-from app.schemas import EpochsIn, ErrorOut, Lineage, RunCreate, RunOut, RunPage, Tag
+from app.schemas import (
+    ID_MAX,
+    EpochsIn,
+    ErrorOut,
+    Instant,
+    Lineage,
+    RunCreate,
+    RunOut,
+    RunPage,
+    Tag,
+    Text,
+)
 from app.services import runs as service
-from app.services.errors import Forbidden
+from app.services.errors import Forbidden, Invalid
 from app.services.projects import project_by_name
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=OrjsonRoute)
@@ -22,7 +32,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut},
     409: {"model": ErrorOut},
     422: {"model": ErrorOut},
+    500: {"model": ErrorOut, "description": "Unexpected error; the log has it by request id."},
+    503: {"model": ErrorOut, "description": "The database is unavailable or busy."},
+    507: {"model": ErrorOut, "description": "The database or its disk is full."},
 }
+# Out of the id range (1 .. 2**31-1) answers 422 naming the parameter, on both backends.
+RunId = Annotated[int, Path(ge=1, le=ID_MAX, description="A run id (1 .. 2147483647).")]
 
 
 def _project(session: SessionDep, scope: ScopeDep, name: str | None) -> tuple[int, str]:
@@ -67,7 +82,7 @@ def create_run(
 
 @router.post("/{run_id}/epochs", response_model=RunOut, responses=ERRORS)
 def append_epochs(
-    run_id: int, body: EpochsIn, session: SessionDep, scope: ScopeDep, settings: SettingsDep
+    run_id: RunId, body: EpochsIn, session: SessionDep, scope: ScopeDep, settings: SettingsDep
 ) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
     run = service.get_run(session, scope, run_id)
@@ -86,18 +101,28 @@ def append_epochs(
 def list_runs(
     session: SessionDep,
     scope: ScopeDep,
-    project: str | None = None,
+    project: Annotated[Text | None, Query(max_length=100)] = None,
     verdict: Verdict | None = None,
     rung: RungId | None = None,
-    name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
+    name: Annotated[Text | None, Query(max_length=200, description="substring, any case")] = None,
     tag: Annotated[Tag | None, Query(description="runs carrying this tag (exact match)")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    cursor: str | None = None,
+    created_after: Annotated[
+        Instant | None,
+        Query(description="ISO 8601; runs created at or after it. Without a timezone: UTC."),
+    ] = None,
+    created_before: Annotated[
+        Instant | None,
+        Query(description="ISO 8601; runs created before it. Without a timezone: UTC."),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="next_cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     order: Literal["newest", "oldest"] = "newest",
 ) -> FastJSON:
     """Runs by date, newest first by default; pass ``next_cursor`` back as ``cursor``."""
+    if cursor and not 1 <= service.decode_cursor(cursor) <= ID_MAX:
+        raise Invalid("malformed cursor", field="cursor")
     runs, next_cursor = service.list_runs(
         session,
         scope,
@@ -117,12 +142,12 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS)
-def get_run(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+def get_run(run_id: RunId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     return FastJSON(service.run_payload(service.get_run(session, scope, run_id)))
 
 
 @router.get("/{run_id}/lineage", response_model=Lineage, responses=ERRORS)
-def lineage(run_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+def lineage(run_id: RunId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     """The run's ancestors (parent first) and everything derived from it."""
     run = service.get_run(session, scope, run_id)
     ancestors = service.ancestor_ids(session, run["parent_id"])

@@ -2,18 +2,19 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.json import FastJSON, OrjsonRoute
-from app.api.runs import ERRORS
-from app.schemas import VerificationCreate, VerificationOut
+from app.api.runs import ERRORS, RunId
+from app.schemas import ID_MAX, VerificationCreate, VerificationOut
 from app.services import verifications as service
 from app.services.runs import get_run
 
 router = APIRouter(tags=["verifications"], route_class=OrjsonRoute)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="A verification id (1 .. 2147483647).")]
 
 
 @router.post(
@@ -23,7 +24,7 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
     responses=ERRORS,
 )
 def request_verification(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     scope: ScopeDep,
     settings: SettingsDep,
@@ -37,7 +38,7 @@ def request_verification(
 
 
 @router.get("/verifications/{job_id}", response_model=VerificationOut, responses=ERRORS)
-def get_verification(job_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+def get_verification(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     return FastJSON(service.payload(service.get(session, scope, job_id)))
 
 
@@ -45,7 +46,7 @@ def get_verification(job_id: int, session: SessionDep, scope: ScopeDep) -> FastJ
 def list_verifications(
     session: SessionDep,
     scope: ScopeDep,
-    run_id: int | None = None,
+    run_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
     status: Status | None = None,
     rung: RungId | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -55,7 +56,7 @@ def list_verifications(
 
 
 @router.post("/verifications/{job_id}/cancel", response_model=VerificationOut, responses=ERRORS)
-def cancel_verification(job_id: int, session: SessionDep, scope: ScopeDep) -> FastJSON:
+def cancel_verification(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     job = service.cancel(session, scope, job_id)
     session.commit()
     return FastJSON(service.payload(job))

@@ -1,6 +1,9 @@
 """Every kind of bad report answers 4xx naming the field, and leaves nothing stored."""
 
+import base64
 import json
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -192,3 +195,173 @@ def test_bad_query_parameters(client: TestClient) -> None:
         r = client.get("/api/v1/runs", params=params)
         assert r.status_code == 422, (params, r.text)
         assert field in r.json()["message"]
+
+
+# --- ids, text, numbers and dates beyond what the database keeps (issue 11) ---------------------
+
+ID_MAX = 2**31 - 1
+# Beyond PostgreSQL's integer, beyond SQLite's (int64) integer, and below the first id.
+BAD_IDS = [2**31, 2**63, 0, -1]
+ID_ROUTES: list[tuple[str, str, Any, str]] = [
+    ("GET", "/api/v1/runs/{n}", None, "run_id"),
+    ("GET", "/api/v1/runs/{n}/lineage", None, "run_id"),
+    ("POST", "/api/v1/runs/{n}/epochs", {"epochs": overfit_epochs(1)}, "run_id"),
+    ("POST", "/api/v1/runs/{n}/verifications", {}, "run_id"),
+    ("GET", "/api/v1/verifications/{n}", None, "job_id"),
+    ("POST", "/api/v1/verifications/{n}/cancel", None, "job_id"),
+    ("GET", "/api/v1/verifications?run_id={n}", None, "run_id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"), ID_ROUTES, ids=[f"{r[0]} {r[1]}" for r in ID_ROUTES]
+)
+def test_ids_outside_the_column_range_answer_422_naming_the_parameter(
+    client: TestClient, method: str, path: str, body: Any, field: str
+) -> None:
+    for n in BAD_IDS:
+        r = client.request(method, path.format(n=n), json=body)
+        assert r.status_code == 422, (n, r.text)
+        message = r.json()["message"]
+        assert message.startswith(f"{field}: "), r.json()
+        assert "2147483647" in message or "greater than or equal to 1" in message
+
+
+def test_the_largest_id_is_merely_not_found(client: TestClient) -> None:
+    r = client.get(f"/api/v1/runs/{ID_MAX}")
+    assert r.status_code == 404
+    assert r.json()["message"] == f"run {ID_MAX} not found"
+    assert client.get(f"/api/v1/verifications?run_id={ID_MAX}").json() == []
+
+
+def test_parent_ids_and_cursors_outside_the_column_range_are_refused(client: TestClient) -> None:
+    for n in (2**31, 2**63, 2**70, 0):
+        # json.dumps writes 2**70 exactly; orjson alone would have read it as a float.
+        r = client.post(
+            "/api/v1/runs",
+            content=json.dumps(report(parent_id=n)),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, (n, r.text)
+        assert r.json()["message"].startswith("parent_id: ")
+        cursor = base64.urlsafe_b64encode(f"r{n}".encode()).decode().rstrip("=")
+        r = client.get("/api/v1/runs", params={"cursor": cursor})
+        assert r.status_code == 422, (n, r.text)
+        assert r.json()["message"] == "cursor: malformed cursor"
+    assert client.get("/api/v1/runs").json()["items"] == []
+
+
+def recipe(**data: Any) -> dict[str, Any]:
+    return {"data": {"kind": "image_folder", "path": "pets", **data}}
+
+
+def epochs_with_metric(name: str) -> list[dict[str, Any]]:
+    return [{**e, "metrics": {name: 0.5}} for e in overfit_epochs(6)]
+
+
+NUL = "a\u0000b"
+NUL_CASES: list[tuple[str, Any, str]] = [
+    ("run name", report(name=NUL), "name"),
+    ("project", report(project=NUL), "project"),
+    ("metric name", report(metric={"name": NUL}), "metric.name"),
+    ("metric key in an epoch", report(epochs=epochs_with_metric(NUL)), "epochs[0].metrics"),
+    ("model arch", report(model={"arch": NUL}), "model.arch"),
+    ("model fact value", report(model={"optimizer": NUL}), "model.optimizer"),
+    ("model fact key", report(model={NUL: 1}), "model.a\\x00b"),
+    ("nested data fact", report(data={"source": {"urls": ["ok", NUL]}}), "data.source.urls[1]"),
+    ("dataset path", report(recipe=recipe(path=NUL)), "recipe.data.path"),
+    ("dataset spec key", report(recipe=recipe(**{NUL: 1})), "recipe.data.a\\x00b"),
+    ("recipe arch", report(recipe={"arch": NUL}), "recipe.arch"),
+    ("tag", report(tags=["ok", NUL]), "tags[1]"),
+    ("param key", report(params={NUL: 1}), "params.a\\x00b"),
+    ("param value", report(params={"note": NUL}), "params.note"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), NUL_CASES, ids=[c[0] for c in NUL_CASES])
+def test_nul_characters_are_refused_in_every_text_field(
+    client: TestClient, case: str, body: Any, field: str
+) -> None:
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 422, r.text
+    message = r.json()["message"]
+    assert message.startswith(f"{field}"), message
+    assert "NUL" in message
+    assert client.get("/api/v1/runs").json()["items"] == []
+
+
+def test_nul_characters_are_refused_in_appended_epochs_and_queries(client: TestClient) -> None:
+    run = client.post("/api/v1/runs", json=report(epochs=epochs_with_metric("acc"))).json()
+    more = [{"epoch": 6, "train_loss": 0.1, "valid_loss": 0.9, "metrics": {NUL: 0.5}}]
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": more})
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith("epochs[0].metrics")
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 6
+    for param in ("name", "project", "tag", "cursor"):
+        r = client.get("/api/v1/runs", params={param: NUL})
+        assert r.status_code == 422, (param, r.text)
+        assert r.json()["message"].startswith(f"{param}: "), r.json()
+
+
+NAN = float("nan")
+NUMBER_CASES: list[tuple[str, Any, str]] = [
+    ("NaN in a model fact", report(model={"momentum": NAN}), "model.momentum"),
+    ("Infinity deep in a data fact", report(data={"stats": {"std": [1.0, -math.inf]}}),
+     "data.stats.std[1]"),
+    ("NaN in a dataset spec", report(recipe=recipe(extra=NAN)), "recipe.data.extra"),
+    ("2**70 in a data fact", report(data={"n_images": 2**70}), "data.n_images"),
+    ("2**64 as n_train", report(data={"n_train": 2**64}), "data.n_train"),
+    ("-2**63-1 in a model fact", report(model={"seed": -(2**63) - 1}), "model.seed"),
+    ("2**70 in a dataset spec", report(recipe=recipe(seed=2**70)), "recipe.data.seed"),
+    ("2**70 as a param", report(params={"seed": 2**70}), "params.seed"),
+    ("2**63 as a param", report(params={"seed": 2**63}), "params.seed"),
+    ("2**31 as an epoch number", report(epochs=with_epoch(5, epoch=2**31)), "epochs[5].epoch"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "body", "field"), NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+def test_numbers_that_would_not_come_back_as_sent_are_refused(
+    client: TestClient, case: str, body: Any, field: str
+) -> None:
+    # As Python's encoder writes them: NaN/Infinity literals, integers of any size.
+    r = client.post(
+        "/api/v1/runs", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith(f"{field}: "), r.json()
+    assert client.get("/api/v1/runs").json()["items"] == []
+
+
+def test_64_bit_integers_come_back_exactly(client: TestClient) -> None:
+    big, small = 2**63 - 1, -(2**63)
+    body = report(params={"big": big, "small": small}, data={"n_images": big, "n": [small]})
+    r = client.post(
+        "/api/v1/runs", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 201, r.text
+    stored = client.get(f"/api/v1/runs/{r.json()['id']}").json()
+    assert stored["params"] == {"big": big, "small": small}
+    assert stored["data"]["n_images"] == big
+    assert stored["data"]["n"] == [small]
+
+
+def test_dates_without_a_timezone_are_read_as_utc(client: TestClient) -> None:
+    client.post("/api/v1/runs", json=report())
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for param, moment, found in (
+        ("created_after", now - timedelta(hours=1), 1),
+        ("created_after", now + timedelta(hours=1), 0),
+        ("created_before", now + timedelta(hours=1), 1),
+        ("created_before", now - timedelta(hours=1), 0),
+    ):
+        r = client.get("/api/v1/runs", params={param: moment.isoformat()})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == found, (param, moment)
+    # A date whose conversion to UTC leaves the calendar is refused, naming the parameter.
+    r = client.get("/api/v1/runs", params={"created_after": "0001-01-01T00:00:00+01:00"})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("created_after: ")
+    spec = client.get("/openapi.json").json()
+    params = {p["name"]: p for p in spec["paths"]["/api/v1/runs"]["get"]["parameters"]}
+    assert "UTC" in params["created_after"]["description"]
+    assert "UTC" in params["created_before"]["description"]
