@@ -18,9 +18,11 @@ from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RUNGS, RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
+from app.api.runs import RunId
+from app.api.verifications import JobId
 from app.builder.recipe import Recipe
 from app.models import Run, RungVerdict, Trial, Verification
-from app.schemas import Tag, VerificationCreate
+from app.schemas import ID_MAX, Tag, Text, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
 from app.services.errors import Invalid, ServiceError, Unauthorized
@@ -44,10 +46,10 @@ def runs_page(
     scope: ScopeDep,
     verdict: str | None = None,
     rung: str | None = None,
-    name: str | None = None,
-    project: str | None = None,
+    name: Text | None = None,
+    project: Text | None = None,
     tag: str | None = None,
-    cursor: str | None = None,
+    cursor: Text | None = None,
     order: Literal["newest", "oldest"] = "newest",
 ) -> HTMLResponse:
     # The filter form sends every field, empty ones as "": those mean "any".
@@ -59,6 +61,8 @@ def runs_page(
             TAG.validate_python(tag)
         except ValidationError as exc:
             raise Invalid(f"tag: {exc.errors()[0]['msg']}", field="tag") from exc
+    if cursor and not 1 <= runs_service.decode_cursor(cursor) <= ID_MAX:
+        raise Invalid("malformed cursor", field="cursor")
     verdict, rung = verdict or None, rung or None
     rows, next_cursor = runs_service.list_runs(
         session, scope, verdict=verdict, rung=rung, name=name or None, project=project or None,
@@ -140,7 +144,7 @@ def ladder_view(
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
     request: Request,
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     scope: ScopeDep,
     settings: SettingsDep,
@@ -170,7 +174,7 @@ def run_page(
 @router.post("/runs/{run_id}/verify", response_model=None)
 def verify_from_page(
     request: Request,
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     scope: ScopeDep,
     settings: SettingsDep,
@@ -256,7 +260,7 @@ def verdict_sentence(result: dict[str, Any], rung: str) -> str:
 
 @router.get("/verifications/{job_id}", response_class=HTMLResponse)
 def verification_page(
-    request: Request, job_id: int, session: SessionDep, scope: ScopeDep
+    request: Request, job_id: JobId, session: SessionDep, scope: ScopeDep
 ) -> HTMLResponse:
     job = verification_service.get(session, scope, job_id)
     result = job.result
@@ -281,7 +285,7 @@ def verification_page(
 
 
 @router.post("/verifications/{job_id}/cancel")
-def cancel_from_page(job_id: int, session: SessionDep, scope: ScopeDep) -> RedirectResponse:
+def cancel_from_page(job_id: JobId, session: SessionDep, scope: ScopeDep) -> RedirectResponse:
     job = verification_service.get(session, scope, job_id)
     if job.status not in FINISHED:
         verification_service.cancel(session, scope, job_id)

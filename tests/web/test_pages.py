@@ -93,6 +93,22 @@ def test_race_button_queues_a_race_of_the_next_open_rungs(client: TestClient) ->
     assert f"race of {', '.join(job['rungs'])}" in client.get(f"/runs/{run['id']}").text
 
 
+def test_pages_refuse_ids_beyond_the_column_and_nul_in_filters(client: TestClient) -> None:
+    """Answered as 4xx naming the field, never a 500, on both backends."""
+    for path in ("/runs/2147483648", "/runs/9223372036854775808", "/verifications/2147483648",
+                 "/runs/0"):  # fmt: skip
+        r = client.get(path)
+        assert r.status_code == 422, (path, r.text)
+        assert "_id" in r.json()["message"]
+    r = client.post("/verifications/2147483648/cancel")
+    assert r.status_code == 422
+    for query in ({"name": "a\x00b"}, {"project": "a\x00b"}, {"cursor": "\x00"}):
+        r = client.get("/", params=query)
+        assert r.status_code == 422, (query, r.text)
+        assert next(iter(query)) in r.json()["message"]
+    assert client.get("/", params={"cursor": "OTk5OTk5OTk5OTk5"}).status_code == 422
+
+
 def test_ladder_page_and_404s(client: TestClient) -> None:
     ladder = client.get("/ladder").text
     assert ladder.index("more_data") < ladder.index("augment") < ladder.index("smaller_model")
