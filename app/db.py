@@ -16,6 +16,7 @@ import orjson
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -200,8 +201,17 @@ def serialize_writes(engine: Engine, slot: WriteSlot) -> None:
         if info.pop(_HOLDS_WRITE_LOCK, False):
             slot.release()
 
+    def _rolled_back(conn: Connection) -> None:
+        try:
+            info = conn.info
+        except PendingRollbackError:
+            # The statement that failed (a write slot never obtained, ...) invalidated the
+            # transaction before it held the slot; the pool's reset releases anything held.
+            return
+        _release(info)
+
     event.listen(engine, "commit", lambda conn: _release(conn.info))
-    event.listen(engine, "rollback", lambda conn: _release(conn.info))
+    event.listen(engine, "rollback", _rolled_back)
 
     @event.listens_for(engine.pool, "reset")
     def _on_reset(_dbapi: Any, record: Any, _state: Any) -> None:
