@@ -55,12 +55,17 @@ class Comparison:
         }
 
 
+def span(mean: float, spread: float, n: int) -> tuple[float, float]:
+    """The 95% t-interval of a mean of ``n`` values with standard deviation ``spread``."""
+    half = t95(n - 1) * spread / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
 def interval(diffs: Sequence[float]) -> tuple[float, float] | None:
     """The 95% interval of the mean difference; None for a single pair."""
     if len(diffs) < 2:
         return None
-    mean, half = fmean(diffs), t95(len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
-    return (mean - half, mean + half)
+    return span(fmean(diffs), stdev(diffs), len(diffs))
 
 
 def compare(
@@ -157,8 +162,7 @@ def _holds(diffs: Sequence[float], smallest_effect: float) -> bool:
 
 
 def _settles(mean: float, spread: float, n: int, smallest_effect: float) -> bool:
-    half = t95(n - 1) * spread / math.sqrt(n)
-    low, high = mean - half, mean + half
+    low, high = span(mean, spread, n)
     return low > 0 or high < 0 or (n >= EQUIVALENCE_SEEDS and high < smallest_effect)
 
 

@@ -26,7 +26,7 @@ from app.models import Project, Run, RungVerdict, RunTag, utcnow
 from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
-from app.training.data import N_DIGITS, DataError, DigitsSpec, parse_spec
+from app.training.data import N_DIGITS, DataError, DigitsSpec, parse_spec, split_sizes
 
 MAX_LINEAGE_DEPTH = 1000
 
@@ -196,7 +196,7 @@ def recipe_n_train(recipe: Mapping[str, Any]) -> int | None:
         total = N_DIGITS if isinstance(spec, DigitsSpec) else getattr(spec, "n", None)
         if total is None:
             return None
-        size = total - max(1, round(total * spec.valid_pct))
+        size, _ = split_sizes(total, spec.valid_pct)
     return max(1, round(size * float(recipe.get("data_fraction") or 1.0)))
 
 

@@ -21,7 +21,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _split_sizes(n: int, valid_pct: float) -> tuple[int, int]:
+def split_sizes(n: int, valid_pct: float) -> tuple[int, int]:
     """Training and validation sizes of ``n`` items split by ``valid_pct`` (as ``load`` does)."""
     n_valid = max(1, round(n * valid_pct))
     return n - n_valid, n_valid
@@ -45,7 +45,7 @@ class DigitsSpec(Spec):
 
     @model_validator(mode="after")
     def _n_train_fits(self) -> "DigitsSpec":
-        available, _ = _split_sizes(N_DIGITS, self.valid_pct)
+        available, _ = split_sizes(N_DIGITS, self.valid_pct)
         if self.n_train is not None and self.n_train > available:
             raise ValueError(
                 f"n_train: {self.n_train} is more than the {available} images of the training "
@@ -165,7 +165,7 @@ def _split_indices(n: int, valid_pct: float, seed: int) -> tuple[Any, Any]:
     import torch
 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut, _ = _split_sizes(n, valid_pct)
+    cut, _ = split_sizes(n, valid_pct)
     return order[:cut], order[cut:]
 
 

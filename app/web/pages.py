@@ -168,6 +168,8 @@ def run_page(
         chart=chart_data(run), metric_name=run["metric"]["name"] if run["metric"] else None,
         ladder=ladder_view(session, run, run["recommendation"]),
         parent=parent[0] if parent else None, children=children, verifications=jobs, rungs=RUNG_IDS,
+        races={job.id: list(verification_service.candidates_of(job)) for job in jobs
+               if verification_service.protocol_of(job)["race"]},
     )  # fmt: skip
 
 

@@ -110,10 +110,14 @@ def _held(session: Session, job_id: int, worker: str, values: dict[str, Any]) ->
     ).first()
 
 
+def _ended(session: Session) -> dict[str, Any]:
+    """What every way out of ``running`` sets: the end time, and no lease."""
+    return {"finished_at": clock(session), "lease_owner": None, "lease_expires_at": None}
+
+
 def _finish(db: Database, job_id: int, worker: str, **values: Any) -> bool:
     with db.session() as session:
-        ended = {"finished_at": clock(session), "lease_owner": None, "lease_expires_at": None}
-        return _held(session, job_id, worker, {**ended, **values}) is not None
+        return _held(session, job_id, worker, {**_ended(session), **values}) is not None
 
 
 def complete(
@@ -128,9 +132,7 @@ def complete(
     timing. False (and nothing written) when it no longer did."""
     with db.session() as session:
         values = {
-            "finished_at": clock(session),
-            "lease_owner": None,
-            "lease_expires_at": None,
+            **_ended(session),
             "status": "succeeded",
             "verdict": result.get("verdict"),
             "effect": result.get("effect"),
