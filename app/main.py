@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import health, ladder, runs, verifications
+from app.api.instrument import install_metrics
 from app.db import Database, storage_error
 from app.migrate import head_revision
 from app.services.errors import ServiceError
@@ -215,7 +216,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def start_embedded_worker(settings: Settings, db: Database) -> Worker:
     worker = Worker(
         db,
-        device=settings.worker_device,
+        devices=settings.worker_devices,
         roots=settings.data_roots,
         lease_s=settings.worker_lease_s,
         poll_s=settings.worker_poll_s,
@@ -252,8 +253,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.migration_head = head_revision()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    # Added last, so outermost of the app's own: it sees every response and every error.
+    # Outside the limits, so it sees every response and every error; the request metrics go
+    # outermost of all, to count the answers it makes of errors too.
     app.add_middleware(RequestContext, logger=logger)
+    install_metrics(app, db)
 
     for router in (runs.router, verifications.router, ladder.router):
         app.include_router(router, prefix="/api/v1")

@@ -1,12 +1,14 @@
 """Liveness, readiness and Prometheus metrics."""
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+import hmac
 
-from app.api.deps import SessionDep, require_token
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from app.api.deps import SettingsDep, bearer_token, require_token
 from app.db import Database
 from app.migrate import current_revision
-from app.services.metrics import prometheus_text
 
 router = APIRouter(tags=["health"])
 
@@ -61,13 +63,38 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
+async def metrics_access(request: Request, settings: SettingsDep) -> None:
+    """``ADVISOR_METRICS_TOKEN``, when set, always opens /metrics; otherwise, when auth is
+    required, a project's token must be sent."""
+    token = bearer_token(request)
+    expected = settings.metrics_token
+    if (
+        token is not None
+        and expected is not None
+        and hmac.compare_digest(token.encode(), expected.encode())
+    ):
+        return
+    await require_token(request, settings)
+
+
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
-    dependencies=[Depends(require_token)],
-    responses={401: {"description": "Auth is required and no valid API token was sent."}},
+    response_class=Response,
+    dependencies=[Depends(metrics_access)],
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+        401: {
+            "description": "Auth is required and neither a project's token nor the metrics "
+            "token (ADVISOR_METRICS_TOKEN) was sent as a Bearer token."
+        },
+    },
 )
-def metrics(session: SessionDep) -> PlainTextResponse:
-    """Prometheus text format: runs by verdict, verification jobs by status, across all
-    projects. When auth is required, any valid project token must be sent (Bearer)."""
-    return PlainTextResponse(prometheus_text(session), media_type="text/plain; version=0.0.4")
+def metrics(request: Request) -> Response:
+    """Prometheus text format, across all projects: HTTP requests of this server (of all its
+    processes with ``PROMETHEUS_MULTIPROC_DIR``) by route template, method and status, and what
+    the database holds: runs by verdict, verification jobs by status, queue waits, job and trial
+    durations, heartbeat ages of the workers holding jobs, epochs per second by device.
+
+    When auth is required, send a project's token or ``ADVISOR_METRICS_TOKEN`` as Bearer."""
+    registry: CollectorRegistry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,6 @@
 """Errors of the server and its storage: JSON with a request id, the connection kept, a full
-disk answered 507 and shown on /readyz, a missing database folder shown on /readyz, and
-/metrics behind the token when auth is required."""
+disk answered 507 and shown on /readyz, and a missing database folder shown on /readyz.
+/metrics and its tokens: test_metrics.py."""
 
 import logging
 import os
@@ -25,7 +25,6 @@ from app.db import WriteFailure, storage_error
 from app.main import create_app
 from app.migrate import upgrade
 from app.services import runs as runs_service
-from app.services.projects import create_project
 from app.settings import Settings
 from tests.conftest import make_client, overfit_epochs
 from tests.servers import free_port
@@ -252,27 +251,3 @@ def test_a_read_only_database_folder_shows_on_readyz(tmp_path: Path) -> None:
             assert r.status_code == 503, r.text
     finally:
         folder.chmod(0o755)
-
-
-# --- /metrics ---------------------------------------------------------------------------------
-
-
-def test_metrics_need_a_token_when_auth_is_required(db_url: str) -> None:
-    from app.db import Database
-
-    db = Database(db_url)
-    with db.session() as session:
-        _, token = create_project(session, "ops")
-    db.dispose()
-    with make_client(db_url, auth="required") as client:
-        r = client.get("/metrics")
-        assert r.status_code == 401
-        assert "token" in r.json()["message"]
-        assert client.get("/metrics", headers={"Authorization": "Bearer oa_wrong"}).status_code == (
-            401
-        )
-        r = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 200
-        assert "advisor_runs" in r.text
-    with make_client(db_url) as client:  # auth off on loopback: open, as before
-        assert client.get("/metrics").status_code == 200
