@@ -2,6 +2,7 @@
 test checks with an autogenerate comparison on SQLite and PostgreSQL."""
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,35 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+# Stored as these strings in ``verifications.status``: the enum changes no schema.
+class JobStatus(StrEnum):
+    """A verification job's state: queued, running, then succeeded, failed or cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobStatusType(TypeDecorator[JobStatus]):
+    """The status column: the enum's strings in a String(16), read back as the enum (a plain
+    String would hand back ``str``, which has no ``finished``); an unknown string is refused."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else JobStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobStatus | None:
+        return None if value is None else JobStatus(value)
 
 
 def utcnow() -> datetime:
@@ -147,8 +177,9 @@ class Verification(Base):
     seeds: Mapped[list[int]] = mapped_column(JSONType, default=list)
     epochs: Mapped[int | None] = mapped_column(Integer, default=None)
     device: Mapped[str] = mapped_column(String(16), default="auto")
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     budget: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobStatus] = mapped_column(JobStatusType(), default=JobStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)

@@ -15,8 +15,11 @@ from pydantic import (
     model_validator,
 )
 
+from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
-from app.builder.recipe import MixupSpec, Recipe
+from app.builder.recipe import Augment, DropoutP, MixupSpec, Recipe, Task
+from app.models import JobStatus
+from app.settings import DEVICE
 
 # Ids are Integer columns: 1 .. 2**31-1 is their range on PostgreSQL, and the one rule on SQLite
 # too (whose integers go further), so that both backends answer the same.
@@ -87,9 +90,6 @@ def plain_json_problem(value: Any, path: str) -> str | None:
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
-Fraction = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1)]
-Task = Literal["classification", "segmentation"]
-Augment = Literal["none", "basic", "strong"]
 
 
 class Strict(BaseModel):
@@ -112,8 +112,8 @@ class MetricSpec(Strict):
 class ModelFacts(Open):
     arch: Text | None = Field(default=None, max_length=64)
     batchnorm: bool | None = None
-    head_dropout: Fraction | None = None
-    body_dropout: Fraction | None = None
+    head_dropout: DropoutP | None = None
+    body_dropout: DropoutP | None = None
     weight_decay: Annotated[float, Field(allow_inf_nan=False, ge=0)] | None = None
     lr: Annotated[float, Field(allow_inf_nan=False, gt=0)] | None = None
 
@@ -370,6 +370,26 @@ class RunOut(RunSummary):
     recommendation: RecommendationOut
 
 
+class RunFilters(BaseModel):
+    """What the run list keeps: the API's query parameters and the runs page's form alike."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project: Annotated[Text | None, Field(max_length=100)] = None
+    verdict: Verdict | None = None
+    rung: RungId | None = None
+    name: Annotated[Text | None, Field(max_length=200, description="substring, any case")] = None
+    tag: Annotated[Tag | None, Field(description="runs carrying this tag (exact match)")] = None
+    created_after: Annotated[
+        Instant | None,
+        Field(description="ISO 8601; runs created at or after it. Without a timezone: UTC."),
+    ] = None
+    created_before: Annotated[
+        Instant | None,
+        Field(description="ISO 8601; runs created before it. Without a timezone: UTC."),
+    ] = None
+
+
 class RunPage(BaseModel):
     items: list[RunSummary]
     next_cursor: str | None
@@ -400,7 +420,7 @@ class ErrorOut(BaseModel):
     )
 
 
-Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+Device = Annotated[str, Field(pattern=rf"^{DEVICE}$")]
 
 
 SeedCount = Annotated[int, Field(ge=1, le=20)]
@@ -444,6 +464,12 @@ class VerificationCreate(Strict):
         default=None, description="Overrides the recipe's epochs for baseline and candidate."
     )
     device: Device = "auto"
+    gpus: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="Devices each retrain spreads over (DistributedDataParallel, one process per "
+        "device); only a worker that offers as many takes the job. With more than one, 'device' "
+        "names a kind (auto, cuda, cpu), not one device.",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -467,6 +493,8 @@ class VerificationCreate(Strict):
             raise ValueError("give one of 'rung', 'rungs' or 'race'")
         if self.min_seeds > self.max_seeds:
             raise ValueError("min_seeds is more than max_seeds")
+        if self.gpus > 1 and ":" in self.device:
+            raise ValueError(f"gpus: {self.gpus} devices asked for, but 'device' names one")
         return self
 
     @property
@@ -490,10 +518,11 @@ class VerificationOut(BaseModel):
         description="min_seeds, max_seeds, criterion, smallest_effect, race."
     )
     level: int | None
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     seeds: list[int]
     epochs: int | None
     device: str
+    gpus: int
     attempts: int
     max_attempts: int
     cancel_requested: bool

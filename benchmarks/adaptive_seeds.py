@@ -296,7 +296,7 @@ def main() -> None:
         if key not in trained:
             # What ``run_trial`` does, as the worker does it: without a progress bar of its own.
             began = time.perf_counter()
-            results = list(epochs(recipe, seed, device="cpu", roots=(), label=None))
+            results = list(epochs(recipe, seed, devices=("cpu",), roots=(), label=None))
             found = outcome(
                 recipe, results, device="cpu", roots=(), duration_s=time.perf_counter() - began
             )

@@ -21,7 +21,7 @@ import torch
 
 from app.db import Database
 from app.migrate import upgrade
-from app.models import Verification
+from app.models import JobStatus, Verification
 from app.schemas import RunCreate, VerificationCreate
 from app.services.projects import Scope, ensure_project
 from app.services.runs import create_run, get_run
@@ -54,10 +54,10 @@ def fresh(epochs: int) -> tuple[Database, Scope, int]:
 def verify(db: Database, scope: Scope, run_id: int, body: VerificationCreate) -> dict[str, Any]:
     with db.session() as session:
         job_id = request(session, get_run(session, scope, run_id), body, ()).id
-    assert Worker(db, device="cpu").run_once()
+    assert Worker(db, devices=("cpu",)).run_once()
     with db.session() as session:
         job = session.get(Verification, job_id)
-        assert job is not None and job.status == "succeeded", job and job.error
+        assert job is not None and job.status == JobStatus.SUCCEEDED, job and job.error
         assert job.result is not None
         return job.result
 

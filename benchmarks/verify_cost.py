@@ -18,7 +18,7 @@ import torch
 from app.builder.recipe import Recipe
 from app.db import Database
 from app.migrate import upgrade
-from app.models import Verification
+from app.models import JobStatus, Verification
 from app.schemas import RunCreate, VerificationCreate
 from app.services.projects import Scope, ensure_project
 from app.services.runs import create_run, get_run
@@ -48,7 +48,7 @@ def main() -> None:
         project = ensure_project(session, "default")
         body = RunCreate.model_validate({"recipe": recipe, "epochs": epochs})
         run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    worker = Worker(db, device=args.device)
+    worker = Worker(db, devices=(args.device,))
     timings: dict[str, float] = {}
     trials: dict[str, int] = {}
     for label, rung in (("cold", "dropout_head"), ("baseline_reused", "augment")):
@@ -61,7 +61,7 @@ def main() -> None:
         timings[label] = time.perf_counter() - started
         with db.session() as session:
             done = session.get(Verification, job_id)
-            assert done is not None and done.status == "succeeded", done and done.error
+            assert done is not None and done.status == JobStatus.SUCCEEDED, done and done.error
             assert done.result is not None
             trials[f"{label}_trained"] = done.result["trials_trained"]
             trials[f"{label}_reused"] = done.result["trials_reused"]

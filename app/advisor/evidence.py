@@ -7,9 +7,9 @@ only counted where it can be matched. :func:`gather` counts the verdicts of simi
 with their median effect; :func:`demoted` says when a rung's record is bad enough for the ladder
 to try it after the next rung (at least three verdicts, none confirmed, most refuted).
 
-The architecture family is the table's (``app.builder.meta.ARCHS[name].family``, so resnet18 and
-resnet50 are both ``resnet``); a name not in the table stands for its own family: lowercased,
-without trailing digits, dots, dashes and underscores (``ViT-B16`` -> ``vit-b``).
+The architecture family is the table's (``app.advisor.architectures.ARCHS[name].family``, so
+resnet18 and resnet50 are both ``resnet``); a name not in the table stands for its own family:
+lowercased, without trailing digits, dots, dashes and underscores (``ViT-B16`` -> ``vit-b``).
 
 Pure: no SQL, HTTP or torch. The service reads the past verdicts and builds the profiles.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from app.builder.meta import ARCHS
+from app.advisor.architectures import ARCHS
 
 SIZE_FACTOR = 4
 MIN_VERDICTS = 3

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from app.advisor.architectures import ARCHS, sibling, smaller_sibling
 from app.advisor.diagnosis import Diagnosis, Verdict
 from app.advisor.evidence import Evidence, RungEvidence, demoted
-from app.builder.meta import ARCHS, sibling, smaller_sibling
 
 
 class RungId(StrEnum):

@@ -4,24 +4,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, status
 
-from app.advisor.diagnosis import Verdict
-from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.json import FastJSON, OrjsonRoute
 from app.schemas import (
     ID_MAX,
     EpochsIn,
     ErrorOut,
-    Instant,
     Lineage,
     RunCreate,
+    RunFilters,
     RunOut,
     RunPage,
-    Tag,
-    Text,
 )
 from app.services import runs as service
-from app.services.errors import Forbidden, Invalid
+from app.services.errors import Forbidden
 from app.services.projects import project_by_name
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=OrjsonRoute)
@@ -101,19 +97,7 @@ def append_epochs(
 def list_runs(
     session: SessionDep,
     scope: ScopeDep,
-    project: Annotated[Text | None, Query(max_length=100)] = None,
-    verdict: Verdict | None = None,
-    rung: RungId | None = None,
-    name: Annotated[Text | None, Query(max_length=200, description="substring, any case")] = None,
-    tag: Annotated[Tag | None, Query(description="runs carrying this tag (exact match)")] = None,
-    created_after: Annotated[
-        Instant | None,
-        Query(description="ISO 8601; runs created at or after it. Without a timezone: UTC."),
-    ] = None,
-    created_before: Annotated[
-        Instant | None,
-        Query(description="ISO 8601; runs created before it. Without a timezone: UTC."),
-    ] = None,
+    filters: Annotated[RunFilters, Query()],
     cursor: Annotated[
         str | None, Query(max_length=64, description="next_cursor of the previous page")
     ] = None,
@@ -121,21 +105,8 @@ def list_runs(
     order: Literal["newest", "oldest"] = "newest",
 ) -> FastJSON:
     """Runs by date, newest first by default; pass ``next_cursor`` back as ``cursor``."""
-    if cursor and not 1 <= service.decode_cursor(cursor) <= ID_MAX:
-        raise Invalid("malformed cursor", field="cursor")
     runs, next_cursor = service.list_runs(
-        session,
-        scope,
-        project=project,
-        verdict=verdict,
-        rung=rung,
-        name=name,
-        tag=tag,
-        created_after=created_after,
-        created_before=created_before,
-        cursor=cursor,
-        limit=limit,
-        oldest_first=order == "oldest",
+        session, scope, filters, cursor=cursor, limit=limit, oldest_first=order == "oldest"
     )
     items = [service.summary_payload(r) for r in runs]
     return FastJSON({"items": items, "next_cursor": next_cursor})

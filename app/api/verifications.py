@@ -1,6 +1,6 @@
 """Verifications: ask for one (202, the worker trains), follow it, cancel it."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
@@ -8,12 +8,12 @@ from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.json import FastJSON, OrjsonRoute
 from app.api.runs import ERRORS, RunId
+from app.models import JobStatus
 from app.schemas import ID_MAX, VerificationCreate, VerificationOut
 from app.services import verifications as service
 from app.services.runs import get_run
 
 router = APIRouter(tags=["verifications"], route_class=OrjsonRoute)
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="A verification id (1 .. 2147483647).")]
 
 
@@ -47,7 +47,7 @@ def list_verifications(
     session: SessionDep,
     scope: ScopeDep,
     run_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
-    status: Status | None = None,
+    status: JobStatus | None = None,
     rung: RungId | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FastJSON:

@@ -1,7 +1,8 @@
 """The model builder: fastai-style CNNs and U-Nets from a recipe.
 
-``meta`` (the architecture table) and ``recipe`` are plain data and import no torch; the torch
-parts load on first use, so the API process reads the table without paying for torch.
+``recipe`` is plain data and imports no torch (the architecture table it reads lives in
+``app.advisor.architectures``); the torch parts load on first use, so the API process reads
+recipes without paying for torch.
 """
 
 from typing import TYPE_CHECKING, Any

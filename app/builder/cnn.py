@@ -1,5 +1,5 @@
 """Bodies and whole models from a recipe, after fastai's vision learner: the architecture table
-(``meta``) says where to cut and split; small functions do the rest."""
+(``app.advisor.architectures``) says where to cut and split; small functions do the rest."""
 
 from typing import cast
 
@@ -14,8 +14,8 @@ from torchvision.models.regnet import ResBottleneckBlock
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import StochasticDepth
 
+from app.advisor.architectures import ARCHS, ArchMeta
 from app.builder.head import create_head
-from app.builder.meta import ARCHS, ArchMeta
 from app.builder.pretrained import load_pretrained
 from app.builder.recipe import Recipe
 

@@ -11,11 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.advisor.architectures import ARCHS
 from app.advisor.ladder import Facts
-from app.builder.meta import ARCHS
 
-Fraction = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
+# A dropout probability, in a recipe or a reported model: 1 would zero every activation.
+DropoutP = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
+# The augmentation presets of app.training.augment, weakest first.
 Augment = Literal["none", "basic", "strong"]
+Task = Literal["classification", "segmentation"]
 
 
 class Frozen(BaseModel):
@@ -26,7 +29,7 @@ class HeadSpec(Frozen):
     """fastai's ``create_head`` options; the defaults reproduce it layer for layer."""
 
     lin_ftrs: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (512,)
-    ps: Fraction = 0.5
+    ps: DropoutP = 0.5
     concat_pool: bool = True
     first_bn: bool = True
     bn_final: bool = False
@@ -40,17 +43,17 @@ class MixupSpec(Frozen):
 
 
 class Recipe(Frozen):
-    task: Literal["classification", "segmentation"] = "classification"
+    task: Task = "classification"
     arch: str = Field(
         description="An architecture of the table (GET /api/v1/ladder lists rungs; "
-        "app.builder.meta.ARCHS the architectures)."
+        "app.advisor.architectures.ARCHS the architectures)."
     )
     pretrained: bool = False
     n_in: Annotated[int, Field(ge=1, le=64)] = 3
     image_size: Annotated[int, Field(ge=8, le=4096)] = 224
     head: HeadSpec = HeadSpec()
     batchnorm: bool = Field(default=True, description="Batch norm in the head.")
-    body_dropout: Fraction = 0.0
+    body_dropout: DropoutP = 0.0
     decoder: Literal["unet", "nearest", "transposed"] = "unet"
     augment: Augment = "none"
     mixup: MixupSpec | None = None

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from app.advisor.architectures import ARCHS
 from app.builder.cnn import BuiltModel, create_body, probe
-from app.builder.meta import ARCHS
 from app.builder.recipe import Recipe
 
 

@@ -10,7 +10,6 @@ Rows travel as mappings keyed by column name (plus ``project``, the project's na
 import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, insert, select, update
@@ -23,7 +22,14 @@ from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gat
 from app.advisor.ladder import Facts, History, recommend
 from app.builder.recipe import Recipe
 from app.models import Project, Run, RungVerdict, RunTag, utcnow
-from app.schemas import EpochIn, RunCreate, check_epoch_order, check_metric_present
+from app.schemas import (
+    ID_MAX,
+    EpochIn,
+    RunCreate,
+    RunFilters,
+    check_epoch_order,
+    check_metric_present,
+)
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
 from app.training.data import N_DIGITS, DataError, DigitsSpec, parse_spec, split_sizes
@@ -508,28 +514,26 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("r"):
             raise ValueError(raw)
-        return int(raw[1:])
+        run_id = int(raw[1:])
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid("malformed cursor", field="cursor") from exc
+    # Beyond the id column's range: no cursor this service gave out.
+    if not 1 <= run_id <= ID_MAX:
+        raise Invalid("malformed cursor", field="cursor")
+    return run_id
 
 
 def list_runs(
     session: Session,
     scope: Scope,
+    filters: RunFilters,
     *,
-    project: str | None = None,
-    verdict: str | None = None,
-    rung: str | None = None,
-    name: str | None = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
     oldest_first: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; the cursor is the last id seen, so pages stay stable while runs arrive.
-    ``tag`` keeps the runs carrying that tag (exact match): a join on the tag's index."""
+    A ``tag`` filter keeps the runs carrying that tag (exact match): a join on the tag's index."""
     query: Select[Any] = (
         select(*SUMMARY_COLUMNS)
         .join_from(RUNS, PROJECTS)
@@ -537,22 +541,24 @@ def list_runs(
     ).limit(limit + 1)
     if not scope.sees_all:
         query = query.where(RUNS.c.project_id == scope.project_id)
-    if project is not None:
-        query = query.where(PROJECTS.c.name == project)
-    if verdict is not None:
-        query = query.where(RUNS.c.verdict == verdict)
-    if rung is not None:
-        query = query.where(RUNS.c.rung == rung)
-    if name:
-        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if filters.project is not None:
+        query = query.where(PROJECTS.c.name == filters.project)
+    if filters.verdict is not None:
+        query = query.where(RUNS.c.verdict == filters.verdict)
+    if filters.rung is not None:
+        query = query.where(RUNS.c.rung == filters.rung)
+    if filters.name:
+        escaped = filters.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(RUNS.c.name.ilike(f"%{escaped}%", escape="\\"))
-    if tag is not None:
+    if filters.tag is not None:
         # (run_id, tag) is the key of run_tags: the join yields each run at most once.
-        query = query.join(RUN_TAGS, and_(RUN_TAGS.c.run_id == RUNS.c.id, RUN_TAGS.c.tag == tag))
-    if created_after is not None:
-        query = query.where(RUNS.c.created_at >= created_after)
-    if created_before is not None:
-        query = query.where(RUNS.c.created_at < created_before)
+        query = query.join(
+            RUN_TAGS, and_(RUN_TAGS.c.run_id == RUNS.c.id, RUN_TAGS.c.tag == filters.tag)
+        )
+    if filters.created_after is not None:
+        query = query.where(RUNS.c.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        query = query.where(RUNS.c.created_at < filters.created_before)
     if cursor:
         after = decode_cursor(cursor)
         query = query.where(RUNS.c.id > after if oldest_first else RUNS.c.id < after)

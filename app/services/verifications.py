@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.builder.recipe import Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
-from app.models import Run, Verification
+from app.models import JobStatus, Run, Verification
 from app.schemas import VerificationCreate
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
@@ -74,6 +74,7 @@ def request(
         seeds=seeds,
         epochs=baseline.epochs,
         device=body.device,
+        gpus=body.gpus,
         budget={
             "baseline_recipe": baseline.model_dump(mode="json"),
             # Pairs, not an object: PostgreSQL's JSONB does not keep an object's key order.
@@ -154,7 +155,7 @@ def listing(
     scope: Scope,
     *,
     run_id: int | None,
-    status: str | None,
+    status: JobStatus | None,
     rung: str | None,
     limit: int,
 ) -> list[Verification]:
@@ -174,16 +175,16 @@ def cancel(session: Session, scope: Scope, job_id: int) -> Verification:
     """A queued job is cancelled at once; a running one when its worker next looks (between
     epochs); a finished one cannot be."""
     job = get(session, scope, job_id)
-    if job.status in ("succeeded", "failed", "cancelled"):
+    if job.status.finished:
         raise Conflict(f"verification {job_id} already {job.status}")
     session.execute(
         update(Verification)
-        .where(Verification.id == job_id, Verification.status == "queued")
-        .values(status="cancelled", cancel_requested=True)
+        .where(Verification.id == job_id, Verification.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True)
     )
     session.execute(
         update(Verification)
-        .where(Verification.id == job_id, Verification.status == "running")
+        .where(Verification.id == job_id, Verification.status == JobStatus.RUNNING)
         .values(cancel_requested=True)
     )
     session.flush()
@@ -203,6 +204,7 @@ def payload(job: Verification) -> dict[str, Any]:
         "seeds": job.seeds,
         "epochs": job.epochs,
         "device": job.device,
+        "gpus": job.gpus,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested,

@@ -2,19 +2,18 @@
 their images, and MixUp / CutMix on batches."""
 
 import warnings
-from typing import Literal
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-Kind = Literal["none", "basic", "strong"]
+from app.builder.recipe import Augment
 
 # Random erasing leaves masks as they are, which is what we want; torchvision warns about it.
 warnings.filterwarnings("ignore", message="RandomErasing.*tv_tensors.Mask")
 
 
-def preset(kind: Kind, size: int) -> v2.Compose | None:
+def preset(kind: Augment, size: int) -> v2.Compose | None:
     if kind == "none":
         return None
     steps: list[v2.Transform] = [
@@ -31,7 +30,7 @@ def preset(kind: Kind, size: int) -> v2.Compose | None:
 class Augmenter:
     """A fresh random transform for every sample of a batch (v2 on a whole batch would draw one)."""
 
-    def __init__(self, kind: Kind, size: int, task: str) -> None:
+    def __init__(self, kind: Augment, size: int, task: str) -> None:
         self.transform = preset(kind, size)
         self.segmentation = task == "segmentation"
 

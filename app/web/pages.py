@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import TypeAdapter, ValidationError
+from pydantic import model_validator
 from sqlalchemy import select
 
 from app.advisor.diagnosis import Verdict
@@ -22,21 +22,29 @@ from app.api.runs import RunId
 from app.api.verifications import JobId
 from app.builder.recipe import Recipe
 from app.models import Run, RungVerdict, Trial, Verification
-from app.schemas import ID_MAX, Tag, Text, VerificationCreate
+from app.schemas import RunFilters, Text, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
-from app.services.errors import Invalid, ServiceError, Unauthorized
+from app.services.errors import ServiceError, Unauthorized
 from app.services.projects import project_for_token
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 RUNG_IDS = [r.id.value for r in RUNGS]
-FINISHED = ("succeeded", "failed", "cancelled")
-TAG: TypeAdapter[str] = TypeAdapter(Tag)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+class FormFilters(RunFilters):
+    """The run list's filters as the runs page's form sends them: every field, empty ones as ""
+    for "any"; the rest is validated as the API's query."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_any(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v != ""} if isinstance(data, dict) else data
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -44,39 +52,22 @@ def runs_page(
     request: Request,
     session: SessionDep,
     scope: ScopeDep,
-    verdict: str | None = None,
-    rung: str | None = None,
-    name: Text | None = None,
-    project: Text | None = None,
-    tag: str | None = None,
+    filters: Annotated[FormFilters, Query()],
     cursor: Text | None = None,
     order: Literal["newest", "oldest"] = "newest",
 ) -> HTMLResponse:
-    # The filter form sends every field, empty ones as "": those mean "any".
-    verdicts = [v.value for v in Verdict]
-    if (verdict and verdict not in verdicts) or (rung and rung not in RUNG_IDS):
-        raise Invalid(f"unknown filter value: verdict={verdict!r}, rung={rung!r}")
-    if tag:
-        try:
-            TAG.validate_python(tag)
-        except ValidationError as exc:
-            raise Invalid(f"tag: {exc.errors()[0]['msg']}", field="tag") from exc
-    if cursor and not 1 <= runs_service.decode_cursor(cursor) <= ID_MAX:
-        raise Invalid("malformed cursor", field="cursor")
-    verdict, rung = verdict or None, rung or None
     rows, next_cursor = runs_service.list_runs(
-        session, scope, verdict=verdict, rung=rung, name=name or None, project=project or None,
-        tag=tag or None, cursor=cursor, limit=50, oldest_first=order == "oldest",
-    )  # fmt: skip
+        session, scope, filters, cursor=cursor, limit=50, oldest_first=order == "oldest"
+    )
     figures = runs_service.figures_by_ids(session, [r["id"] for r in rows])
     runs = [{**runs_service.summary_payload(r), **figures[r["id"]]} for r in rows]
-    default_order = None if order == "newest" else order
-    filters = {"verdict": verdict, "rung": rung, "name": name, "project": project, "tag": tag,
-               "order": default_order}  # fmt: skip
-    query = {k: v for k, v in filters.items() if v}
+    query = filters.model_dump(mode="json", exclude_none=True)
+    if order != "newest":
+        query["order"] = order
     next_url = "/?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
-    return render(request, "runs.html", runs=runs, filters=filters, next_cursor=next_cursor,
-                  next_url=next_url, verdicts=verdicts, rungs=RUNG_IDS)  # fmt: skip
+    return render(request, "runs.html", runs=runs, filters=filters, order=order,
+                  next_cursor=next_cursor, next_url=next_url, verdicts=[v.value for v in Verdict],
+                  rungs=RUNG_IDS)  # fmt: skip
 
 
 def chart_data(run: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +280,7 @@ def verification_page(
 @router.post("/verifications/{job_id}/cancel")
 def cancel_from_page(job_id: JobId, session: SessionDep, scope: ScopeDep) -> RedirectResponse:
     job = verification_service.get(session, scope, job_id)
-    if job.status not in FINISHED:
+    if not job.status.finished:
         verification_service.cancel(session, scope, job_id)
         session.commit()
     return RedirectResponse(f"/verifications/{job_id}", status_code=303)

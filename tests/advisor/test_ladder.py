@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
+from app.advisor.architectures import ARCHS, sibling, smaller_sibling
 from app.advisor.curves import Curves
 from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
-from app.builder.meta import ARCHS, sibling, smaller_sibling
 from tests.conftest import RUNG_ORDER, overfitting_diagnosis
 
 ORDER = [r.id.value for r in RUNGS]
@@ -257,13 +257,15 @@ def test_every_architecture_has_consistent_table_facts() -> None:
         assert rec.rung is None or rec.change == {"arch": smaller}
 
 
-def test_the_advisor_imports_neither_torch_nor_sqlalchemy() -> None:
+def test_the_advisor_imports_neither_torch_nor_sqlalchemy_nor_the_builder() -> None:
+    import pkgutil
     import subprocess
 
-    code = (
-        "import sys, app.advisor.ladder, app.advisor.diagnosis, app.builder.meta; "
-        "print(sorted(m for m in ('torch', 'sqlalchemy', 'fastapi', 'numpy') if m in sys.modules))"
-    )
+    import app.advisor
+
+    modules = ", ".join(f"app.advisor.{m.name}" for m in pkgutil.iter_modules(app.advisor.__path__))
+    heavy = "('torch', 'sqlalchemy', 'fastapi', 'numpy', 'app.builder')"
+    code = f"import sys, {modules}; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -59,6 +59,8 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("unknown task", report(task="regression"), 422, "task"),
     ("unknown augment", report(data={"augment": "lots"}), 422, "data.augment"),
     ("dropout above 1", report(model={"head_dropout": 1.5}), 422, "model.head_dropout"),
+    # p = 1 zeroes every activation: the same bound as a recipe's dropout.
+    ("dropout of 1", report(model={"body_dropout": 1.0}), 422, "model.body_dropout"),
     ("data fraction of zero", report(data={"data_fraction": 0}), 422, "data.data_fraction"),
     (
         "wrong constraint type",

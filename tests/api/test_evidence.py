@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.db import Database
-from app.models import Run, RungVerdict, Verification
+from app.models import JobStatus, Run, RungVerdict, Verification
 from app.services.projects import create_project
 from tests.api.test_runs import post
 from tests.conftest import healthy_epochs, make_client, overfit_epochs
@@ -29,7 +29,7 @@ def judge(url: str, run_id: int, rung: str, *judged: tuple[str, float | None]) -
         assert project_id is not None
         for verdict, effect in judged:
             job = Verification(
-                run_id=run_id, rung=rung, status="succeeded", verdict=verdict, effect=effect
+                run_id=run_id, rung=rung, status=JobStatus.SUCCEEDED, verdict=verdict, effect=effect
             )
             session.add(job)
             session.flush()

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from app.advisor.architectures import ARCHS
 from app.builder import build_model, create_body, create_head
 from app.builder.cnn import CNN, adapt_input_channels, probe
 from app.builder.head import AdaptiveConcatPool2d, SigmoidRange
-from app.builder.meta import ARCHS
 from app.builder.recipe import HeadSpec, Recipe
 
 # One architecture per family that builds in well under a second: the default run.

@@ -3,8 +3,8 @@ ladder for every architecture of the table."""
 
 import pytest
 
+from app.advisor.architectures import ARCHS, smaller_sibling
 from app.advisor.ladder import RUNGS, History, Option, evaluate, next_step, recommend
-from app.builder.meta import ARCHS, smaller_sibling
 from app.builder.recipe import HeadSpec, MixupSpec, Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
 from tests.conftest import overfitting_diagnosis

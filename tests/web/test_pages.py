@@ -1,6 +1,7 @@
 """Every page, server-side, on SQLite and PostgreSQL: content, filters, 404s and auth."""
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
@@ -107,6 +108,20 @@ def test_pages_refuse_ids_beyond_the_column_and_nul_in_filters(client: TestClien
         assert r.status_code == 422, (query, r.text)
         assert next(iter(query)) in r.json()["message"]
     assert client.get("/", params={"cursor": "OTk5OTk5OTk5OTk5"}).status_code == 422
+
+
+def test_runs_page_validates_its_filters_as_the_api_does(client: TestClient) -> None:
+    post(client, name="dated")
+    for query in ({"verdict": "great"}, {"name": "n" * 201}, {"created_after": "yesterday"},
+                  {"tag": "a\nb"}):  # fmt: skip
+        page, api = client.get("/", params=query), client.get("/api/v1/runs", params=query)
+        assert page.status_code == api.status_code == 422, (query, page.text)
+        assert page.json()["message"] == api.json()["message"]
+        assert page.json()["message"].startswith(f"{next(iter(query))}: ")
+    # A date without a timezone is read as UTC, as on the API.
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    assert "dated" in client.get("/", params={"created_after": hour_ago}).text
+    assert "No runs match" in client.get("/", params={"created_before": hour_ago}).text
 
 
 def test_ladder_page_and_404s(client: TestClient) -> None:

@@ -20,7 +20,7 @@ FAULT = {**RECIPE, "epochs": 6, "data": {"kind": "digits", "image_size": 16}}
 
 
 def finished(url: str, job_id: int) -> bool:
-    return job_row(url, job_id).status in ("succeeded", "failed", "cancelled")
+    return job_row(url, job_id).status.finished
 
 
 def progress(url: str, job_id: int) -> dict[str, int]:

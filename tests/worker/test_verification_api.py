@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.models import JobStatus
 from app.schemas import VerificationOut
 from tests.conftest import make_client, overfit_epochs
 
@@ -38,7 +39,7 @@ def wait(client: TestClient, job_id: int, timeout: float = 240) -> dict[str, Any
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/api/v1/verifications/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if JobStatus(job["status"]).finished:
             return job
         time.sleep(0.2)
     pytest.fail(f"verification {job_id} did not finish: {job}")
@@ -52,7 +53,7 @@ def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClie
     assert r.status_code == 202, r.text
     queued = r.json()
     VerificationOut.model_validate(queued)
-    assert queued["status"] in ("queued", "running")
+    assert not JobStatus(queued["status"]).finished
     assert queued["candidate_recipe"]["head"]["ps"] == 0.25
 
     job = wait(client, queued["id"])

@@ -1,4 +1,4 @@
-"""The architecture table: plain data shared by the ladder (pure logic) and the model builder.
+"""The architecture table: plain data read by the ladder, the evidence and the model builder.
 
 Importing this module must never import torch: the advisor and the API read it on every request.
 Each row says where the pretrained body ends (``cut``, an index into the model's children:
@@ -104,10 +104,6 @@ _ROWS: list[ArchMeta] = [
 # fmt: on
 
 ARCHS: dict[str, ArchMeta] = {row.name: row for row in _ROWS}
-
-
-def arch_meta(name: str) -> ArchMeta | None:
-    return ARCHS.get(name)
 
 
 _BY_RANK: dict[tuple[str, int], str] = {(row.family, row.rank): row.name for row in _ROWS}
