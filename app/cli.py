@@ -74,7 +74,15 @@ def serve(
 
 @app.command()
 def worker(
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            "--device",
+            help="auto, cpu, cuda or cuda:N; several, comma-separated (cuda:0,cuda:1), to spread "
+            "the retrains of jobs that ask for gpus: N over them (ADVISOR_WORKER_DEVICE).",
+        ),
+    ] = None,
     lease: Annotated[
         float | None, typer.Option(help="Lease seconds (ADVISOR_WORKER_LEASE_S).")
     ] = None,
@@ -82,14 +90,20 @@ def worker(
     """Run verifications from the database queue until stopped (SIGTERM hands the job back)."""
     import signal
 
+    from pydantic import ValidationError
+
     from app.db import Database
     from app.worker.worker import Worker
 
-    settings = Settings()
+    try:
+        settings = Settings(**({"worker_device": devices} if devices else {}))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     w = Worker(
         Database(settings.database_url),
-        device=device,
+        devices=settings.worker_devices,
         roots=settings.data_roots,
         lease_s=lease or settings.worker_lease_s,
         poll_s=settings.worker_poll_s,

@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AuthMode = Literal["auto", "required", "off"]
+# A device as jobs and workers name it (a regular expression).
+DEVICE = r"(auto|cpu|cuda(:\d+)?)"
 WorkerMode = Literal["embedded", "off"]
 
 
@@ -39,7 +41,12 @@ class Settings(BaseSettings):
     worker: WorkerMode = Field(
         default="embedded", description="embedded: one worker thread in the API process; off."
     )
-    worker_device: str = "auto"
+    worker_device: str = Field(
+        default="auto",
+        pattern=rf"^{DEVICE}(,{DEVICE})*$",
+        description="auto, cpu, cuda or cuda:N; several, comma-separated (cuda:0,cuda:1), to "
+        "also take jobs that spread one retrain over several devices (gpus: N).",
+    )
     worker_lease_s: float = Field(default=30.0, gt=0)
     worker_poll_s: float = Field(default=1.0, gt=0)
     worker_threads: int | None = Field(
@@ -58,6 +65,11 @@ class Settings(BaseSettings):
         description="The ladder counts verifications of similar runs in every project, not only "
         "the run's own.",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        description="A bearer token that opens /metrics, and nothing else, to a scraper that "
+        "holds no project token. When auth is required, /metrics takes it or a project's token.",
+    )
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"
 
@@ -75,6 +87,10 @@ class Settings(BaseSettings):
         if self.auth == "auto":
             return not is_loopback(self.host)
         return self.auth == "required"
+
+    @property
+    def worker_devices(self) -> tuple[str, ...]:
+        return tuple(self.worker_device.split(","))
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,25 +2,29 @@
 MixUp/CutMix, per-epoch train loss, valid loss and metrics — accuracy for classification, IoU
 and Dice for segmentation.
 
-One code path for every device. On CUDA it adds what pays there: bf16 autocast, channels-last
-memory, pinned host batches copied without blocking, and cuDNN autotuning. Seeded, it repeats
-exactly on the CPU.
+One code path for every device and for one process or several. On CUDA it adds what pays there:
+bf16 autocast, channels-last memory, pinned host batches copied without blocking, and cuDNN
+autotuning. Across processes (``Shard``, see ``app.training.distributed``) the model is wrapped in
+DistributedDataParallel and each process trains on its share of every batch, so the recipe's batch
+size stays the global one and the schedule takes the same steps as on one device. Seeded, it
+repeats exactly on the CPU.
 """
 
 import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from rich.progress import Progress
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, TensorDataset
 
-from app.training.augment import Augmenter, Kind, batch_mixer
-
-Task = Literal["classification", "segmentation"]
+from app.builder.recipe import Augment, Task
+from app.training.augment import Augmenter, batch_mixer
 
 
 @dataclass
@@ -55,9 +59,32 @@ class TrainConfig:
     weight_decay: float
     batch_size: int
     schedule: str = "one_cycle"
-    augment: Kind = "none"
+    augment: Augment = "none"
     mixup: tuple[str, float] | None = None  # (kind, alpha)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the processes training one model together."""
+
+    rank: int = 0
+    world: int = 1
+    # Where collectives run: NCCL reduces CUDA tensors only.
+    device: str = "cpu"
+
+    def reduce(self, *values: torch.Tensor) -> list[torch.Tensor]:
+        """Each value summed over the processes (as is, in one process)."""
+        if self.world == 1:
+            return list(values)
+        flat = torch.cat([v.reshape(-1).double() for v in values]).to(self.device)
+        dist.all_reduce(flat)
+        flat = flat.cpu()
+        out, at = [], 0
+        for v in values:
+            out.append(flat[at : at + v.numel()].reshape(v.shape).to(v.dtype))
+            at += v.numel()
+        return out
 
 
 class Stopped(Exception):
@@ -93,6 +120,12 @@ class Metrics:
         self.confusion += torch.bincount(idx, minlength=self.n_classes**2).view(
             self.n_classes, self.n_classes
         )
+
+    def reduce(self, shard: Shard) -> None:
+        """Gather the counts of every process's share of the validation set."""
+        counts = torch.tensor([self.correct, self.total])
+        counts, self.confusion = shard.reduce(counts, self.confusion)
+        self.correct, self.total = int(counts[0]), int(counts[1])
 
     def result(self) -> dict[str, float]:
         if self.task == "classification":
@@ -136,17 +169,23 @@ def evaluate(
     n_classes: int,
     dev: Device,
     batch_size: int = 256,
+    shard: Shard = Shard(),
 ) -> tuple[float, dict[str, float]]:
+    """Validation loss and metrics; across processes each takes every ``world``-th sample and
+    the sums are gathered, so every process gets the figures of the whole set."""
     model.eval()
     metrics = Metrics(task, n_classes)
     loss_sum = 0.0
+    x, y = x[shard.rank :: shard.world], y[shard.rank :: shard.world]
     with torch.no_grad(), dev.autocast():
         for i in range(0, len(x), batch_size):
             xb, yb = dev.batch(x[i : i + batch_size], y[i : i + batch_size])
             logits = model(xb).float()
             loss_sum += float(F.cross_entropy(logits, yb)) * len(yb)
             metrics.update(logits, yb)
-    return loss_sum / max(len(x), 1), metrics.result()
+    metrics.reduce(shard)
+    (total,) = shard.reduce(torch.tensor([loss_sum, len(x)], dtype=torch.float64))
+    return float(total[0]) / max(float(total[1]), 1.0), metrics.result()
 
 
 def fit(
@@ -193,6 +232,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     label: str | None = "training",
     tuned: bool = True,
+    shard: Shard = Shard(),
 ) -> Iterator[EpochResult]:
     """Train ``model`` epoch by epoch, yielding each epoch's result as it ends, so that a caller
     can interleave several trainings and drop one midway (a race). ``should_stop`` is asked
@@ -200,10 +240,18 @@ def train(
     bar (a terminal shows one live bar at a time)."""
     train_x, train_y, valid_x, valid_y = data
     dev = Device(torch.device(device), tuned)
-    torch.manual_seed(config.seed)
-    order_gen = torch.Generator().manual_seed(config.seed)
+    # Each process augments and mixes its own share with its own draws.
+    torch.manual_seed(config.seed + 7919 * shard.rank)
+    # Same seed on every process: their shares of an epoch are disjoint.
+    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+        TensorDataset(train_y), shard.world, shard.rank, shuffle=True, seed=config.seed
+    )
+    local_batch = max(1, config.batch_size // shard.world)
     model = model.to(dev.device).to(memory_format=dev.memory_format)
-    steps = math.ceil(len(train_x) / config.batch_size)
+    trained: nn.Module = model
+    if shard.world > 1:
+        trained = DistributedDataParallel(model, device_ids=[dev.device] if dev.cuda else None)
+    steps = math.ceil(len(sampler) / local_batch)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -220,17 +268,18 @@ def train(
                 raise Stopped(f"stopped before epoch {epoch}")
             outside = torch.get_rng_state()
             torch.set_rng_state(rng)
-            model.train()
-            order = torch.randperm(len(train_x), generator=order_gen)
+            trained.train()
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler))
             loss_sum = torch.zeros((), device=dev.device)
             for i in range(steps):
-                idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+                idx = order[i * local_batch : (i + 1) * local_batch]
                 xb, yb = augment(train_x[idx], train_y[idx])
                 if mix is not None:
                     xb, yb = mix(xb, yb)
                 xb, yb = dev.batch(xb, yb)
                 with dev.autocast():
-                    loss = F.cross_entropy(model(xb).float(), yb)
+                    loss = F.cross_entropy(trained(xb).float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
@@ -238,9 +287,13 @@ def train(
                 # Summed on the device: no host sync per step.
                 loss_sum += loss.detach() * len(idx)
                 progress.advance(bar)
-            valid_loss, metrics = evaluate(model, valid_x, valid_y, task, n_classes, dev)
+            # The bare model: its forward has no collectives, so uneven shares cannot hang.
+            valid_loss, metrics = evaluate(
+                model, valid_x, valid_y, task, n_classes, dev, shard=shard
+            )
+            (seen,) = shard.reduce(torch.tensor([float(loss_sum), len(order)], dtype=torch.float64))
             rng = torch.get_rng_state()
             torch.set_rng_state(outside)
-            result = EpochResult(epoch, float(loss_sum) / len(train_x), valid_loss, metrics)
+            result = EpochResult(epoch, float(seen[0] / seen[1]), valid_loss, metrics)
             progress.update(bar, description=f"{label} · {result.summary(config.epochs)}")
             yield result

@@ -11,7 +11,7 @@ import torch
 from app.builder import build_model
 from app.builder.recipe import Recipe
 from app.training.data import Split, load, parse_spec
-from app.training.loop import EpochResult, TrainConfig, train
+from app.training.loop import EpochResult, Shard, TrainConfig, train
 
 # The validation metric each task is judged by (higher is better for both).
 PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
@@ -23,6 +23,13 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device '{device}' asked for, but CUDA is not available here")
     return device
+
+
+def placement(devices: Sequence[str]) -> str:
+    """Where a training ran, as trials record it: ``cuda:0``, or ``2xcuda`` across devices."""
+    if len(devices) == 1:
+        return devices[0]
+    return f"{len(devices)}x{devices[0].partition(':')[0]}"
 
 
 @lru_cache(maxsize=8)
@@ -54,17 +61,18 @@ def figures(results: Sequence[EpochResult], metric: str) -> dict[str, Any]:
     }
 
 
-def epochs(
+def training(
     recipe: Recipe,
     seed: int,
+    split: Split,
     *,
     device: str,
-    roots: Sequence[Path],
+    shard: Shard = Shard(),
     should_stop: Callable[[], bool] | None = None,
-    label: str | None = "trial",
+    label: str | None = None,
 ) -> Iterator[EpochResult]:
-    """Train ``recipe`` with ``seed``, one epoch at a time (see :func:`app.training.loop.train`)."""
-    split = dataset(recipe, roots)
+    """Train ``recipe`` with ``seed`` on ``split`` in this process, one epoch at a time (see
+    :func:`app.training.loop.train`); ``shard``: as one of several processes."""
     torch.manual_seed(seed)
     model = build_model(recipe, split.n_out)
     config = TrainConfig(
@@ -85,7 +93,35 @@ def epochs(
         n_classes=split.n_out,
         device=device,
         should_stop=should_stop,
-        label=label,
+        label=label if shard.rank == 0 else None,
+        shard=shard,
+    )
+
+
+def epochs(
+    recipe: Recipe,
+    seed: int,
+    *,
+    devices: Sequence[str],
+    roots: Sequence[Path],
+    should_stop: Callable[[], bool] | None = None,
+    label: str | None = "trial",
+) -> Iterator[EpochResult]:
+    """Train ``recipe`` with ``seed``, one epoch at a time: here on one device, or across
+    several with one process each (:mod:`app.training.distributed`)."""
+    split = dataset(recipe, roots)
+    if len(devices) == 1:
+        return training(
+            recipe, seed, split, device=devices[0], should_stop=should_stop, label=label
+        )
+    from app.training.distributed import spread
+
+    return spread(
+        training,
+        (recipe, seed, split),
+        devices=devices,
+        epochs=recipe.epochs,
+        should_stop=should_stop,
     )
 
 
@@ -124,7 +160,7 @@ def run_trial(
     started = time.monotonic()
     results = []
     for result in epochs(
-        recipe, seed, device=device, roots=roots, should_stop=should_stop, label=label
+        recipe, seed, devices=(device,), roots=roots, should_stop=should_stop, label=label
     ):
         results.append(result)
         if on_epoch is not None:

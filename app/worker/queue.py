@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import Project, Run, RungVerdict, UTCDateTime, Verification
+from app.models import JobStatus, Project, Run, RungVerdict, UTCDateTime, Verification
 from app.schemas import RunCreate
 from app.services.runs import create_run
 
@@ -37,7 +37,10 @@ def _runnable(now: Any) -> Any:
     return and_(
         V.attempts < V.max_attempts,
         V.cancel_requested.is_(False),
-        or_(V.status == "queued", and_(V.status == "running", V.lease_expires_at < now)),
+        or_(
+            V.status == JobStatus.QUEUED,
+            and_(V.status == JobStatus.RUNNING, V.lease_expires_at < now),
+        ),
     )
 
 
@@ -46,9 +49,11 @@ def expire_exhausted(session: Session) -> None:
     now = clock(session)
     session.execute(
         update(V)
-        .where(V.status == "running", V.lease_expires_at < now, V.attempts >= V.max_attempts)
+        .where(
+            V.status == JobStatus.RUNNING, V.lease_expires_at < now, V.attempts >= V.max_attempts
+        )
         .values(
-            status="failed",
+            status=JobStatus.FAILED,
             finished_at=now,
             lease_owner=None,
             error="the worker running it stopped answering, on every attempt",
@@ -56,12 +61,13 @@ def expire_exhausted(session: Session) -> None:
     )
 
 
-def claim(db: Database, worker: str, lease_s: float) -> int | None:
-    """Take the oldest runnable job for ``worker``; None when there is none."""
+def claim(db: Database, worker: str, lease_s: float, devices: int = 1) -> int | None:
+    """Take the oldest runnable job for ``worker``, which offers ``devices`` devices (a job
+    that wants more waits for a worker that has them); None when there is none."""
     with db.session() as session:
         now = clock(session)
         claimed = {
-            "status": "running",
+            "status": JobStatus.RUNNING,
             "lease_owner": worker,
             "lease_expires_at": clock(session, lease_s),
             "heartbeat_at": now,
@@ -69,7 +75,8 @@ def claim(db: Database, worker: str, lease_s: float) -> int | None:
             "attempts": V.attempts + 1,
         }
         expire_exhausted(session)
-        oldest = select(V.id).where(_runnable(now)).order_by(V.created_at, V.id).limit(1)
+        fits = and_(_runnable(now), V.gpus <= devices)
+        oldest = select(V.id).where(fits).order_by(V.created_at, V.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             job_id = session.scalar(oldest.with_for_update(skip_locked=True))
             if job_id is None:
@@ -79,7 +86,7 @@ def claim(db: Database, worker: str, lease_s: float) -> int | None:
         # SQLite: one statement, and the condition is checked again by the writer that wins.
         return session.scalar(
             update(V)
-            .where(V.id == oldest.scalar_subquery(), _runnable(now))
+            .where(V.id == oldest.scalar_subquery(), fits)
             .values(**claimed)
             .returning(V.id)
         )
@@ -104,7 +111,7 @@ def _held(session: Session, job_id: int, worker: str, values: dict[str, Any]) ->
     """Update the job only while ``worker`` still holds it; the row, or None when it does not."""
     return session.execute(
         update(V)
-        .where(V.id == job_id, V.lease_owner == worker, V.status == "running")
+        .where(V.id == job_id, V.lease_owner == worker, V.status == JobStatus.RUNNING)
         .values(**values)
         .returning(V.id, V.run_id, V.cancel_requested)
     ).first()
@@ -133,7 +140,7 @@ def complete(
     with db.session() as session:
         values = {
             **_ended(session),
-            "status": "succeeded",
+            "status": JobStatus.SUCCEEDED,
             "verdict": result.get("verdict"),
             "effect": result.get("effect"),
             "error": None,
@@ -179,19 +186,23 @@ def fail(db: Database, job_id: int, worker: str, error: str, *, final: bool) -> 
         job = session.get(V, job_id)
         retry = job is not None and not final and job.attempts < job.max_attempts
     if retry:
-        return _finish(db, job_id, worker, status="queued", error=error, finished_at=None)
-    return _finish(db, job_id, worker, status="failed", error=error)
+        return _finish(db, job_id, worker, status=JobStatus.QUEUED, error=error, finished_at=None)
+    return _finish(db, job_id, worker, status=JobStatus.FAILED, error=error)
 
 
 def cancelled(db: Database, job_id: int, worker: str) -> bool:
-    return _finish(db, job_id, worker, status="cancelled")
+    return _finish(db, job_id, worker, status=JobStatus.CANCELLED)
 
 
 def release(db: Database, job_id: int, worker: str) -> bool:
     """Hand the job back untouched (the worker is shutting down): the attempt does not count."""
-    return _finish(db, job_id, worker, status="queued", attempts=V.attempts - 1, finished_at=None)
+    return _finish(
+        db, job_id, worker, status=JobStatus.QUEUED, attempts=V.attempts - 1, finished_at=None
+    )
 
 
-def device_of(db: Database, job_id: int) -> str:
+def placement_of(db: Database, job_id: int) -> tuple[str, int]:
+    """The device the job asks for, and over how many devices one retrain spreads."""
     with db.session() as session:
-        return session.scalar(select(V.device).where(V.id == job_id)) or "auto"
+        device, gpus = session.execute(select(V.device, V.gpus).where(V.id == job_id)).one()
+        return device, gpus

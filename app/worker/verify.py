@@ -35,7 +35,7 @@ from app.services.projects import Scope
 from app.services.runs import get_run
 from app.services.verifications import candidates_of, protocol_of
 from app.training.loop import EpochResult, Stopped
-from app.training.trial import PRIMARY_METRIC, epochs, outcome
+from app.training.trial import PRIMARY_METRIC, epochs, outcome, placement
 
 FRACTIONS = (0.25, 0.5, 1.0)
 ALL = Scope(0, "", sees_all=True)
@@ -130,7 +130,7 @@ class Context:
 
     db: Database
     job_id: int
-    device: str
+    devices: tuple[str, ...]  # one, or several for one training across them
     roots: Sequence[Path]
     reporter: Reporter
     should_stop: Callable[[], bool]
@@ -182,7 +182,7 @@ class Context:
         for result in epochs(
             recipe,
             seed,
-            device=self.device,
+            devices=self.devices,
             roots=self.roots,
             should_stop=self.should_stop,
             label=label,
@@ -205,7 +205,7 @@ class Context:
         found = outcome(
             recipe,
             results,
-            device=self.device,
+            device=placement(self.devices),
             roots=self.roots,
             duration_s=time.monotonic() - started,
         )
@@ -256,7 +256,7 @@ def verify(
     db: Database,
     job_id: int,
     *,
-    device: str,
+    devices: Sequence[str],
     roots: Sequence[Path],
     progress: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], bool],
@@ -264,7 +264,7 @@ def verify(
     """Run the protocol for job ``job_id``: the result to store with it, and the child runs to
     store in the same transaction (the candidates' trainings, by rung)."""
     job = load_job(db, job_id)
-    ctx = Context(db, job_id, device, roots, Reporter(progress), should_stop)
+    ctx = Context(db, job_id, tuple(devices), roots, Reporter(progress), should_stop)
     metric = PRIMARY_METRIC[job.baseline.task]
     common = {
         "metric": metric,
@@ -387,7 +387,7 @@ def _keep(ctx: Context, lane: Lane, upto: int) -> Trial:
     found = outcome(
         lane.recipe,
         lane.results[:upto],
-        device=ctx.device,
+        device=placement(ctx.devices),
         roots=ctx.roots,
         duration_s=time.monotonic() - lane.started,
     )

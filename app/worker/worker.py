@@ -1,7 +1,9 @@
 """The worker loop: claim a job, keep its lease alive while training, store what came of it.
 
-``advisor worker`` runs one per GPU; ``advisor serve`` runs one in a thread (the embedded
-default). SIGTERM (or ``stop``) finishes the current epoch, hands the job back and returns.
+``advisor worker`` runs one per machine or per GPU; ``advisor serve`` runs one in a thread (the
+embedded default). A worker offers one device, or several (``--devices cuda:0,cuda:1``): then it
+also takes jobs that ask for ``gpus: N`` and spreads each of their retrains over N of them. SIGTERM
+(or ``stop``) finishes the current epoch, hands the job back and returns.
 """
 
 import logging
@@ -25,7 +27,7 @@ class Worker:
         self,
         db: Database,
         *,
-        device: str = "auto",
+        devices: Sequence[str] = ("auto",),
         roots: Sequence[Path] = (),
         lease_s: float = 30.0,
         poll_s: float = 1.0,
@@ -33,7 +35,7 @@ class Worker:
         listen: bool = True,
         threads: int | None = None,
     ) -> None:
-        self.db, self.device, self.roots = db, device, tuple(roots)
+        self.db, self.devices, self.roots = db, tuple(devices), tuple(roots)
         self.lease_s, self.poll_s = lease_s, poll_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
@@ -42,7 +44,7 @@ class Worker:
 
     def run(self) -> None:
         """Work until ``stop`` is set."""
-        log.info("worker %s ready (device %s)", self.name, self.device)
+        log.info("worker %s ready (devices %s)", self.name, ",".join(self.devices))
         wakeup = Wakeup(self.db, self.stop, listen=self.listen)
         while not self.stop.is_set():
             try:
@@ -56,18 +58,17 @@ class Worker:
 
     def run_once(self) -> bool:
         """Take one job and see it through; False when there was none."""
-        job_id = queue.claim(self.db, self.name, self.lease_s)
+        job_id = queue.claim(self.db, self.name, self.lease_s, len(self.devices))
         if job_id is None:
             return False
         log.info("worker %s: verification %s claimed", self.name, job_id)
         # The lease is kept from the claim on: importing torch and loading data can outlast it.
-        job = _Job(self, job_id, queue.device_of(self.db, job_id))
+        job = _Job(self, job_id)
         job.start()
         # torch loads with the first job, not with the server: an idle embedded worker costs
         # the API process neither the import nor its memory.
         from app.training.data import DataError
         from app.training.loop import Stopped
-        from app.training.trial import resolve_device
         from app.worker.verify import verify
 
         if self.threads is not None:
@@ -76,13 +77,10 @@ class Worker:
             torch.set_num_threads(self.threads)
 
         try:
-            # The job's own device wins over the worker's; a GPU job on a CPU worker fails this
-            # attempt and stays queued for a worker that has one, within its attempts.
-            device = resolve_device(job.device if job.device != "auto" else self.device)
             result, children = verify(
                 self.db,
                 job_id,
-                device=device,
+                devices=self._devices(*queue.placement_of(self.db, job_id)),
                 roots=self.roots,
                 progress=job.progress,
                 should_stop=job.should_stop,
@@ -102,7 +100,9 @@ class Worker:
                 log.info("verification %s handed back: worker stopping", job_id)
         except Exception as exc:
             log.exception("verification %s failed", job_id)
-            final = isinstance(exc, (DataError, ValueError))  # retrying cannot fix bad input
+            # Retrying cannot fix bad input; a training process that died (RankFailed) may
+            # well live on the next attempt.
+            final = isinstance(exc, (DataError, ValueError))
             queue.fail(self.db, job_id, self.name, f"{type(exc).__name__}: {exc}", final=final)
         else:
             if not queue.complete(self.db, job_id, self.name, result, children):
@@ -115,12 +115,24 @@ class Worker:
             job.done.set()
         return True
 
+    def _devices(self, device: str, gpus: int) -> tuple[str, ...]:
+        """Where the job trains. The job's own device wins over the worker's (a GPU job on a CPU
+        worker fails this attempt and stays queued for a worker that has one, within its
+        attempts); a retrain over ``gpus`` devices takes the first ``gpus`` this worker offers,
+        or as many CPU processes when the job names the CPU."""
+        from app.training.trial import resolve_device
+
+        if gpus == 1:
+            return (resolve_device(device if device != "auto" else self.devices[0]),)
+        chosen = ("cpu",) * gpus if device == "cpu" else self.devices[:gpus]
+        return tuple(resolve_device(d) for d in chosen)
+
 
 class _Job:
     """One claimed job: a heartbeat thread renews the lease and notices cancellation."""
 
-    def __init__(self, worker: Worker, job_id: int, device: str) -> None:
-        self.worker, self.job_id, self.device = worker, job_id, device
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self.worker, self.job_id = worker, job_id
         self.done, self.cancel, self.lost = threading.Event(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 

@@ -16,19 +16,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db import Database
-from app.models import Verification, utcnow
+from app.models import JobStatus, Verification, utcnow
 from app.worker import queue
 from tests.conftest import make_client, overfit_epochs
 from tests.worker.test_verification_api import RECIPE, report, wait
 
 
 @contextmanager
-def worker_process(url: str, log: Path, lease_s: float = 2.0) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    url: str, log: Path, lease_s: float = 2.0, devices: str = "cpu"
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "ADVISOR_DATABASE_URL": url, "ADVISOR_WORKER_LEASE_S": str(lease_s),
            "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_LOG_LEVEL": "info",
            "ADVISOR_WORKER_THREADS": "1"}  # fmt: skip
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--device", "cpu"],
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--devices", devices],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         yield proc
@@ -70,7 +72,7 @@ def test_a_killed_worker_loses_nothing(db_url: str, tmp_path: Path) -> None:
             first.send_signal(signal.SIGKILL)
             first.wait()
         killed = job_row(db_url, job_id)
-        assert killed.status == "running" and killed.attempts == 1
+        assert killed.status == JobStatus.RUNNING and killed.attempts == 1
         with worker_process(db_url, tmp_path / "b.log"):
             job = wait(client, job_id)
         assert job["status"] == "succeeded", job
@@ -148,7 +150,7 @@ def test_an_expired_lease_with_no_attempts_left_fails_the_job(db_url: str) -> No
     with db.session() as session:
         job = session.get(Verification, job_id)
         assert job is not None
-        assert job.status == "failed"
+        assert job.status == JobStatus.FAILED
         assert "stopped answering" in (job.error or "")
     assert not queue.heartbeat(db, job_id, "w1", 60)[0], "the old owner has lost it"
     db.dispose()
@@ -187,7 +189,7 @@ def test_sigterm_hands_the_job_back_and_exits(db_url: str, tmp_path: Path) -> No
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=120) == 0
         job = job_row(db_url, job_id)
-        assert job.status == "queued"
+        assert job.status == JobStatus.QUEUED
         assert job.attempts == 0, "a handed-back attempt does not count"
         assert job.lease_owner is None
         assert "handed back" in log.read_text()
