@@ -13,8 +13,10 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import health, ladder, runs, verifications
@@ -164,13 +166,38 @@ def validation_message(errors: Sequence[Any]) -> str:
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         path = field_path(err.get("loc", ()))
         # Model-level checks already name the field in their message.
-        messages.append(msg if path in ("body", "") and ":" in msg else f"{path}: {msg}")
+        messages.append(
+            msg if path in ("body", "") and NAMED_FIELD.match(msg) else f"{path}: {msg}"
+        )
     return "; ".join(messages)
+
+
+def located(err: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI locates a JSON decode error at a character of the body, which is no field: the
+    error is the body's, with that position and the parser's reason in its message."""
+    if err.get("type") != "json_invalid":
+        return err
+    loc = err.get("loc", ())
+    at = f" at character {loc[1]}" if len(loc) > 1 else ""
+    reason = (err.get("ctx") or {}).get("error")
+    why = f" ({reason})" if reason else ""
+    return {**err, "loc": ("body",), "msg": f"not valid JSON{at}{why}"}
 
 
 def is_for_machines(path: str) -> bool:
     """The API and the operators' endpoints answer errors as JSON; pages answer for people."""
     return path.startswith("/api/") or path in ("/metrics", "/readyz", "/healthz")
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method the routes at the request's path declare (a mount declares none). Starlette's
+    405 names only those of the first route there, and a path here has a route per method."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        match, _ = context.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= context.methods or set()
+    return methods
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -189,13 +216,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"message": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        headers = exc.headers
+        allowed = allowed_methods(request) if exc.status_code == 405 else None
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+        errors = [located(e) for e in exc.errors()]
         detail = []
         for e in errors:
             field = field_path(e.get("loc", ()))

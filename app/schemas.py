@@ -410,9 +410,31 @@ class RungOut(BaseModel):
     levels: list[str]
 
 
-class ErrorOut(BaseModel):
+class ReadyOut(Strict):
+    status: Literal["ok", "unavailable"]
+    database: str = Field(
+        description="'reachable', 'unreachable: <error class>' or 'unusable: <why>'."
+    )
+    revision: str | None = Field(default=None, description="The database's migration revision.")
+    head: str | None = Field(default=None, description="The revision this code expects.")
+    storage: str | None = Field(default=None, description="'ok', or why writes fail.")
+    reason: str | None = Field(default=None, description="Why the database is not usable.")
+
+
+class FieldError(Strict):
+    field: str = Field(description="The field to blame: 'epochs[3].valid_loss', 'run_id', 'body'.")
+    message: str
+    type: str = Field(description="The kind of error, as pydantic names it ('missing', ...).")
+
+
+class ErrorOut(Strict):
+    """The body of every error answer (a model for the document; the handlers build it)."""
+
     message: str = Field(description="What went wrong; names the field when one is to blame.")
-    detail: Any = None
+    field: str | None = Field(default=None, description="The field to blame, when one is.")
+    detail: list[FieldError] | None = Field(
+        default=None, description="On 422 for invalid parameters or body: each error found."
+    )
     request_id: str | None = Field(
         default=None,
         description="On server errors (5xx): the id the server log has the error under (also "
@@ -423,24 +445,35 @@ class ErrorOut(BaseModel):
 Device = Annotated[str, Field(pattern=rf"^{DEVICE}$")]
 
 
-SeedCount = Annotated[int, Field(ge=1, le=20)]
+SEEDS_MAX = 20
+SeedCount = Annotated[int, Field(ge=1, le=SEEDS_MAX)]
+# Lists of distinct items: pydantic checks it in a validator, the document says it here.
+DISTINCT = {"uniqueItems": True}
 
 
 class VerificationCreate(Strict):
     """One rung checked with adaptive seeds, or several rungs raced against one baseline."""
 
     rung: RungId | None = Field(default=None, description="Defaults to the recommended rung.")
-    rungs: list[RungId] | None = Field(
+    rungs: (
+        Annotated[list[RungId], Field(min_length=2, max_length=7, json_schema_extra=DISTINCT)]
+        | None
+    ) = Field(
         default=None,
-        min_length=2,
-        max_length=7,
         description="Race these rungs against one baseline (successive halving on the epochs).",
     )
     race: Annotated[int, Field(ge=2, le=7)] | None = Field(
         default=None, description="Race the next this many open rungs of the run's ladder."
     )
     level: Annotated[int, Field(ge=0, le=10)] | None = None
-    seeds: SeedCount | list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+    seeds: (
+        SeedCount
+        | Annotated[
+            list[Annotated[int, Field(ge=0, le=ID_MAX)]],
+            Field(json_schema_extra={"minItems": 1, "maxItems": SEEDS_MAX, **DISTINCT}),
+        ]
+        | None
+    ) = Field(
         default=None,
         description="The seeds to draw from, in order (or how many: 0, 1, ...); their number is "
         "the most a single check trains. A race trains all of them (default 3).",
@@ -474,8 +507,8 @@ class VerificationCreate(Strict):
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, seeds: int | list[int] | None) -> int | list[int] | None:
-        if isinstance(seeds, list) and (not seeds or len(seeds) > 20):
-            raise ValueError("list between 1 and 20 seeds")
+        if isinstance(seeds, list) and not 1 <= len(seeds) <= SEEDS_MAX:
+            raise ValueError(f"list between 1 and {SEEDS_MAX} seeds")
         if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
@@ -519,6 +552,7 @@ class VerificationOut(BaseModel):
     )
     level: int | None
     status: JobStatus
+    finished: bool = Field(description="Succeeded, failed or cancelled: nothing more will change.")
     seeds: list[int]
     epochs: int | None
     device: str

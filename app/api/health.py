@@ -7,13 +7,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from app.api.deps import SettingsDep, bearer_token, require_token
+from app.api.errors import errors
 from app.db import Database
 from app.migrate import current_revision
+from app.schemas import ReadyOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=errors(500))
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -22,7 +24,14 @@ def _unavailable(database: str, **more: str | None) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "database": database, **more}, status_code=503)
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={
+        503: {"model": ReadyOut, "description": "Not ready; the answer says why."},
+        **errors(500),
+    },
+)
 def readyz(request: Request) -> JSONResponse:
     """Ready when the database answers, its schema is at the migration head and writes are
     not failing for want of space (after a write failed so, the storage is probed until it
@@ -83,10 +92,7 @@ async def metrics_access(request: Request, settings: SettingsDep) -> None:
     dependencies=[Depends(metrics_access)],
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
-        401: {
-            "description": "Auth is required and neither a project's token nor the metrics "
-            "token (ADVISOR_METRICS_TOKEN) was sent as a Bearer token."
-        },
+        **errors(401, 500, 503, 507),
     },
 )
 def metrics(request: Request) -> Response:

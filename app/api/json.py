@@ -33,17 +33,28 @@ class FastJSON(Response):
 LONG_DIGITS = re.compile(rb"(?<![\d.])\d{19}")
 
 
+def parse(body: bytes) -> Any:
+    if not LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # perhaps NaN/Infinity, which the standard parser reads for validation to name
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        # FastAPI answers any failure but a JSONDecodeError with a bare 400; as one, these
+        # answer 422 naming the body, as every other body that is not JSON does.
+        raise json.JSONDecodeError(
+            f"not UTF-8: {exc.reason}", body.decode("utf-8", "replace"), exc.start
+        ) from exc
+    except RecursionError as exc:
+        raise json.JSONDecodeError("nested too deeply", body.decode("utf-8", "replace"), 0) from exc
+
+
 class OrjsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            if LONG_DIGITS.search(body):
-                self._json = json.loads(body)
-                return self._json
-            try:
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                self._json = json.loads(body)
+            self._json = parse(await self.body())
         return self._json
 
 

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from app.advisor.ladder import RUNGS
+from app.api.errors import errors
 from app.schemas import RungOut
 
 router = APIRouter(tags=["ladder"])
@@ -22,6 +23,6 @@ def ladder_rungs() -> list[RungOut]:
     ]
 
 
-@router.get("/ladder", response_model=list[RungOut])
+@router.get("/ladder", response_model=list[RungOut], responses=errors(500))
 def get_ladder() -> list[RungOut]:
     return ladder_rungs()

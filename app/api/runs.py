@@ -1,15 +1,15 @@
 """/api/v1/runs: report runs, append epochs, browse history and lineage."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, status
 
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
+from app.api.errors import API_ERRORS
 from app.api.json import FastJSON, OrjsonRoute
 from app.schemas import (
     ID_MAX,
     EpochsIn,
-    ErrorOut,
     Lineage,
     RunCreate,
     RunFilters,
@@ -20,18 +20,8 @@ from app.services import runs as service
 from app.services.errors import Forbidden
 from app.services.projects import project_by_name
 
-router = APIRouter(prefix="/runs", tags=["runs"], route_class=OrjsonRoute)
+router = APIRouter(prefix="/runs", tags=["runs"], route_class=OrjsonRoute, responses=API_ERRORS)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    409: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-    500: {"model": ErrorOut, "description": "Unexpected error; the log has it by request id."},
-    503: {"model": ErrorOut, "description": "The database is unavailable or busy."},
-    507: {"model": ErrorOut, "description": "The database or its disk is full."},
-}
 # Out of the id range (1 .. 2**31-1) answers 422 naming the parameter, on both backends.
 RunId = Annotated[int, Path(ge=1, le=ID_MAX, description="A run id (1 .. 2147483647).")]
 
@@ -45,7 +35,14 @@ def _project(session: SessionDep, scope: ScopeDep, name: str | None) -> tuple[in
     return project_by_name(session, name).id, name
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, responses=ERRORS)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunOut,
+    responses={
+        200: {"model": RunOut, "description": "The run this Idempotency-Key created before."}
+    },
+)
 def create_run(
     body: RunCreate,
     session: SessionDep,
@@ -76,7 +73,7 @@ def create_run(
     return FastJSON(service.run_payload(run), status_code=201 if created else 200)
 
 
-@router.post("/{run_id}/epochs", response_model=RunOut, responses=ERRORS)
+@router.post("/{run_id}/epochs", response_model=RunOut)
 def append_epochs(
     run_id: RunId, body: EpochsIn, session: SessionDep, scope: ScopeDep, settings: SettingsDep
 ) -> FastJSON:
@@ -93,7 +90,7 @@ def append_epochs(
     return FastJSON(service.run_payload(updated))
 
 
-@router.get("", response_model=RunPage, responses=ERRORS)
+@router.get("", response_model=RunPage)
 def list_runs(
     session: SessionDep,
     scope: ScopeDep,
@@ -112,12 +109,12 @@ def list_runs(
     return FastJSON({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/{run_id}", response_model=RunOut, responses=ERRORS)
+@router.get("/{run_id}", response_model=RunOut)
 def get_run(run_id: RunId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     return FastJSON(service.run_payload(service.get_run(session, scope, run_id)))
 
 
-@router.get("/{run_id}/lineage", response_model=Lineage, responses=ERRORS)
+@router.get("/{run_id}/lineage", response_model=Lineage)
 def lineage(run_id: RunId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     """The run's ancestors (parent first) and everything derived from it."""
     run = service.get_run(session, scope, run_id)

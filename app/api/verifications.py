@@ -6,14 +6,15 @@ from fastapi import APIRouter, Path, Query, status
 
 from app.advisor.ladder import RungId
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
+from app.api.errors import API_ERRORS
 from app.api.json import FastJSON, OrjsonRoute
-from app.api.runs import ERRORS, RunId
+from app.api.runs import RunId
 from app.models import JobStatus
 from app.schemas import ID_MAX, VerificationCreate, VerificationOut
 from app.services import verifications as service
 from app.services.runs import get_run
 
-router = APIRouter(tags=["verifications"], route_class=OrjsonRoute)
+router = APIRouter(tags=["verifications"], route_class=OrjsonRoute, responses=API_ERRORS)
 JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="A verification id (1 .. 2147483647).")]
 
 
@@ -21,7 +22,6 @@ JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="A verification id (1 .
     "/runs/{run_id}/verifications",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=VerificationOut,
-    responses=ERRORS,
 )
 def request_verification(
     run_id: RunId,
@@ -37,12 +37,12 @@ def request_verification(
     return FastJSON(service.payload(job), status_code=202)
 
 
-@router.get("/verifications/{job_id}", response_model=VerificationOut, responses=ERRORS)
+@router.get("/verifications/{job_id}", response_model=VerificationOut)
 def get_verification(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     return FastJSON(service.payload(service.get(session, scope, job_id)))
 
 
-@router.get("/verifications", response_model=list[VerificationOut], responses=ERRORS)
+@router.get("/verifications", response_model=list[VerificationOut])
 def list_verifications(
     session: SessionDep,
     scope: ScopeDep,
@@ -55,7 +55,7 @@ def list_verifications(
     return FastJSON([service.payload(j) for j in jobs])
 
 
-@router.post("/verifications/{job_id}/cancel", response_model=VerificationOut, responses=ERRORS)
+@router.post("/verifications/{job_id}/cancel", response_model=VerificationOut)
 def cancel_verification(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     job = service.cancel(session, scope, job_id)
     session.commit()

@@ -137,12 +137,23 @@ def test_param_integers_beyond_64_bits_are_refused() -> None:
         RunCreate.model_validate(report(params={"seed": 2**64}))
 
 
-def test_malformed_json_is_refused(client: TestClient) -> None:
-    r = client.post(
-        "/api/v1/runs", content=b'{"epochs": [', headers={"content-type": "application/json"}
-    )
-    assert r.status_code == 422
-    assert "JSON" in r.json()["message"]
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"epochs": [', "at character 12 (Expecting value)"),
+        (b'{"name": "\xff"}', "at character 10 (not UTF-8: invalid start byte)"),
+        (b"[" * 100_000 + b"]" * 100_000, "at character 0 (nested too deeply)"),
+    ],
+    ids=["truncated", "not UTF-8", "nested too deeply"],
+)
+def test_malformed_json_is_refused_naming_the_body(
+    client: TestClient, body: bytes, why: str
+) -> None:
+    for path in ("/api/v1/runs", "/api/v1/runs/1/epochs", "/api/v1/runs/1/verifications"):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["message"] == f"body: not valid JSON {why}"
+        assert r.json()["detail"][0]["field"] == "body"
 
 
 def test_body_over_the_limit_is_refused(db_url: str) -> None:

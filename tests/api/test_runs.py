@@ -195,6 +195,21 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     assert "RunCreate" in spec["components"]["schemas"]
 
 
+def test_a_method_the_path_lacks_answers_405_listing_every_method_it_has(
+    client: TestClient,
+) -> None:
+    # GET and POST /api/v1/runs are two routes; Starlette alone would name the first one's only.
+    for method, path, allow in [
+        ("DELETE", "/api/v1/runs", "GET, POST"),
+        ("PUT", "/api/v1/runs/1", "GET"),
+        ("GET", "/api/v1/runs/1/epochs", "POST"),
+    ]:
+        r = client.request(method, path)
+        assert r.status_code == 405, (method, path)
+        assert r.headers["allow"] == allow
+        assert r.json() == {"message": "Method Not Allowed"}
+
+
 def test_responses_honour_the_documented_models(client: TestClient) -> None:
     run = post(client, model={"arch": "resnet18"})
     RunOut.model_validate(run)
