@@ -201,6 +201,7 @@ def payload(job: Verification) -> dict[str, Any]:
         "protocol": protocol_of(job),
         "level": job.level,
         "status": job.status,
+        "finished": job.status.finished,
         "seeds": job.seeds,
         "epochs": job.epochs,
         "device": job.device,

@@ -119,6 +119,10 @@ class Verification:
 
     @property
     def done(self) -> bool:
+        """Nothing more will change. The server says so; one from before it did: the statuses
+        that end a job."""
+        if "finished" in self.raw:
+            return bool(self.raw["finished"])
         return self.status in ("succeeded", "failed", "cancelled")
 
     @classmethod

@@ -39,7 +39,8 @@ def wait(client: TestClient, job_id: int, timeout: float = 240) -> dict[str, Any
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/api/v1/verifications/{job_id}").json()
-        if JobStatus(job["status"]).finished:
+        assert job["finished"] == JobStatus(job["status"]).finished, job
+        if job["finished"]:
             return job
         time.sleep(0.2)
     pytest.fail(f"verification {job_id} did not finish: {job}")
@@ -53,7 +54,7 @@ def test_verify_a_rung_end_to_end_and_reuse_the_baseline(worker_client: TestClie
     assert r.status_code == 202, r.text
     queued = r.json()
     VerificationOut.model_validate(queued)
-    assert not JobStatus(queued["status"]).finished
+    assert not queued["finished"] and not JobStatus(queued["status"]).finished
     assert queued["candidate_recipe"]["head"]["ps"] == 0.25
 
     job = wait(client, queued["id"])

@@ -83,7 +83,7 @@ function liveProgress() {
         ` · ${p.elapsed_s} s elapsed` + (p.eta_s != null ? ` · about ${p.eta_s} s left` : "");
       bar.max = p.epochs_total || 1; bar.value = p.epochs_done || 0;
     }
-    if (["succeeded", "failed", "cancelled"].includes(job.status)) { window.location.reload(); return; }
+    if (job.finished) { window.location.reload(); return; }
     setTimeout(tick, 1000);
   };
   setTimeout(tick, 1000);
