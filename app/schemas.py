@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -88,8 +89,16 @@ def plain_json_problem(value: Any, path: str) -> str | None:
     return None
 
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+def _not_bool(value: object) -> object:
+    # JSON's true and false are not numbers, though pydantic would read them as 1 and 0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False), NotBool]
+Loss = Annotated[float, Field(allow_inf_nan=False, ge=0), NotBool]
 
 
 class Strict(BaseModel):
@@ -134,7 +143,7 @@ class Constraints(Strict):
 
 
 class EpochIn(Strict):
-    epoch: Annotated[int, Field(ge=0, le=ID_MAX)]
+    epoch: Annotated[int, Field(ge=0, le=ID_MAX), NotBool]
     train_loss: Loss
     valid_loss: Loss
     metrics: dict[Annotated[Text, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
