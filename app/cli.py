@@ -136,7 +136,7 @@ def train(
     outcome = run_trial(
         recipe,
         seed,
-        device=resolve_device(device),
+        devices=(resolve_device(device),),
         roots=settings.data_roots,
         # A line per epoch as it ends; on a terminal the loop also draws a bar per step.
         on_epoch=lambda result: typer.echo(result.summary(recipe.epochs)),

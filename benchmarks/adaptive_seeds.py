@@ -274,7 +274,7 @@ def main() -> None:
 
     from app.builder.recipe import Recipe
     from app.builder.remedies import NotApplicable, apply_remedy
-    from app.training.trial import epochs, outcome
+    from app.training.trial import run_trial
 
     torch.set_num_threads(args.threads)
     cases = QUICK if args.quick else CASES
@@ -294,12 +294,8 @@ def main() -> None:
     def figures(recipe: Recipe, seed: int) -> dict[str, Any]:
         key = (recipe.fingerprint(), seed)
         if key not in trained:
-            # What ``run_trial`` does, as the worker does it: without a progress bar of its own.
-            began = time.perf_counter()
-            results = list(epochs(recipe, seed, devices=("cpu",), roots=(), label=None))
-            found = outcome(
-                recipe, results, device="cpu", roots=(), duration_s=time.perf_counter() - began
-            )
+            # As the worker trains it, without a progress bar of its own (the benchmark has one).
+            found = run_trial(recipe, seed, devices=("cpu",), roots=(), label=None)
             trained[key], seconds[key] = found["figures"], found["duration_s"]
             bar.update()
         return trained[key]

@@ -341,7 +341,7 @@ class Bench:
         started = time.monotonic()
         recipe = scenario.build()
         metric = PRIMARY_METRIC[recipe.task]
-        trained = run_trial(recipe, 0, device=self.args.device, roots=(), label=scenario.name)
+        trained = run_trial(recipe, 0, devices=(self.args.device,), roots=(), label=scenario.name)
         data: dict[str, Any] = {"n_train": trained["n_train"], "n_classes": trained["n_classes"]}
         if scenario.more_data_available is not None:
             data["more_data_available"] = scenario.more_data_available

@@ -93,7 +93,7 @@ def training(
         n_classes=split.n_out,
         device=device,
         should_stop=should_stop,
-        label=label if shard.rank == 0 else None,
+        label=label,
         shard=shard,
     )
 
@@ -129,7 +129,7 @@ def outcome(
     recipe: Recipe,
     results: Sequence[EpochResult],
     *,
-    device: str,
+    devices: Sequence[str],
     roots: Sequence[Path],
     duration_s: float,
 ) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def outcome(
         "curve": [r.record() for r in results],
         "figures": figures(results, PRIMARY_METRIC[recipe.task]),
         "duration_s": duration_s,
-        "device": device,
+        "device": placement(devices),
         "n_train": len(split.train_x),
         # The diagnosis reads the chance level of accuracy from it.
         "n_classes": split.n_out if recipe.task == "classification" else None,
@@ -150,21 +150,21 @@ def run_trial(
     recipe: Recipe,
     seed: int,
     *,
-    device: str,
+    devices: Sequence[str],
     roots: Sequence[Path],
     on_epoch: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    label: str = "trial",
+    label: str | None = "trial",
 ) -> dict[str, Any]:
-    """Train ``recipe`` with ``seed`` to the end; its :func:`outcome`."""
+    """Train ``recipe`` with ``seed`` to the end (see :func:`epochs`); its :func:`outcome`."""
     started = time.monotonic()
     results = []
     for result in epochs(
-        recipe, seed, devices=(device,), roots=roots, should_stop=should_stop, label=label
+        recipe, seed, devices=devices, roots=roots, should_stop=should_stop, label=label
     ):
         results.append(result)
         if on_epoch is not None:
             on_epoch(result)
     return outcome(
-        recipe, results, device=device, roots=roots, duration_s=time.monotonic() - started
+        recipe, results, devices=devices, roots=roots, duration_s=time.monotonic() - started
     )

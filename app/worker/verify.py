@@ -35,7 +35,7 @@ from app.services.projects import Scope
 from app.services.runs import get_run
 from app.services.verifications import candidates_of, protocol_of
 from app.training.loop import EpochResult, Stopped
-from app.training.trial import PRIMARY_METRIC, epochs, outcome, placement
+from app.training.trial import PRIMARY_METRIC, epochs, outcome, run_trial
 
 FRACTIONS = (0.25, 0.5, 1.0)
 ALL = Scope(0, "", sees_all=True)
@@ -199,16 +199,16 @@ class Context:
             return stored
         self.reporter.plan(recipe.epochs)
         self.reporter.trial(role, seed, recipe.epochs)
-        started = time.monotonic()
-        results = list(self.epochs(recipe, seed, f"{role} seed {seed}"))
-        self.trained += 1
-        found = outcome(
+        found = run_trial(
             recipe,
-            results,
-            device=placement(self.devices),
+            seed,
+            devices=self.devices,
             roots=self.roots,
-            duration_s=time.monotonic() - started,
+            on_epoch=self.reporter.epoch,
+            should_stop=self.should_stop,
+            label=f"{role} seed {seed}",
         )
+        self.trained += 1
         return self.store(role, recipe, fingerprint, seed, found)
 
     def counts(self) -> dict[str, int]:
@@ -387,7 +387,7 @@ def _keep(ctx: Context, lane: Lane, upto: int) -> Trial:
     found = outcome(
         lane.recipe,
         lane.results[:upto],
-        device=placement(ctx.devices),
+        devices=ctx.devices,
         roots=ctx.roots,
         duration_s=time.monotonic() - lane.started,
     )
