@@ -28,6 +28,9 @@ REAL_CURVES = DATA / "real_curves"
 # Collected after the detector was tuned on REAL_CURVES, labelled by the same rule, and scored
 # without changing the detector: the figure for logs it has not seen.
 HOLDOUT_CURVES = DATA / "real_curves_holdout"
+# Collected for the live stop, from repositories neither set uses, labelled before any detector
+# saw them.
+FRESH_CURVES = DATA / "real_curves_fresh"
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
 Curve = dict[str, Any]

@@ -31,6 +31,10 @@ class Curves(NamedTuple):
         """One metric's values, epoch by epoch."""
         return list(map(itemgetter(name), self.metrics))
 
+    def head(self, n: int) -> "Curves":
+        """The first ``n`` epochs: the run as it stood then."""
+        return Curves(self.epochs[:n], self.train_loss[:n], self.valid_loss[:n], self.metrics[:n])
+
     def __len__(self) -> int:  # the number of epochs, not of columns
         return len(self.epochs)
 

@@ -15,7 +15,7 @@ practitioner's:
 5. a model that does not fit its own training data is ``underfitting``; anything else ``healthy``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -53,6 +53,9 @@ class Thresholds:
     """Tuning knobs. Losses move proportionally more than bounded metrics, hence separate floors."""
 
     min_epochs: int = 4
+    # Evaluations in a row a stop verdict must be worth stopping on before the live rule stops.
+    live_looks: int = 2
+    live: signals.Sequential = field(default_factory=signals.Sequential)
     loss: Floors = field(default_factory=lambda: Floors(full=0.03))
     # The steady rule reads the loss only: a bounded metric slipping for two epochs is too common
     # on healthy runs to mean anything before its noise can be measured.
@@ -134,6 +137,9 @@ class Evidence(NamedTuple):
     severity: Severity = Severity.NONE
     # Each signal's own reading: degradation, noise, threshold, rule, best and onset epochs.
     signals: dict[str, dict[str, Any]] = {}
+    # Epochs the kept one is chosen among: the metric within its noise of its best (for a
+    # callback to keep copies of, since a later evaluation may move the choice among them).
+    candidates: list[int] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,8 @@ class Diagnosis:
     best_epoch: int | None
     summary: str
     evidence: Evidence
+    # The live rule's answer for a run still training: stop now (and keep ``stop_epoch``).
+    should_stop: bool = False
 
     @property
     def stop_epoch(self) -> int | None:
@@ -168,6 +176,7 @@ class Diagnosis:
             "onset_epoch": self.evidence.onset_epoch,
             "signal": signal,
             "summary": self.summary,
+            "should_stop": self.should_stop,
             "evidence": evidence,
         }
 
@@ -262,6 +271,9 @@ def _severity(reading: Reading, thresholds: Thresholds, is_loss: bool) -> Severi
     return Severity.SEVERE
 
 
+STOP_VERDICTS = frozenset({Verdict.OVERFITTING, Verdict.NO_SIGNAL, Verdict.DIVERGING})
+
+
 def diagnose(
     curves: Curves,
     criterion: Criterion | None = None,
@@ -269,8 +281,48 @@ def diagnose(
     n_classes: int | None = None,
 ) -> Diagnosis:
     """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`;
-    ``n_classes`` (from the report) sets the chance level of accuracy-like metrics."""
+    ``n_classes`` (from the report) sets the chance level of accuracy-like metrics.
+
+    ``should_stop`` is the live rule, stricter than the verdict because a stop cannot be taken
+    back and a run still training is looked at again after every evaluation: the stop verdict
+    must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations."""
     crit = criterion or infer_criterion(curves)
+    judged = _judge(curves, crit, thresholds, n_classes)
+    if not _stop_worthy(curves, judged, thresholds):
+        return judged
+    n = len(curves)
+    held = all(
+        _stop_worthy(head, _judge(head, crit, thresholds, n_classes), thresholds)
+        for head in (curves.head(n - back) for back in range(1, thresholds.live_looks))
+    )
+    return replace(judged, should_stop=True) if held else judged
+
+
+def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) -> bool:
+    """A verdict worth stopping on: diverging, no signal, or overfitting that is either severe or,
+    on a run long enough to measure its noise, a rise that noise could not have made at any of
+    the looks so far (:func:`signals.clear_of_noise`)."""
+    if judged.verdict not in STOP_VERDICTS:
+        return False
+    if judged.verdict != Verdict.OVERFITTING:
+        return True
+    ev = judged.evidence
+    if ev.severity == Severity.SEVERE:
+        return True
+    if len(curves) < thresholds.metric.measurable:
+        return False
+    if ev.signal == Signal.VALID_LOSS:
+        return signals.clear_of_noise(curves.valid_loss, thresholds.live)
+    raw = curves.metric(ev.criterion)
+    return signals.clear_of_noise(
+        series.negated(raw) if ev.higher_is_better else raw, thresholds.live
+    )
+
+
+def _judge(
+    curves: Curves, crit: Criterion, thresholds: Thresholds, n_classes: int | None
+) -> Diagnosis:
+    """The verdict on the epochs as they stand."""
     n = len(curves)
     if n < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
@@ -380,7 +432,7 @@ def _diagnosis(
     # A first epoch that the metric did beat is no chance level worth showing.
     if guess is not None and guess.source == "first_epoch" and guess.beaten:
         guess = None
-    stop = deciding.best
+    stop, candidates = _kept(curves, crit, metric, loss)
     train_change = series.rel(fit.tail - train[stop], train[stop])
     evidence = Evidence(
         criterion=crit.name,
@@ -410,9 +462,34 @@ def _diagnosis(
         chance_source=guess.source if guess else None,
         severity=severity,
         signals={r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r},
+        candidates=[epochs[i] for i in candidates],
     )
     summary = _summary(verdict, evidence, deciding, fit, curves)
     return Diagnosis(verdict, epochs[judged.best], summary, evidence)
+
+
+def _kept(
+    curves: Curves, crit: Criterion, metric: Reading | None, loss: Reading
+) -> tuple[int, list[int]]:
+    """The epoch whose weights to keep, and the epochs it was chosen among. With a metric, what
+    the user scores the model by comes first: the epochs whose metric is within its noise (and
+    at most ``KEEP_TOLERANCE`` of its best, relative) of the best, and among those the one with
+    the lowest validation loss, the better calibrated model. Without one, the lowest validation
+    loss."""
+    if metric is None:
+        return loss.best, [loss.best]
+    raw = curves.metric(crit.name)
+    sign = 1.0 if crit.higher_is_better else -1.0
+    best = sign * metric.best_value
+    tolerance = min(metric.noise, KEEP_TOLERANCE * abs(metric.best_value))
+    near = [i for i, v in enumerate(raw) if best - sign * v <= tolerance]
+    valid = curves.valid_loss
+    return min(near, key=valid.__getitem__), near[-MAX_CANDIDATES:]
+
+
+# The kept epoch's metric may sit this far (relative) below the best, to win a lower loss.
+KEEP_TOLERANCE = 0.005
+MAX_CANDIDATES = 5
 
 
 def _last_vs_best(reading: Reading | None) -> float | None:

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from itertools import accumulate, compress, islice, pairwise, repeat
 from operator import add, le, neg, sub
+from statistics import NormalDist
 from typing import NamedTuple
 
 
@@ -45,8 +46,7 @@ def windows(y: Sequence[float], width: int) -> Windows:
     if width <= 1 or len(y) < width:
         low = min(y)
         return Windows(list(y).index(low), low, y[-1])
-    sums = list(accumulate(y, initial=0.0))
-    totals = list(map(sub, islice(sums, width, None), sums))
+    totals = windows_sums(y, width)
     low = min(totals)
     return Windows(totals.index(low), low / width, totals[-1] / width)
 
@@ -55,29 +55,72 @@ def negated(y: Sequence[float]) -> list[float]:
     return list(map(neg, y))
 
 
-_MAD_TO_SIGMA = 1.4826 / math.sqrt(6)
+_MAD_TO_SIGMA = 1.4826
 
 
-def noise(y: Sequence[float]) -> float:
-    """Robust epoch-to-epoch jitter of the later part of a curve.
-
-    Second differences cancel a locally linear trend, so a steadily rising or falling curve is not
-    mistaken for noise; MAD/0.6745 makes it robust to a few spikes; /sqrt(6) turns the variance of
-    a second difference of white noise back into the noise's own scale."""
-    start = max(1, len(y) // 3)
-    if len(y) - start < 4:
-        start = 1
-    mid = y[start:-1]
-    # |a - 2b + c| over consecutive triples, with C-level maps: this runs on every report.
-    d2: list[float] = list(
-        map(abs, map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
-    )
-    if not d2:
-        return 0.0
-    d2.sort()
-    half = len(d2) // 2
-    middle = d2[half] if len(d2) % 2 else (d2[half - 1] + d2[half]) / 2
+def _mad(values: list[float]) -> float:
+    """Standard deviation from the median absolute value (about zero): robust to spikes."""
+    values = sorted(map(abs, values))
+    half = len(values) // 2
+    middle = values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2
     return _MAD_TO_SIGMA * middle
+
+
+_MIN_DIFFERENCES = 6
+
+
+def later_count(n: int) -> int:
+    """How many epochs the jitter of a curve of ``n`` epochs is measured on."""
+    return n - _later(n)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal one; exact enough for
+    thresholds, and the normal one when ``df`` < 1)."""
+    z = NormalDist().inv_cdf(p)
+    if df < 1:
+        return z
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def _later(n: int) -> int:
+    """Where the later part of a curve starts: its last two thirds, or all but the first epoch
+    when that is too short to measure anything on."""
+    start = max(1, n // 3)
+    return 1 if n - start < 4 else start
+
+
+def noise(y: Sequence[float], k: int = 1) -> float:
+    """Robust standard deviation of the noise of the later part of a curve, as the mean of ``k``
+    consecutive epochs sees it (``k`` = 1: each epoch's own jitter).
+
+    Each epoch's jitter comes from second differences, a - 2b + c, which cancel a locally linear
+    trend (variance 6 times the noise's). Means of ``k`` epochs are compared at lag ``k`` by third
+    differences, m(t-k) - 3m(t) + 3m(t+k) - m(t+2k), which also cancel the bend of a U-shaped
+    curve (variance 20 times a mean's when the means are independent). MAD/0.6745 makes both
+    robust to a few spikes. Measured at the scale of the comparison, autocorrelated noise shows
+    its real reach: AR(1) noise with rho = 0.5 moves a 5-epoch mean 1.5 times as far as white
+    noise of the same jitter."""
+    if k <= 1:
+        start = _later(len(y))
+        # a - 2b + c over consecutive triples, with C-level maps: this runs on every report.
+        mid = y[start:-1]
+        d2 = list(map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
+        return _mad(d2) / math.sqrt(6) if d2 else 0.0
+    # Only the later part, and only with enough of it: the early fall of a curve is all trend.
+    means = [v / k for v in windows_sums(y, k)]
+    start = max(k, len(y) // 3)
+    d = [
+        means[t - k] - 3 * means[t] + 3 * means[t + k] - means[t + 2 * k]
+        for t in range(start, len(means) - 2 * k)
+    ]
+    return _mad(d) / math.sqrt(20) if len(d) >= _MIN_DIFFERENCES else 0.0
+
+
+def windows_sums(y: Sequence[float], width: int) -> list[float]:
+    """Sums of every run of ``width`` consecutive values."""
+    sums = list(accumulate(y, initial=0.0))
+    return list(map(sub, islice(sums, width, None), sums))
 
 
 def trend_rise(y: Sequence[float], z: float, floor: float) -> bool:

@@ -5,6 +5,7 @@ A series is handed over as ``y``, "lower is better", so one code path serves los
 and accuracies alike; ``raw`` is the same series as reported, for the figures people read.
 """
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -33,13 +34,18 @@ class Rule(StrEnum):
 class Floors:
     """A change is "clear" only beyond ``z`` times the signal's jitter and a relative floor that
     grows with the epochs since the best one: a short run has had little time to drift, and a
-    long one may wander that far by chance."""
+    long one may wander that far by chance. For comparisons of stretches the jitter is widened by
+    what autocorrelation adds, measured on the run itself (:func:`series.noise` at lag k): AR(1)
+    noise with rho = 0.5 moves a 5-epoch mean 1.5 times as far as white noise does."""
 
     full: float
     # Share of ``full`` required right after the best epoch; reached in full after ``ramp`` epochs.
     short_share: float = 0.5
     ramp: int = 5
     z: float = 3.0
+    # At most this much widening of the jitter for stretches: beyond it, what the lag-k
+    # differences see is the curve's own shape more than its noise.
+    widening_max: float = 2.5
     # The trend rule starts at the best stretch, a low point picked from the noise, which biases
     # its slope upwards: it asks for more standard errors than a window does.
     z_trend: float = 4.0
@@ -56,6 +62,15 @@ class Floors:
     def floor(self, epochs_since_best: int) -> float:
         share = min(1.0, max(self.short_share, epochs_since_best / self.ramp))
         return self.full * share
+
+
+@dataclass(frozen=True, slots=True)
+class Sequential:
+    """The live rule's noise test (:func:`clear_of_noise`): the false-alarm rate ``alpha`` it
+    allows over a whole run, and the autocorrelation it assumes of noise it cannot measure."""
+
+    alpha: float = 0.02
+    rho: float = 0.5
 
 
 class Reading(NamedTuple):
@@ -107,7 +122,15 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
     jitter = series.noise(y)
     scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
     floor = floors.floor(n - 1 - best) * scale
-    threshold = max(floor, floors.z * jitter)
+    # The jitter as a stretch of k epochs sees it, put back in one epoch's units: white noise
+    # averages out over k epochs, autocorrelated noise much less, and this measures which.
+    widening = (
+        min(floors.widening_max, max(1.0, series.noise(y, k) * math.sqrt(k) / jitter))
+        if jitter > 0
+        else 1.0
+    )
+    spread = jitter * widening
+    threshold = max(floor, floors.z * spread)
     rise = stretch.last_mean - stretch.lowest_mean
 
     # Both the best epoch and the best stretch must lie before the tail that is judged.
@@ -122,7 +145,7 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
         and series.mostly_rising(y, best)
         and y[-1] - stretch.lowest_mean
         > (
-            max(floor, floors.z_steady * jitter)
+            max(floor, floors.z_steady * spread)
             if n >= floors.measurable
             else floors.steady * scale
         )
@@ -130,7 +153,7 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
         rule = Rule.STEADY
     elif room and floors.held_share is not None and rise > floor:
         after = y[best_ends + 1 :]
-        above = sum(v > stretch.lowest_mean + jitter for v in after)
+        above = sum(v > stretch.lowest_mean + spread for v in after)
         if len(after) >= floors.held_epochs and above >= floors.held_share * len(after):
             rule = Rule.HELD
     onset = None
@@ -149,6 +172,35 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
         rule=rule,
         onset=onset,
     )
+
+
+def clear_of_noise(y: list[float], test: Sequential) -> bool:
+    """The last stretch of ``y`` (lower is better) sits above its best stretch by more than noise
+    could put it at any look of a run judged after every evaluation.
+
+    The threshold is derived from the noise it has to beat. Each look compares the last stretch
+    of k epochs with every earlier one; over a run of n evaluations that is about (n - 3) looks
+    times (n - k) / k independent stretches, and Bonferroni gives each comparison
+    ``alpha / (looks * stretches)``, hence z standard deviations of the difference of two
+    stretch means, sqrt(2) times one mean's. That standard deviation is the larger of what the
+    curve shows at the scale of the stretches (:func:`series.noise` at lag k, which captures
+    autocorrelation but needs a long run) and what AR(1) noise with ``test.rho`` and the
+    measured jitter would give: each epoch's jitter, measured by second differences, understates
+    autocorrelated noise by sqrt((1 - rho)(3 - rho)/3), and a mean of k such epochs wanders
+    ``widening(k)`` times farther than white noise. The jitter itself is estimated from the m
+    second differences of the later part of the run, so z is Student's t quantile with m degrees
+    of freedom rather than the normal one (Cornish-Fisher expansion): a run of 20 evaluations
+    cannot claim the certainty of one of 200."""
+    n = len(y)
+    k = series.tail_length(n)
+    stretch = series.windows(y, k)
+    rho = test.rho
+    sigma = series.noise(y) / math.sqrt((1 - rho) * (3 - rho) / 3)
+    widening = math.sqrt(1 + 2 * sum((k - j) * rho**j for j in range(1, k)) / k)
+    spread = max(series.noise(y, k), sigma * widening / math.sqrt(k))
+    comparisons = max(1.0, n - 3.0) * max(1.0, (n - k) / k)
+    z = series.t_quantile(1 - test.alpha / comparisons, series.later_count(n) - 1)
+    return stretch.last_mean - stretch.lowest_mean > z * math.sqrt(2) * spread
 
 
 def still_improving(reading: Reading, raw: list[float]) -> bool:

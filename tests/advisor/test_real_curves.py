@@ -105,7 +105,10 @@ def test_both_signals_agree_on_the_books_first_example() -> None:
     d = diagnosis_of(run("dlwp/dlwp-3-5-imdb-dense-20ep"))
     assert d.verdict == Verdict.OVERFITTING
     assert d.signal == Signal.BOTH
-    assert d.stop_epoch == d.evidence.signals["metric"]["best_epoch"] == 2
+    # Accuracy peaked at epoch 2 (0.8908); epoch 3 scored within its noise (0.8893) with the
+    # lowest validation loss of the run: those are the weights to keep.
+    assert d.evidence.signals["metric"]["best_epoch"] == 2
+    assert d.stop_epoch == 3 and d.evidence.candidates == [2, 3, 4]
     # The degradation began where the earlier of the two signals turned.
     assert d.onset_epoch == 5
 

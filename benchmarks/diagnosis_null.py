@@ -1,0 +1,137 @@
+"""Calibration against noise: how often runs with no overfitting in them are called overfitting,
+at the end and live. One JSON line:
+
+    python -m benchmarks.diagnosis_null [--runs 300] [--seed 0]
+
+Each generated run has no overfitting in it: the training loss falls to a floor (with a little
+jitter), while the validation loss and the metric settle after a warm-up (or sit on their plateau
+from the start) and then stay stationary, with noise that is i.i.d. Gaussian, AR(1) with rho from
+0.3 to 0.6 (and exactly 0.5, the issue's case), or heavy-tailed (Student's t, 3 degrees of
+freedom). Runs are 8 to 200 evaluations long, half of them with a metric. For each noise the
+benchmark prints the share of runs whose final answer is ``overfitting`` and the share the live
+rule stops (the client's :class:`LiveStop` on the diagnosis of every prefix, as the callbacks
+see it).
+"""
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.diagnosis_agreement import Curve, diagnosis_of
+from benchmarks.live_stop import Ours, replay
+
+Noise = Callable[[random.Random, int], list[float]]
+
+
+def iid(rng: random.Random, n: int) -> list[float]:
+    return [rng.gauss(0, 1) for _ in range(n)]
+
+
+def ar1(rho: float | None = None) -> Noise:
+    """Unit-variance AR(1) noise; ``rho`` drawn from 0.3-0.6 per run when not given."""
+
+    def draw(rng: random.Random, n: int) -> list[float]:
+        r = rho if rho is not None else rng.uniform(0.3, 0.6)
+        x = rng.gauss(0, 1)
+        out = []
+        for _ in range(n):
+            out.append(x)
+            x = r * x + math.sqrt(1 - r * r) * rng.gauss(0, 1)
+        return out
+
+    return draw
+
+
+def heavy(rng: random.Random, n: int) -> list[float]:
+    """Student's t with 3 degrees of freedom, scaled to unit variance."""
+    out = []
+    for _ in range(n):
+        chi2 = sum(rng.gauss(0, 1) ** 2 for _ in range(3))
+        out.append(rng.gauss(0, 1) / math.sqrt(chi2 / 3) / math.sqrt(3))
+    return out
+
+
+NOISES: dict[str, Noise] = {
+    "iid": iid,
+    "ar1_0.3_0.6": ar1(),
+    "ar1_0.5": ar1(0.5),
+    "heavy_t3": heavy,
+}
+
+
+def null_run(rng: random.Random, noise: Noise) -> Curve:
+    """A run with no overfitting: see the module's docstring."""
+    n = round(math.exp(rng.uniform(math.log(8), math.log(200))))
+    warmup = rng.choice([0.0, rng.uniform(1.0, max(1.5, n / 4))])
+    tau = rng.uniform(1.0, max(1.5, n / 4))
+    floor = rng.uniform(0.01, 0.5)
+    level = rng.uniform(0.1, 2.0)
+    sigma = level * rng.uniform(0.005, 0.05)
+    acc = rng.uniform(0.6, 0.98)
+    acc_sigma = rng.uniform(0.002, 0.02)
+    loss_noise, metric_noise = noise(rng, n), noise(rng, n)
+    epochs = []
+    for i in range(n):
+        settle = math.exp(-i / tau)
+        warm = math.exp(-i / warmup) if warmup else 0.0
+        train = (1.0 + floor) * settle + floor + abs(rng.gauss(0, 0.003))
+        valid = level * (1 + warm) + sigma * loss_noise[i]
+        accuracy = acc * (1 - 0.5 * warm) + acc_sigma * metric_noise[i]
+        epochs.append(
+            {
+                "epoch": i,
+                "train_loss": max(train, 1e-6),
+                "valid_loss": max(valid, 1e-6),
+                "metrics": {"accuracy": min(max(accuracy, 0.0), 1.0)},
+            }
+        )
+    with_metric = rng.random() < 0.5
+    return {
+        "name": "null",
+        "label": "not_overfitting",
+        "metric": {"name": "accuracy", "higher_is_better": True} if with_metric else None,
+        "n_classes": None,
+        "epochs": epochs,
+    }
+
+
+def rates(noise: Noise, runs: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    final = stopped = 0
+    rules: dict[str, int] = {}
+    for _ in range(runs):
+        curve = null_run(rng, noise)
+        d = diagnosis_of(curve)
+        if d.verdict == "overfitting":
+            final += 1
+            rule = d.evidence.signals.get("valid_loss" if d.signal == "valid_loss" else "metric")
+            key = f"{d.signal}:{rule.get('rule') if rule else None}"
+            rules[key] = rules.get(key, 0) + 1
+        stopped += replay(curve, Ours()).stop is not None
+    return {
+        "final_overfitting": round(final / runs, 4),
+        "stopped_live": round(stopped / runs, 4),
+        "final_by_rule": rules,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=300, help="runs per noise")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"runs_per_noise": args.runs}
+    report["noise"] = {name: rates(noise, args.runs, args.seed) for name, noise in NOISES.items()}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

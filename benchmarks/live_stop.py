@@ -1,0 +1,317 @@
+"""Scoreboard for the live stop: every labelled real run replayed one evaluation at a time, as the
+callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
+
+    python -m benchmarks.live_stop [--set tuning|holdout|fresh|all] [--http] [--runs]
+
+Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
+``should_stop``, the confirmation count, the kept epoch) fed each evaluation's diagnosis. By
+default the diagnosis is computed in-process by the same function the service calls on every
+append; ``--http`` posts every evaluation through :class:`overfit_advisor.tracking.TrackedRun` to
+a real ``advisor serve`` on loopback instead (slower, the same answers).
+
+Beside it, on the same evaluations: Keras ``EarlyStopping(monitor="val_loss", patience=p,
+restore_best_weights=True)``, fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback``
+(valid_loss, patience 3) and Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?",
+1998). Each is scored on:
+
+(a) ``harmful``: stopped, and the kept weights' metric is more than 1% (relative) below the best
+    the whole run reached; the count and its share of runs with a metric;
+(b) ``stopped_not_overfitting``: the share of runs labelled not overfitting that were stopped;
+(c) ``kept_below_best``: the share of runs with a metric whose kept weights are more than 1%
+    below the best, unstopped runs counted by the weights they would keep;
+(d) ``epochs_saved``: the mean share of evaluations not trained on runs labelled overfitting;
+(e) ``verdict_changes``: verdict changes per run (ours only).
+"""
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Protocol
+
+from overfit_advisor.stopping import LiveStop
+
+from app.advisor.diagnosis import Verdict
+from benchmarks.diagnosis_agreement import (
+    FRESH_CURVES,
+    HOLDOUT_CURVES,
+    REAL_CURVES,
+    SCORED_LABELS,
+    Curve,
+    diagnosis_of,
+    load_real_curves,
+)
+
+SETS: dict[str, tuple[Path, ...]] = {
+    "tuning": (REAL_CURVES,),
+    "holdout": (HOLDOUT_CURVES,),
+    "fresh": (FRESH_CURVES,),
+}
+SETS["all"] = tuple(root for roots in SETS.values() for root in roots)
+HARM = 0.01  # the kept weights' metric this far (relative) below the best counts as harm
+
+
+class Stopper(Protocol):
+    """Sees one evaluation at a time; answers True to stop after it."""
+
+    def see(self, curve: Curve, i: int) -> bool: ...
+
+    def kept(self, curve: Curve, last: int) -> int:
+        """The index of the weights this rule ends with, having seen evaluations 0..last."""
+        ...
+
+
+def _valid(curve: Curve) -> list[float]:
+    return [e["valid_loss"] for e in curve["epochs"]]
+
+
+@dataclass
+class Patience:
+    """Keras EarlyStopping(monitor="val_loss", patience, restore_best_weights=True): the weights
+    are put back only when it stops (Keras 3 restores nothing at the end of a run it let finish),
+    or, with ``restore_at_end`` (fastai's SaveModelCallback), always."""
+
+    patience: int
+    restore_at_end: bool = False
+    best: float = math.inf
+    best_at: int = 0
+    wait: int = 0
+    stopped: bool = False
+
+    def see(self, curve: Curve, i: int) -> bool:
+        value = curve["epochs"][i]["valid_loss"]
+        if value < self.best:
+            self.best, self.best_at, self.wait = value, i, 0
+            return False
+        self.wait += 1
+        self.stopped = self.wait >= self.patience
+        return self.stopped
+
+    def kept(self, curve: Curve, last: int) -> int:
+        return self.best_at if self.stopped or self.restore_at_end else last
+
+
+@dataclass
+class Prechelt:
+    """Prechelt's criteria on the validation loss, each keeping the best weights seen:
+    GL_a stops once the loss is a% above its minimum; PQ_a once that rise divided by the
+    training progress over the last strip of ``k`` evaluations exceeds a (checked at strip ends);
+    UP_s once the loss rose over ``s`` successive strips."""
+
+    kind: str  # "GL", "PQ" or "UP"
+    alpha: float
+    k: int = 5
+    best: float = math.inf
+    best_at: int = 0
+    ups: int = 0
+
+    def see(self, curve: Curve, i: int) -> bool:
+        valid = curve["epochs"][i]["valid_loss"]
+        if valid < self.best:
+            self.best, self.best_at = valid, i
+        gl = 100 * (valid / self.best - 1) if self.best > 0 else 0.0
+        if self.kind == "GL":
+            return gl > self.alpha
+        if (i + 1) % self.k or (self.kind == "UP" and i + 1 < 2 * self.k):
+            return False
+        if self.kind == "PQ":
+            strip = [e["train_loss"] for e in curve["epochs"][i + 1 - self.k : i + 1]]
+            low = min(strip)
+            progress = 1000 * (sum(strip) / (self.k * low) - 1) if low > 0 else math.inf
+            # No training progress at all makes any rise infinitely bad.
+            return gl / progress > self.alpha if progress > 0 else gl > 0
+        previous = curve["epochs"][i - self.k]["valid_loss"]
+        self.ups = self.ups + 1 if valid > previous else 0
+        return self.ups >= self.alpha
+
+    def kept(self, curve: Curve, last: int) -> int:
+        return self.best_at
+
+
+@dataclass
+class Ours:
+    """The client's own rule, fed the diagnosis the service answers after each evaluation."""
+
+    confirm: int = 1
+    diagnose: Callable[[Curve, int], dict[str, Any]] = lambda curve, i: diagnosis_of(
+        {**curve, "epochs": curve["epochs"][: i + 1]}
+    ).to_dict()
+    rule: LiveStop = field(init=False)
+    verdicts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rule = LiveStop(self.confirm)
+
+    def see(self, curve: Curve, i: int) -> bool:
+        diagnosis = self.diagnose(curve, i)
+        self.verdicts.append(diagnosis["verdict"])
+        return self.rule.see(diagnosis)
+
+    def kept(self, curve: Curve, last: int) -> int:
+        epochs = [e["epoch"] for e in curve["epochs"][: last + 1]]
+        kept = self.rule.kept_epoch
+        return epochs.index(kept) if kept in epochs else last
+
+    def changes(self) -> int:
+        judged = [v for v in self.verdicts if v != Verdict.INSUFFICIENT_DATA]
+        return sum(a != b for a, b in pairwise(judged))
+
+
+STOPPERS: dict[str, Callable[[], Stopper]] = {
+    "ours": Ours,
+    "keras_p2": lambda: Patience(2),
+    "keras_p3": lambda: Patience(3),
+    "keras_p5": lambda: Patience(5),
+    "fastai_p3": lambda: Patience(3, restore_at_end=True),
+    "prechelt_gl5": lambda: Prechelt("GL", 5),
+    "prechelt_pq1": lambda: Prechelt("PQ", 1),
+    "prechelt_up3": lambda: Prechelt("UP", 3),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    label: str
+    n: int
+    stop: int | None  # index of the last evaluation trained, when the rule stopped
+    kept: int
+    kept_shortfall: float | None  # the kept metric below the run's best, relative; None: no metric
+    changes: int | None
+
+
+def shortfall(curve: Curve, index: int) -> float | None:
+    """How far (relative) the metric at ``index`` sits below the best the whole run reached."""
+    metric = curve.get("metric")
+    if not metric:
+        return None
+    values: list[float] = [e["metrics"][metric["name"]] for e in curve["epochs"]]
+    sign = 1.0 if metric.get("higher_is_better", True) else -1.0
+    best = max(sign * v for v in values)
+    return (best - sign * values[index]) / max(abs(best), 1e-12)
+
+
+def replay(curve: Curve, stopper: Stopper) -> Outcome:
+    n = len(curve["epochs"])
+    stop = next((i for i in range(n) if stopper.see(curve, i)), None)
+    last = n - 1 if stop is None else stop
+    kept = stopper.kept(curve, last)
+    changes = stopper.changes() if isinstance(stopper, Ours) else None
+    return Outcome(curve["label"], n, stop, kept, shortfall(curve, kept), changes)
+
+
+def _share(hits: int, total: int) -> float | None:
+    return round(hits / total, 4) if total else None
+
+
+def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    with_metric = [o for o in outcomes if o.kept_shortfall is not None]
+    harmful = sum(o.stop is not None and (o.kept_shortfall or 0) > HARM for o in with_metric)
+    others = [o for o in outcomes if o.label != "overfitting"]
+    overfit = [o for o in outcomes if o.label == "overfitting"]
+    saved = [0.0 if o.stop is None else (o.n - 1 - o.stop) / o.n for o in overfit]
+    figures: dict[str, Any] = {
+        "harmful": harmful,
+        "harmful_share": _share(harmful, len(with_metric)),
+        "stopped_not_overfitting": _share(sum(o.stop is not None for o in others), len(others)),
+        "kept_below_best": _share(
+            sum((o.kept_shortfall or 0) > HARM for o in with_metric), len(with_metric)
+        ),
+        "epochs_saved": round(sum(saved) / len(saved), 4) if saved else None,
+        "stopped_overfitting": _share(sum(o.stop is not None for o in overfit), len(overfit)),
+    }
+    changes = [o.changes for o in outcomes if o.changes is not None]
+    if changes:
+        figures["verdict_changes"] = round(sum(changes) / len(changes), 3)
+    return figures
+
+
+def http_diagnoses(url: str) -> Callable[[Curve, int], dict[str, Any]]:
+    """Each evaluation posted through the client's TrackedRun, one run per curve, answered by
+    the real service: the diagnosis the callbacks read."""
+    from overfit_advisor.tracking import TrackedRun
+
+    runs: dict[int, TrackedRun] = {}
+
+    def diagnose(curve: Curve, i: int) -> dict[str, Any]:
+        if i == 0:
+            metric = curve.get("metric")
+            runs.clear()
+            runs[id(curve)] = TrackedRun(
+                curve["name"],
+                url=url,
+                metric=metric,
+                data={"n_classes": curve.get("n_classes")},
+                say=lambda _text: None,
+            )
+        run = runs[id(curve)]
+        e = curve["epochs"][i]
+        run.log_epoch(e["epoch"], e["train_loss"], e["valid_loss"], **e.get("metrics", {}))
+        assert run.run is not None and run.run.n_epochs == i + 1, "the service did not answer"
+        answered: dict[str, Any] = run.run.raw["diagnosis"]
+        return answered
+
+    return diagnose
+
+
+def labelled(roots: Iterable[Path]) -> list[Curve]:
+    return [c for root in roots for c in load_real_curves(root) if c["label"] in SCORED_LABELS]
+
+
+def scoreboard(curves: Sequence[Curve], make: dict[str, Callable[[], Stopper]]) -> dict[str, Any]:
+    return {name: scores([replay(c, factory()) for c in curves]) for name, factory in make.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=sorted(SETS), default="all")
+    parser.add_argument("--http", action="store_true", help="replay through a real server")
+    parser.add_argument("--runs", action="store_true", help="list ours' stops and harms")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    curves = labelled(SETS[args.set])
+    make = dict(STOPPERS)
+    report: dict[str, Any] = {"set": args.set, "runs": len(curves)}
+    report["with_metric"] = sum(bool(c.get("metric")) for c in curves)
+    report["overfitting"] = sum(c["label"] == "overfitting" for c in curves)
+    if args.http:
+        from benchmarks.advice_quality import served
+
+        with tempfile.TemporaryDirectory() as folder, served(Path(folder), 1, "cpu", []) as url:
+            make["ours"] = lambda: Ours(diagnose=http_diagnoses(url))
+            report["stoppers"] = scoreboard(curves, make)
+    else:
+        report["stoppers"] = scoreboard(curves, make)
+    ours, p5 = report["stoppers"]["ours"], report["stoppers"]["keras_p5"]
+    report["vs_keras_p5"] = {
+        "harmful": _share(ours["harmful"], p5["harmful"]),
+        "epochs_saved": round(ours["epochs_saved"] / p5["epochs_saved"], 3)
+        if p5["epochs_saved"]
+        else None,
+    }
+    if args.runs:
+        report["ours_runs"] = [
+            {
+                "run": f"{c['source_slug']}/{c['name']}",
+                "label": c["label"],
+                "n": o.n,
+                "stop": o.stop,
+                "kept": o.kept,
+                "shortfall": None if o.kept_shortfall is None else round(o.kept_shortfall, 4),
+            }
+            for c in curves
+            if (o := replay(c, Ours())).stop is not None or (o.kept_shortfall or 0) > HARM
+        ]
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
