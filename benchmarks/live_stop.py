@@ -136,22 +136,26 @@ class Prechelt:
 
 @dataclass
 class Ours:
-    """The client's own rule, fed the diagnosis the service answers after each evaluation."""
+    """The client's own rule, fed the diagnosis the service answers after each evaluation (the
+    service diagnoses each append knowing its previous answer)."""
 
     confirm: int = 1
-    diagnose: Callable[[Curve, int], dict[str, Any]] = lambda curve, i: diagnosis_of(
-        {**curve, "epochs": curve["epochs"][: i + 1]}
-    ).to_dict()
+    diagnose: Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]] = (
+        lambda curve, i, previous: diagnosis_of(
+            {**curve, "epochs": curve["epochs"][: i + 1]}, previous
+        ).to_dict()
+    )
     rule: LiveStop = field(init=False)
     verdicts: list[str] = field(default_factory=list)
+    previous: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.rule = LiveStop(self.confirm)
 
     def see(self, curve: Curve, i: int) -> bool:
-        diagnosis = self.diagnose(curve, i)
-        self.verdicts.append(diagnosis["verdict"])
-        return self.rule.see(diagnosis)
+        self.previous = self.diagnose(curve, i, self.previous)
+        self.verdicts.append(self.previous["verdict"])
+        return self.rule.see(self.previous)
 
     def kept(self, curve: Curve, last: int) -> int:
         epochs = [e["epoch"] for e in curve["epochs"][: last + 1]]
@@ -231,14 +235,14 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return figures
 
 
-def http_diagnoses(url: str) -> Callable[[Curve, int], dict[str, Any]]:
+def http_diagnoses(url: str) -> Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]]:
     """Each evaluation posted through the client's TrackedRun, one run per curve, answered by
     the real service: the diagnosis the callbacks read."""
     from overfit_advisor.tracking import TrackedRun
 
     runs: dict[int, TrackedRun] = {}
 
-    def diagnose(curve: Curve, i: int) -> dict[str, Any]:
+    def diagnose(curve: Curve, i: int, _previous: dict[str, Any] | None) -> dict[str, Any]:
         if i == 0:
             metric = curve.get("metric")
             runs.clear()

@@ -8,23 +8,43 @@ from typing import Any, NamedTuple
 _EPOCH, _TRAIN, _VALID = itemgetter("epoch"), itemgetter("train_loss"), itemgetter("valid_loss")
 
 
-class Curves(NamedTuple):
-    """A run's epochs as columns: what the diagnosis computes on, built in one pass per column."""
+# An evaluation's epoch: whole, or fractional for several evaluations an epoch.
+Epoch = int | float
 
-    epochs: list[int]
+
+class Curves(NamedTuple):
+    """A run's evaluations as columns: what the diagnosis computes on, built in one pass per
+    column. ``epochs`` may be fractional (several evaluations an epoch); ``steps`` and ``lr``
+    are empty when the report carries none."""
+
+    epochs: list[Epoch]
     train_loss: list[float]
     valid_loss: list[float]
     metrics: list[Mapping[str, float]]
+    steps: list[int | None] = []
+    lr: list[float | None] = []
+    # Evaluations reported without a training loss, whose value was filled from neighbours.
+    train_missing: int = 0
 
     @classmethod
     def of(cls, records: Sequence[Mapping[str, Any]]) -> "Curves":
-        """From epoch records as reported: ``{"epoch", "train_loss", "valid_loss", "metrics"}``."""
+        """From evaluation records as reported: ``{"epoch", "train_loss", "valid_loss",
+        "metrics"}``, with ``"step"`` and ``"lr"`` when known and ``train_loss`` None when no
+        training loss was logged since the evaluation before."""
         # itemgetter maps run at C speed: this runs on every report.
+        train = list(map(_TRAIN, records))
+        valid = list(map(_VALID, records))
+        missing = train.count(None)
+        steps = [r.get("step") for r in records]
+        lr = [r.get("lr") for r in records]
         return cls(
             list(map(_EPOCH, records)),
-            list(map(_TRAIN, records)),
-            list(map(_VALID, records)),
+            _filled(train, valid) if missing else train,
+            valid,
             [r.get("metrics") or {} for r in records],
+            steps if any(s is not None for s in steps) else [],
+            lr if any(v is not None for v in lr) else [],
+            missing,
         )
 
     def metric(self, name: str) -> list[float]:
@@ -32,11 +52,43 @@ class Curves(NamedTuple):
         return list(map(itemgetter(name), self.metrics))
 
     def head(self, n: int) -> "Curves":
-        """The first ``n`` epochs: the run as it stood then."""
-        return Curves(self.epochs[:n], self.train_loss[:n], self.valid_loss[:n], self.metrics[:n])
+        """The first ``n`` evaluations: the run as it stood then."""
+        return Curves(
+            self.epochs[:n],
+            self.train_loss[:n],
+            self.valid_loss[:n],
+            self.metrics[:n],
+            self.steps[:n],
+            self.lr[:n],
+            self.train_missing,
+        )
 
-    def __len__(self) -> int:  # the number of epochs, not of columns
+    def at(self, i: int) -> str:
+        """How the answers name evaluation ``i``: "epoch 3", or "step 800" for a step-based run."""
+        step = self.steps[i] if self.steps else None
+        return f"step {step}" if step is not None else f"epoch {self.epochs[i]:g}"
+
+    def __len__(self) -> int:  # the number of evaluations, not of columns
         return len(self.epochs)
+
+
+def _filled(train: list[float | None], valid: list[float]) -> list[float]:
+    """Training losses with the missing ones filled in: linearly between the known neighbours,
+    or the nearest known one at either end; the validation loss when none is known at all."""
+    known = [(i, v) for i, v in enumerate(train) if v is not None]
+    if not known:
+        return list(valid)
+    out: list[float] = []
+    after = 0  # index in ``known`` of the first known evaluation at or after i
+    for i in range(len(train)):
+        while after < len(known) and known[after][0] < i:
+            after += 1
+        if after == len(known) or known[after][0] == i or after == 0:
+            out.append(known[min(after, len(known) - 1)][1])
+            continue
+        (i0, a), (i1, b) = known[after - 1], known[after]
+        out.append(a + (b - a) * (i - i0) / (i1 - i0))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +154,21 @@ _CHANCE_BY_CLASSES: dict[str, Callable[[int], float]] = {
     "roc_auc": lambda k: 0.5,
     "mcc": lambda k: 0.0,
 }
+
+
+# The best a model can score on bounded metrics: 1 for scores and agreements, 0 for error rates.
+# Unbounded metrics (losses, MAE, perplexity) have no ceiling the diagnosis can know.
+_CEILINGS: dict[str, float] = {
+    **dict.fromkeys(("accuracy", "acc", "top1", "top5", "balanced_accuracy", "f1"), 1.0),
+    **dict.fromkeys(("f1_score", "fbeta", "precision", "recall", "auc", "roc_auc"), 1.0),
+    **dict.fromkeys(("ap", "map", "dice", "iou", "jaccard", "miou", "mcc"), 1.0),
+    **dict.fromkeys(("error_rate", "error", "top1_error", "top5_error", "cer", "wer"), 0.0),
+}
+
+
+def ceiling(metric: str) -> float | None:
+    """The best value the metric can take, when it is bounded."""
+    return _CEILINGS.get(metric.lower())
 
 
 def chance_level(metric: str, n_classes: int | None) -> float | None:

@@ -15,12 +15,22 @@ practitioner's:
 5. a model that does not fit its own training data is ``underfitting``; anything else ``healthy``.
 """
 
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 from app.advisor import series, signals
-from app.advisor.curves import Criterion, Curves, chance_level, infer_criterion
+from app.advisor.curves import (
+    Criterion,
+    Curves,
+    Epoch,
+    ceiling,
+    chance_level,
+    infer_criterion,
+)
 from app.advisor.signals import Floors, Reading
 
 
@@ -29,6 +39,9 @@ class Verdict(StrEnum):
     HEALTHY = "healthy"
     UNDERFITTING = "underfitting"
     DIVERGING = "diverging"
+    # The validation loss jumped while the learning rate warmed up or peaked, or while the
+    # training loss barely moved: the optimisation is unsettled, not memorising.
+    UNSTABLE = "unstable"
     NO_SIGNAL = "no_signal"
     INSUFFICIENT_DATA = "insufficient_data"
 
@@ -68,10 +81,29 @@ class Thresholds:
     train_fall: float = 0.03
     # Training loss that fell by less than this fraction of its first value did not learn.
     not_learning_drop: float = 0.05
-    # Underfit: the training loss ends above this share of its first value while sitting within
-    # ``underfit_gap`` (relative) of the validation loss: the model has not fit the data it sees.
-    underfit_share: float = 0.4
+    # A training loss still falls while its last stretch is below the stretch before by more
+    # than this share per epoch.
+    # Underfitting: a training loss within ``underfit_gap`` (relative) of the validation loss
+    # and high for the task: a bounded metric that covered less than ``underfit_reach`` of the
+    # way from chance to its ceiling; else, for n classes, a training loss above
+    # ``underfit_chance`` times ln(n), the cross-entropy of guessing; else, with nothing to say
+    # what the task allows, one above ``underfit_share`` of its first value.
+    still_falling: float = 0.01
     underfit_gap: float = 0.1
+    underfit_reach: float = 0.9
+    underfit_chance: float = 0.5
+    underfit_share: float = 0.4
+    # A schedule is at its peak while the learning rate is at least this share of its highest so
+    # far, after rising to it (a warm-up, a one-cycle).
+    lr_peak_share: float = 0.7
+    # A validation loss rise more than this many times the training loss's relative fall since
+    # the validation loss's best is a jump, not memorisation, unless the training loss already
+    # sits below ``memorised_gap`` times the validation loss (a memorised model fits nothing new).
+    unstable_ratio: float = 5.0
+    memorised_gap: float = 0.5
+    # A validation loss this many times the evaluation before it blew up: memorisation raises
+    # it gradually.
+    blow_up: float = 3.0
     # Training loss whose tail rose by this fraction of its own range is diverging.
     diverging_share: float = 0.25
     train_rise_rel: float = 0.10
@@ -110,13 +142,13 @@ class Evidence(NamedTuple):
     criterion: str
     higher_is_better: bool
     n_epochs: int
-    best_epoch: int | None = None
-    last_epoch: int | None = None
+    best_epoch: Epoch | None = None
+    last_epoch: Epoch | None = None
     best_value: float | None = None
     last_value: float | None = None
     signal: Signal | None = None
-    stop_epoch: int | None = None
-    onset_epoch: int | None = None
+    stop_epoch: Epoch | None = None
+    onset_epoch: Epoch | None = None
     # Each series' last value against its own best, as a fraction of the best; positive is worse.
     metric_degradation: float | None = None
     valid_loss_degradation: float | None = None
@@ -137,26 +169,45 @@ class Evidence(NamedTuple):
     severity: Severity = Severity.NONE
     # Each signal's own reading: degradation, noise, threshold, rule, best and onset epochs.
     signals: dict[str, dict[str, Any]] = {}
+    # Why the run is unstable: "schedule" (the learning rate warming up or at its peak) or
+    # "jump" (the validation loss jumped while the training loss barely moved).
+    instability: str | None = None
+    # The learning rate at the last evaluation and the highest so far, when reported.
+    lr: float | None = None
+    lr_peak: float | None = None
+    # How evaluations are named: "epoch", or "step" for a run reported by step.
+    unit: str = "epoch"
+    # The kept evaluation's step, and the criterion's value there, for a step-based run.
+    stop_step: int | None = None
+    stop_value: float | None = None
+    # Evaluations reported without a training loss (filled from their neighbours to judge).
+    train_loss_missing: int = 0
+    # The metric still improves clearly or the training loss still falls: too early to judge
+    # what the model can reach. Training and validation losses close, the training loss flat:
+    # nothing left to cure.
+    still_learning: bool = False
+    converged: bool = False
+    train_loss_falling: bool = False
     # Epochs the kept one is chosen among: the metric within its noise of its best (for a
     # callback to keep copies of, since a later evaluation may move the choice among them).
-    candidates: list[int] = []
+    candidates: list[Epoch] = []
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     verdict: Verdict
-    best_epoch: int | None
+    best_epoch: Epoch | None
     summary: str
     evidence: Evidence
     # The live rule's answer for a run still training: stop now (and keep ``stop_epoch``).
     should_stop: bool = False
 
     @property
-    def stop_epoch(self) -> int | None:
+    def stop_epoch(self) -> Epoch | None:
         return self.evidence.stop_epoch
 
     @property
-    def onset_epoch(self) -> int | None:
+    def onset_epoch(self) -> Epoch | None:
         return self.evidence.onset_epoch
 
     @property
@@ -279,15 +330,29 @@ def diagnose(
     criterion: Criterion | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     n_classes: int | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> Diagnosis:
     """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`;
     ``n_classes`` (from the report) sets the chance level of accuracy-like metrics.
+
+    ``previous`` is the diagnosis answered at the run's previous look (as :meth:`Diagnosis.to_dict`
+    gave it), for a run reported while it trains, and makes the verdict a sequential one that
+    does not flicker with each evaluation: a signal counts as degraded from the second look in a
+    row it is (at the first it is ``pending``), and stays degraded until it recovers
+    (:func:`signals.held_over`).
 
     ``should_stop`` is the live rule, stricter than the verdict because a stop cannot be taken
     back and a run still training is looked at again after every evaluation: the stop verdict
     must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations."""
     crit = criterion or infer_criterion(curves)
-    judged = _judge(curves, crit, thresholds, n_classes)
+    judged = _judge(
+        curves,
+        crit,
+        thresholds,
+        n_classes,
+        _held_signals(previous),
+        was_underfit=previous is not None and previous.get("verdict") == Verdict.UNDERFITTING,
+    )
     if not _stop_worthy(curves, judged, thresholds):
         return judged
     n = len(curves)
@@ -304,6 +369,10 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     the looks so far (:func:`signals.clear_of_noise`)."""
     if judged.verdict not in STOP_VERDICTS:
         return False
+    if judged.verdict == Verdict.DIVERGING:
+        # A training loss that has started to come back down may be a spike, not divergence.
+        train = curves.train_loss
+        return train[-1] >= train[-2]
     if judged.verdict != Verdict.OVERFITTING:
         return True
     ev = judged.evidence
@@ -319,28 +388,72 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     )
 
 
+def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, int | float] | None:
+    """The signals degraded at the previous look, with their best epochs; None without one."""
+    if previous is None:
+        return None
+    readings = previous.get("evidence", {}).get("signals", {})
+    return {
+        name: reading["best_epoch"]
+        for name, reading in readings.items()
+        if reading.get("degraded") and isinstance(reading.get("best_epoch"), int | float)
+    }
+
+
 def _judge(
-    curves: Curves, crit: Criterion, thresholds: Thresholds, n_classes: int | None
+    curves: Curves,
+    crit: Criterion,
+    thresholds: Thresholds,
+    n_classes: int | None,
+    held: Mapping[str, int | float] | None = None,
+    *,
+    was_underfit: bool = False,
 ) -> Diagnosis:
-    """The verdict on the epochs as they stand."""
+    """The verdict on the epochs as they stand; ``held``: for a run looked at before, the signals
+    degraded at the previous look, by name, with the epoch each was best at; ``was_underfit``:
+    the previous look said underfitting, which then holds until the losses part by twice the
+    gap that let it in."""
     n = len(curves)
     if n < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
 
     train, valid = curves.train_loss, curves.valid_loss
-    loss = signals.read("valid_loss", valid, False, thresholds.loss)
+    settled = _settled(curves, thresholds)
+    loss = signals.read("valid_loss", valid, False, thresholds.loss, settled)
     raw = None if crit.is_loss else curves.metric(crit.name)
     metric = None
     if raw is not None:
-        metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric)
+        metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric, settled)
+    pending: set[str] = set()
+    if held is not None:
+        where = {epoch: i for i, epoch in enumerate(curves.epochs)}
+        if "valid_loss" in held and held["valid_loss"] in where:
+            loss = signals.held_over(loss, where[held["valid_loss"]])
+        if metric is not None and held.get("metric") in where:
+            metric = signals.held_over(metric, where[held["metric"]])
+        pending = {
+            name
+            for name, r in (("valid_loss", loss), ("metric", metric))
+            if r is not None and r.degraded and name not in held
+        }
     fit = training(train, thresholds)
     judged = metric or loss
 
     guess = None
     if metric is not None and raw is not None and _memorises(train, fit, thresholds):
         guess = chance(valid, crit, raw, metric, loss, n_classes, thresholds)
-    metric_worse = metric is not None and counts(metric, train, fit, thresholds)
-    loss_rises = counts(loss, train, fit, thresholds)
+    # A metric that never clearly beat guessing, by the class count, leaves nothing to keep:
+    # whatever the validation signals do, the model has not learned the task yet.
+    learned_nothing = (
+        metric is not None
+        and raw is not None
+        and n_classes is not None
+        and not chance(valid, crit, raw, metric, loss, n_classes, thresholds).beaten
+    )
+    metric_worse = (
+        metric is not None and "metric" not in pending and counts(metric, train, fit, thresholds)
+    )
+    loss_rises = "valid_loss" not in pending and counts(loss, train, fit, thresholds)
     overconfident = (
         loss_rises
         and metric is not None
@@ -351,21 +464,30 @@ def _judge(
 
     signal: Signal | None = None
     deciding = judged
+    instability: str | None = None
     if fit.worsening and (
         fit.rise >= thresholds.diverging_share * fit.span or judged.degraded or loss_rises
     ):
         verdict = Verdict.DIVERGING
-    elif guess is not None and not guess.beaten:
+    elif guess is not None and not guess.beaten and not _schedule_high(curves, thresholds):
         verdict = Verdict.NO_SIGNAL
-    elif not fit.learned:
-        # A model that never fit its own training data is not overfitting, whatever the
-        # validation signals do while it wanders.
+    elif not fit.learned or (learned_nothing and not _schedule_high(curves, thresholds)):
+        # A model that never fit its own training data, or never scored above chance, is not
+        # overfitting, whatever the validation signals do while it wanders.
         verdict = Verdict.UNDERFITTING
+    elif (
+        metric_worse
+        or (loss.degraded and "valid_loss" not in pending)
+        or (guess is not None and not guess.beaten)
+    ) and (instability := _unsettled(curves, loss, fit, thresholds)):
+        verdict = Verdict.UNSTABLE
     elif metric_worse:
         verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
     elif loss_rises and not overconfident:
         verdict, signal, deciding = Verdict.OVERFITTING, Signal.VALID_LOSS, loss
-    elif not overconfident and _underfit(train, valid, fit, thresholds):
+    elif not overconfident and _underfit(
+        curves, crit, metric, fit, n_classes, thresholds, 2.0 if was_underfit else 1.0
+    ):
         verdict = Verdict.UNDERFITTING
     else:
         verdict = Verdict.HEALTHY
@@ -389,7 +511,58 @@ def _judge(
         overconfident=overconfident,
         guess=guess,
         severity=_severity(deciding, thresholds, deciding is loss) if overfit else Severity.NONE,
+        instability=instability,
+        thresholds=thresholds,
     )
+
+
+def _settled(curves: Curves, thresholds: Thresholds) -> int:
+    """Where a reported learning-rate schedule came down from its peak (below
+    ``lr_peak_share`` of it, after rising to it), when enough evaluations follow to measure noise
+    on; else 0."""
+    rates = [v for v in curves.lr if v is not None]
+    if len(rates) < 2 or len(rates) != len(curves):
+        return 0
+    peak_at = series.argmin(series.negated(rates))
+    if peak_at == 0:
+        return 0
+    floor = thresholds.lr_peak_share * rates[peak_at]
+    after = next((i for i in range(peak_at, len(rates)) if rates[i] < floor), len(rates))
+    return after if len(rates) - after >= thresholds.metric.measurable else 0
+
+
+def _schedule_high(curves: Curves, thresholds: Thresholds) -> bool:
+    """The reported learning rate rose to where it is now and stays near that peak: a warm-up,
+    or a one-cycle's high phase, where the validation signals swing until the rate comes down."""
+    rates = [v for v in curves.lr if v is not None]
+    if len(rates) < 2:
+        return False
+    peak_at = series.argmin(series.negated(rates))
+    peak = rates[peak_at]
+    return peak_at > 0 and peak > rates[0] and rates[-1] >= thresholds.lr_peak_share * peak
+
+
+def _unsettled(
+    curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds
+) -> str | None:
+    """Why a degraded validation signal is instability rather than overfitting: the learning
+    rate is in its high phase (:func:`_schedule_high`), or the validation loss jumped: it blew
+    up (one evaluation ``blow_up`` times the one before it) or rose while the training loss
+    barely moved, for a model that has not memorised its training set."""
+    if _schedule_high(curves, thresholds):
+        return "schedule"
+    if not loss.degraded:
+        return None
+    valid = curves.valid_loss
+    after = valid[loss.best :]
+    if any(b > thresholds.blow_up * a for a, b in pairwise(after)):
+        return "jump"
+    train = curves.train_loss
+    fall = series.rel(train[loss.best] - fit.tail, train[loss.best])
+    memorised = fit.tail < thresholds.memorised_gap * loss.best_value
+    if not memorised and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01):
+        return "jump"
+    return None
 
 
 def _memorises(train: list[float], fit: Training, thresholds: Thresholds) -> bool:
@@ -400,14 +573,65 @@ def _memorises(train: list[float], fit: Training, thresholds: Thresholds) -> boo
 
 
 def _underfit(
-    train: list[float], valid: list[float], fit: Training, thresholds: Thresholds
+    curves: Curves,
+    crit: Criterion,
+    metric: Reading | None,
+    fit: Training,
+    n_classes: int | None,
+    thresholds: Thresholds,
+    widen_gap: float = 1.0,
 ) -> bool:
-    """The training loss barely moved, or ended high and close to the validation loss."""
-    k = series.tail_length(len(train))
-    return not fit.learned or (
-        fit.tail > thresholds.underfit_share * train[0]
-        and series.mean(valid[-k:]) - fit.tail < thresholds.underfit_gap * fit.tail
-    )
+    """The model cannot fit its own training data as far as the task allows: it never learned,
+    or, past its first handful of epochs, its training loss sits close to the validation loss
+    and high for the task (judged by the metric's distance from its ceiling when it is bounded,
+    else by chance's cross-entropy for a known class count, else by the loss's own start),
+    whether it has plateaued there (a larger model, less regularization) or still falls
+    steadily (train longer). A model that fits as well as it generalises and scores near the
+    ceiling is converged, not underfitting."""
+    train, valid = curves.train_loss, curves.valid_loss
+    if not fit.learned:
+        return True
+    # A handful of epochs show a young model, not what it can reach.
+    if len(train) < thresholds.metric.measurable or not _close(
+        train, valid, fit, thresholds, widen_gap
+    ):
+        return False
+    top = ceiling(crit.name) if metric is not None else None
+    if metric is not None and top is not None:
+        base = chance_level(crit.name, n_classes)
+        if base is None:
+            base = 0.0 if crit.higher_is_better else 1.0
+        return series.rel(metric.best_stretch - base, top - base) < thresholds.underfit_reach
+    if n_classes is not None and n_classes >= 2:
+        return fit.tail > thresholds.underfit_chance * math.log(n_classes)
+    return fit.tail > thresholds.underfit_share * train[0]
+
+
+def _stretch(n: int) -> int:
+    """Epochs compared to tell whether the training loss still falls: at least two."""
+    return max(2, series.tail_length(n))
+
+
+def _close(
+    train: list[float],
+    valid: list[float],
+    fit: Training,
+    thresholds: Thresholds,
+    widen_gap: float = 1.0,
+) -> bool:
+    """The validation loss ends within ``underfit_gap`` (relative, times ``widen_gap``) of the
+    training loss."""
+    k = _stretch(len(train))
+    return series.mean(valid[-k:]) - fit.tail < widen_gap * thresholds.underfit_gap * fit.tail
+
+
+def _still_falling(train: list[float], k: int, thresholds: Thresholds) -> bool:
+    """The training loss's last stretch of ``k`` epochs is clearly below the stretch before."""
+    before = train[-2 * k : -k] if len(train) >= 2 * k + 1 else train[:-k]
+    if not before:
+        return False
+    previous = series.mean(before)
+    return previous - series.mean(train[-k:]) > thresholds.still_falling * k * previous
 
 
 def _diagnosis(
@@ -424,6 +648,8 @@ def _diagnosis(
     overconfident: bool,
     guess: Chance | None,
     severity: Severity,
+    instability: str | None,
+    thresholds: Thresholds,
 ) -> Diagnosis:
     """The one place a judged run's diagnosis and evidence are put together."""
     epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
@@ -433,6 +659,7 @@ def _diagnosis(
     if guess is not None and guess.source == "first_epoch" and guess.beaten:
         guess = None
     stop, candidates = _kept(curves, crit, metric, loss)
+    falling = _still_falling(train, _stretch(len(train)), thresholds)
     train_change = series.rel(fit.tail - train[stop], train[stop])
     evidence = Evidence(
         criterion=crit.name,
@@ -463,6 +690,19 @@ def _diagnosis(
         severity=severity,
         signals={r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r},
         candidates=[epochs[i] for i in candidates],
+        instability=instability,
+        lr=curves.lr[-1] if curves.lr else None,
+        lr_peak=max((v for v in curves.lr if v is not None), default=None),
+        unit="step" if curves.steps else "epoch",
+        stop_step=curves.steps[stop] if curves.steps else None,
+        stop_value=(valid if metric is None else curves.metric(crit.name))[stop],
+        train_loss_missing=curves.train_missing,
+        still_learning=verdict == Verdict.HEALTHY and (still_improving or falling),
+        converged=verdict == Verdict.HEALTHY
+        and not still_improving
+        and not falling
+        and _close(train, valid, fit, thresholds),
+        train_loss_falling=falling,
     )
     summary = _summary(verdict, evidence, deciding, fit, curves)
     return Diagnosis(verdict, epochs[judged.best], summary, evidence)
@@ -502,18 +742,59 @@ def _last_vs_best(reading: Reading | None) -> float | None:
 def _summary(
     verdict: Verdict, ev: Evidence, deciding: Reading, fit: Training, curves: Curves
 ) -> str:
-    epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
+    index = {epoch: i for i, epoch in enumerate(curves.epochs)}
+
+    def at(epoch: Epoch | None) -> str:
+        return curves.at(index[epoch]) if epoch in index else "?"
+
+    missing = (
+        f" ({ev.train_loss_missing} evaluations came without a training loss; it was "
+        "interpolated from the ones around them.)"
+        if ev.train_loss_missing
+        else ""
+    )
+    return _verdict_summary(verdict, ev, deciding, fit, curves, at) + missing
+
+
+def _verdict_summary(
+    verdict: Verdict,
+    ev: Evidence,
+    deciding: Reading,
+    fit: Training,
+    curves: Curves,
+    at: Callable[[Epoch | None], str],
+) -> str:
+    train, valid = curves.train_loss, curves.valid_loss
+    kept = f"Keep the weights of {at(ev.stop_epoch)} ({ev.criterion} {ev.stop_value:.4g}" + (
+        f"; best {ev.best_value:.4g} at {at(ev.best_epoch)})."
+        if ev.stop_epoch != ev.best_epoch
+        else ", the best)."
+    )
     if verdict == Verdict.DIVERGING:
         return (
-            f"Training loss rose from {train[fit.min_at]:.4g} (epoch {epochs[fit.min_at]}) to "
+            f"Training loss rose from {train[fit.min_at]:.4g} ({curves.at(fit.min_at)}) to "
             f"{fit.tail:.4g} at the end: the optimisation itself is getting worse. Lower the "
             "learning rate."
+        )
+    if verdict == Verdict.UNSTABLE:
+        loss = ev.signals["valid_loss"]
+        why = (
+            f"while the learning rate was at {ev.lr:.3g}, near the peak of its schedule "
+            f"({ev.lr_peak:.3g}): let the schedule decay (or lower the peak rate) before judging "
+            "overfitting"
+            if ev.instability == "schedule" and ev.lr is not None and ev.lr_peak is not None
+            else "while the training loss barely moved: the optimisation is unstable, not "
+            "memorising. Lower the learning rate, or let the schedule decay"
+        )
+        return (
+            f"The validation loss went from {loss['best_value']:.4g} ({at(loss['best_epoch'])})"
+            f" to {loss['last_value']:.4g} {why}. {kept}"
         )
     if verdict == Verdict.NO_SIGNAL:
         where = (
             "chance for the number of classes"
             if ev.chance_source == "n_classes"
-            else "its first epoch"
+            else f"its first {ev.unit}"
         )
         return (
             f"{ev.criterion} never clearly beat {where} ({ev.chance:.4g}; best {ev.best_value:.4g}"
@@ -522,40 +803,81 @@ def _summary(
             "before any remedy: labels shuffled or wrong, training and validation data from "
             "different sources, a split or preprocessing bug."
         )
+    metric = ev.signals.get("metric")
+    near_best = metric is None or not _below_best(metric, curves)
     if verdict == Verdict.OVERFITTING:
         both = " (and the validation loss rose with it)" if ev.signal == Signal.BOTH else ""
-        flat = (
-            f" while {ev.criterion} stayed flat within its noise and"
-            if ev.signal == Signal.VALID_LOSS and ev.criterion != "valid_loss"
-            else " while"
-        )
+        flat = " while"
+        if ev.signal == Signal.VALID_LOSS and metric is not None:
+            flat = (
+                f" while {ev.criterion} stayed within its noise of its best and"
+                if near_best
+                else f" while {ev.criterion} ended at {metric['last_value']:.4g} and"
+            )
         change = series.rel(deciding.last_value - deciding.best_value, deciding.best_value)
+        best_epoch = deciding.to_dict(curves.epochs)["best_epoch"]
         return (
-            f"{deciding.name} was best at epoch {ev.stop_epoch} ({deciding.best_value:.4g}) and "
+            f"{deciding.name} was best at {at(best_epoch)} ({deciding.best_value:.4g}) and "
             f"ended {abs(change):.1%} worse ({deciding.last_value:.4g}){both}{flat} the "
             f"training loss kept {'falling' if ev.train_loss_trend == 'improving' else 'steady'}"
-            f": {ev.severity} overfitting. Keep the weights of epoch {ev.stop_epoch}."
+            f": {ev.severity} overfitting. {kept}"
         )
+    gap = f"training {train[-1]:.4g}, validation {valid[-1]:.4g}"
     if verdict == Verdict.UNDERFITTING:
+        close = abs(valid[-1] - train[-1]) < 0.1 * train[-1]
+        losses = f" and close to the validation loss ({gap})" if close else f" ({gap})"
+        if ev.train_loss_falling:
+            return (
+                "The model is still far from fitting its training data: its training loss, "
+                f"{fit.tail / train[0]:.0%} of its first value{losses}, still falls steadily. "
+                "Train longer, or at a higher learning rate."
+            )
         return (
-            "The model does not fit even its training data: its training loss ended at "
-            f"{fit.tail / train[0]:.0%} of its first value and close to the validation loss "
-            f"({train[-1]:.4g} vs {valid[-1]:.4g}"
-            f"{', still improving' if ev.still_improving else ''}): train longer, use a larger "
-            "model or less regularization."
+            "The model does not fit even its training data: its training loss stopped at "
+            f"{fit.tail / train[0]:.0%} of its first value, high for the task{losses}. Use a "
+            "larger model or less regularization."
         )
     confident = (
-        f" The validation loss rose since epoch {ev.signals['valid_loss']['best_epoch']} while "
+        f" The validation loss rose since {at(ev.signals['valid_loss']['best_epoch'])} while "
         f"{ev.criterion} kept improving: the model grows over-confident, which the metric does "
         "not punish."
         if ev.overconfident
         else ""
     )
-    return (
-        f"{ev.criterion} is at or near its best ({ev.best_value:.4g} at epoch {ev.best_epoch})"
-        f"{' and still improving' if ev.still_improving else ''}; no sign of overfitting."
-        f"{confident}"
-    )
+    if near_best:
+        standing = (
+            f"{ev.criterion} is at or near its best ({ev.best_value:.4g} at {at(ev.best_epoch)})"
+        )
+    else:
+        assert metric is not None
+        short = abs(series.rel(metric["last_value"] - metric["best_value"], metric["best_value"]))
+        standing = (
+            f"{ev.criterion} ended at {metric['last_value']:.4g}, {short:.1%} below its best "
+            f"({metric['best_value']:.4g} at {at(metric['best_epoch'])}), a dip the run's own "
+            "swings can explain"
+        )
+    if ev.still_learning:
+        return (
+            f"Still learning: {standing}, and the "
+            + ("metric is still improving" if ev.still_improving else "training loss still falls")
+            + f"; too early to judge what it can reach. Train longer.{confident}"
+        )
+    if ev.converged:
+        return (
+            f"Converged: {standing}, with the training and validation losses close ({gap}) and "
+            f"the training loss flat: nothing to cure.{confident}"
+        )
+    return f"{standing}; no sign of overfitting.{confident}"
+
+
+def _below_best(metric: dict[str, Any], curves: Curves) -> bool:
+    """The metric's last stretch sits more than its noise below its best."""
+    raw = curves.metric(metric["name"]) if metric["name"] in curves.metrics[-1] else None
+    if raw is None:
+        return False
+    k = series.tail_length(len(raw))
+    gap = metric["best_value"] - series.mean(raw[-k:])
+    return bool((gap if metric["higher_is_better"] else -gap) > metric["noise"])
 
 
 def _insufficient(curves: Curves, crit: Criterion, thresholds: Thresholds) -> Diagnosis:

@@ -6,11 +6,13 @@ and accuracies alike; ``raw`` is the same series as reported, for the figures pe
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from app.advisor import series
+from app.advisor.curves import Epoch
 
 
 class Rule(StrEnum):
@@ -28,6 +30,10 @@ class Rule(StrEnum):
     # least ``held_epochs``: a jump that stays, in a curve too jittery for the window rule.
     # Weak on its own, like the steady rule.
     HELD = "held"
+    # Degraded at the run's previous look and not recovered since: no new best, and still above
+    # half the threshold. Entering at the threshold and leaving at half of it keeps a verdict
+    # from flickering while the signal hovers near the threshold.
+    STILL = "still"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,7 @@ class Reading(NamedTuple):
     def degraded(self) -> bool:
         return self.rule is not None
 
-    def to_dict(self, epochs: list[int]) -> dict[str, Any]:
+    def to_dict(self, epochs: Sequence[Epoch]) -> dict[str, Any]:
         """JSON-ready, with epoch numbers instead of indices."""
         return {
             "name": self.name,
@@ -109,8 +115,12 @@ class Reading(NamedTuple):
         }
 
 
-def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) -> Reading:
-    """Read one series (at least two epochs) for degradation after its best epoch."""
+def read(
+    name: str, raw: list[float], higher_is_better: bool, floors: Floors, settled: int = 0
+) -> Reading:
+    """Read one series (at least two epochs) for degradation after its best epoch; its noise is
+    measured from index ``settled`` on (where a learning-rate schedule came down from its peak:
+    the swings of the high-rate phase are the optimiser's, not the signal's wobble)."""
     y = series.negated(raw) if higher_is_better else raw
     n = len(y)
     k = series.tail_length(n)
@@ -119,13 +129,14 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
     # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
     stretch = series.windows(y, k)
     best_ends = stretch.lowest_start + k - 1
-    jitter = series.noise(y)
+    quiet = y[settled:] if settled else y
+    jitter = series.noise(quiet)
     scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
     floor = floors.floor(n - 1 - best) * scale
     # The jitter as a stretch of k epochs sees it, put back in one epoch's units: white noise
     # averages out over k epochs, autocorrelated noise much less, and this measures which.
     widening = (
-        min(floors.widening_max, max(1.0, series.noise(y, k) * math.sqrt(k) / jitter))
+        min(floors.widening_max, max(1.0, series.noise(quiet, k) * math.sqrt(k) / jitter))
         if jitter > 0
         else 1.0
     )
@@ -174,6 +185,18 @@ def read(name: str, raw: list[float], higher_is_better: bool, floors: Floors) ->
     )
 
 
+def held_over(reading: Reading, best_before: int) -> Reading:
+    """``reading`` kept degraded (:attr:`Rule.STILL`) when it was degraded at the previous look
+    with its best at index ``best_before``, has found no new best since, and still sits above
+    half its threshold."""
+    if reading.degraded or reading.best != best_before:
+        return reading
+    rise = reading.degradation * max(abs(reading.best_value), 1e-12)
+    if rise <= reading.threshold / 2:
+        return reading
+    return reading._replace(rule=Rule.STILL, onset=reading.onset or reading.best + 1)
+
+
 def clear_of_noise(y: list[float], test: Sequential) -> bool:
     """The last stretch of ``y`` (lower is better) sits above its best stretch by more than noise
     could put it at any look of a run judged after every evaluation.
@@ -194,13 +217,15 @@ def clear_of_noise(y: list[float], test: Sequential) -> bool:
     n = len(y)
     k = series.tail_length(n)
     stretch = series.windows(y, k)
+    # A stop must not rest on one bad evaluation: the last stretch is taken without its worst.
+    last = sorted(y[-k:])[:-1] if k >= 3 else y[-k:]
     rho = test.rho
     sigma = series.noise(y) / math.sqrt((1 - rho) * (3 - rho) / 3)
     widening = math.sqrt(1 + 2 * sum((k - j) * rho**j for j in range(1, k)) / k)
     spread = max(series.noise(y, k), sigma * widening / math.sqrt(k))
     comparisons = max(1.0, n - 3.0) * max(1.0, (n - k) / k)
     z = series.t_quantile(1 - test.alpha / comparisons, series.later_count(n) - 1)
-    return stretch.last_mean - stretch.lowest_mean > z * math.sqrt(2) * spread
+    return series.mean(last) - stretch.lowest_mean > z * math.sqrt(2) * spread
 
 
 def still_improving(reading: Reading, raw: list[float]) -> bool:

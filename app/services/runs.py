@@ -129,9 +129,16 @@ def facts_of(row: RunRow) -> Facts:
 EvidenceSource = Callable[[RunRow], Evidence]
 
 
-def assess(row: RunRow, history: History, evidence: EvidenceSource | None = None) -> dict[str, Any]:
+def assess(
+    row: RunRow,
+    history: History,
+    evidence: EvidenceSource | None = None,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Diagnosis and recommendation columns for a run's values; pure computation, except that
-    ``evidence`` is asked for the verdicts of similar runs when (only when) the run overfits."""
+    ``evidence`` is asked for the verdicts of similar runs when (only when) the run overfits.
+    ``previous``: the diagnosis answered at the run's previous look, for a run reported while it
+    trains (the verdict is then a sequential one: see :func:`diagnose`)."""
     curves = Curves.of(row["epochs"])
     name = row["metric_name"]
     criterion = (
@@ -139,7 +146,9 @@ def assess(row: RunRow, history: History, evidence: EvidenceSource | None = None
         if name is None
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
-    diagnosis = diagnose(curves, criterion, n_classes=row["data_facts"].get("n_classes"))
+    diagnosis = diagnose(
+        curves, criterion, n_classes=row["data_facts"].get("n_classes"), previous=previous
+    )
     found = (
         evidence(row) if evidence is not None and diagnosis.verdict == Verdict.OVERFITTING else None
     )
@@ -258,11 +267,18 @@ def evidence_source(session: Session, *, shared: bool) -> EvidenceSource:
     return lambda row: similar_evidence(session, run_profile(row), row["project_id"], shared=shared)
 
 
-def current_assessment(session: Session, row: RunRow, *, shared: bool) -> dict[str, Any]:
+def current_assessment(
+    session: Session,
+    row: RunRow,
+    *,
+    shared: bool,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The run assessed again now, with its lineage's and similar runs' verdicts as they are
-    (the run page shows this, so a verification finished since the report counts); not stored."""
+    (the run page shows this, so a verification finished since the report counts); not stored.
+    ``previous``: the diagnosis of the run's previous look (see :func:`assess`)."""
     history = lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])])
-    return assess(row, history, evidence_source(session, shared=shared))
+    return assess(row, history, evidence_source(session, shared=shared), previous)
 
 
 def _check_length(n_epochs: int, max_epochs: int) -> None:
@@ -400,14 +416,17 @@ def append_epochs(
     _check_length(run["n_epochs"] + len(epochs), max_epochs)
     stored = run["epochs"]
     try:
-        check_epoch_order(epochs, after=stored[-1]["epoch"] if stored else None)
+        last_step = next((e["step"] for e in reversed(stored) if e.get("step") is not None), None)
+        check_epoch_order(epochs, stored[-1]["epoch"] if stored else None, last_step)
         check_metric_present(epochs, run["metric_name"])
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
     row = dict(run)
     row["epochs"] = [*stored, *(e.model_dump() for e in epochs)]
     row["n_epochs"] = len(row["epochs"])
-    row.update(current_assessment(session, row, shared=shared_evidence))
+    row.update(
+        current_assessment(session, row, shared=shared_evidence, previous=run["diagnosis"])
+    )
     row["version"] = run["version"] + 1
     row["updated_at"] = utcnow()
     # Read-modify-write: a concurrent append changed the version, so this one fails, not wins.

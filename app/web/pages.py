@@ -70,22 +70,37 @@ def runs_page(
                   rungs=RUNG_IDS)  # fmt: skip
 
 
-def chart_data(run: dict[str, Any]) -> dict[str, Any]:
+def evaluation_steps(epochs: list[dict[str, Any]]) -> dict[float, int] | None:
+    """The step of each evaluation, by its epoch, when every evaluation carries one (a run
+    evaluated every so many steps: its pages speak of steps); else None."""
+    steps = {e["epoch"]: e["step"] for e in epochs if e.get("step") is not None}
+    return steps if epochs and len(steps) == len(epochs) else None
+
+
+def chart_data(run: dict[str, Any], steps: dict[float, int] | None) -> dict[str, Any]:
+    """The charts' data: along the epochs, or along the steps of a step-based run (``steps``,
+    from :func:`evaluation_steps`), the marks placed on the same axis."""
     epochs = run["epochs"]
     metric = run["metric"]["name"] if run["metric"] else None
     diagnosis = run["diagnosis"]
     evidence = diagnosis["evidence"]
     stop = diagnosis.get("stop_epoch")
+    # Diagnoses stored before stop epochs existed (null here) mark the criterion's best.
+    marks = {
+        "stop_epoch": stop if stop is not None else evidence.get("best_epoch"),
+        "onset_epoch": diagnosis.get("onset_epoch"),
+        "last_epoch": evidence.get("last_epoch"),
+    }
+    if steps is not None:
+        marks = {k: steps.get(v) if v is not None else None for k, v in marks.items()}
     return {
-        "epochs": [e["epoch"] for e in epochs],
+        "x": [e["step"] if steps is not None else e["epoch"] for e in epochs],
+        "x_label": "step" if steps is not None else "epoch",
         "train_loss": [e["train_loss"] for e in epochs],
         "valid_loss": [e["valid_loss"] for e in epochs],
         "metric": metric,
         "metric_values": [e["metrics"].get(metric) for e in epochs] if metric else None,
-        # Diagnoses stored before stop epochs existed (null here) mark the criterion's best.
-        "stop_epoch": stop if stop is not None else evidence.get("best_epoch"),
-        "onset_epoch": diagnosis.get("onset_epoch"),
-        "last_epoch": evidence.get("last_epoch"),
+        **marks,
         "overfitting": run["verdict"] == "overfitting",
         # The chart that shows the signal that decided carries the marks.
         "signal": diagnosis.get("signal"),
@@ -98,7 +113,10 @@ def current_recommendation(
     """The run's recommendation as it stands now: its lineage's and similar runs' verdicts are
     read at render time (a verification finished since the report counts). A run whose stored
     verdict an older detector gave keeps its stored recommendation, to match its diagnosis."""
-    now = runs_service.current_assessment(session, row, shared=shared_evidence)
+    # The stored diagnosis is this run's last look: the verdict is read again as it was answered.
+    now = runs_service.current_assessment(
+        session, row, shared=shared_evidence, previous=row["diagnosis"]
+    )
     recommendation: dict[str, Any] = (
         now["recommendation"] if now["verdict"] == row["verdict"] else row["recommendation"]
     )
@@ -154,9 +172,12 @@ def run_page(
     jobs = session.scalars(
         select(Verification).where(Verification.run_id == run_id).order_by(Verification.id)
     ).all()
+    steps = evaluation_steps(run["epochs"])
     return render(
         request, "run.html", status_code=422 if error else 200, run=run, error=error,
-        chart=chart_data(run), metric_name=run["metric"]["name"] if run["metric"] else None,
+        steps=steps, chart=chart_data(run, steps),
+        metric_name=run["metric"]["name"] if run["metric"] else None,
+        has_lr=any(e.get("lr") is not None for e in run["epochs"]),
         ladder=ladder_view(session, run, run["recommendation"]),
         parent=parent[0] if parent else None, children=children, verifications=jobs, rungs=RUNG_IDS,
         races={job.id: list(verification_service.candidates_of(job)) for job in jobs

@@ -217,7 +217,8 @@ def test_each_signal_carries_its_own_noise_threshold_and_verdict() -> None:
         assert reading["noise"] >= 0 and reading["threshold"] > 0
     assert d.stop_epoch == loss["best_epoch"] == 0
     assert d.evidence.threshold == loss["threshold"]  # the deciding signal's figures on top
-    assert "accuracy stayed flat" in d.summary and f"epoch {d.stop_epoch}" in d.summary
+    assert "accuracy stayed within its noise of its best" in d.summary
+    assert f"Keep the weights of epoch {d.stop_epoch} (accuracy 0.8;" in d.summary
 
 
 def test_a_metric_getting_worse_decides_even_with_a_flat_loss() -> None:

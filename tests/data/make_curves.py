@@ -54,7 +54,13 @@ IntArray = npt.NDArray[np.int64]
 # (X_pool, y_pool, X_valid, y_valid)
 Split = tuple[FloatArray, IntArray, FloatArray, IntArray]
 Label = Literal[
-    "overfitting", "healthy", "underfitting", "diverging", "no_signal", "insufficient_data"
+    "overfitting",
+    "healthy",
+    "underfitting",
+    "diverging",
+    "unstable",
+    "no_signal",
+    "insufficient_data",
 ]
 Source = Literal["real", "synthetic"]
 
@@ -68,6 +74,7 @@ class Epoch(TypedDict):
     train_loss: float
     valid_loss: float
     metrics: dict[str, float]
+    lr: NotRequired[float]
 
 
 class Row(TypedDict):
@@ -75,6 +82,7 @@ class Row(TypedDict):
     train_loss: float
     valid_loss: float
     metrics: dict[str, float]
+    lr: NotRequired[float]
 
 
 class CurveDoc(TypedDict):
@@ -141,6 +149,7 @@ def write_curve(
         "healthy",
         "underfitting",
         "diverging",
+        "unstable",
         "no_signal",
         "insufficient_data",
     )
@@ -151,7 +160,10 @@ def write_curve(
         mets = {k: r6(v) for k, v in ep.get("metrics", {}).items()}
         if metric is not None:
             assert metric["name"] in mets, (name, i)
-        rows.append({"epoch": i, "train_loss": tr, "valid_loss": va, "metrics": mets})
+        row: Row = {"epoch": i, "train_loss": tr, "valid_loss": va, "metrics": mets}
+        if "lr" in ep:
+            row["lr"] = r6(ep["lr"])
+        rows.append(row)
     doc: CurveDoc = {
         "name": name,
         "label": label,
@@ -830,6 +842,42 @@ def synthetic_curves() -> list[SynthCurve]:
         "every epoch to 0.891 as valid loss climbs",
         ACCURACY,
         _ep(tr, va, "accuracy", acc),
+    )
+
+    # ---------------- unstable ----------------
+    rng = np.random.RandomState(121)
+    e = np.arange(14)
+    # One-cycle: the rate warms up to its peak at epoch 5 and decays from epoch 8 on; at the
+    # peak the validation loss jumps while the training loss keeps its slow fall.
+    lr = np.where(e < 5, 0.0004 + 0.0026 * e / 5, np.where(e < 8, 0.003, 0.003 * (0.7 ** (e - 7))))
+    tr = _jit(rng, _decay(e, 2.3, 0.4, 6.0), 0.01)
+    va = _jit(rng, _decay(e, 2.3, 0.6, 4.0), 0.01)
+    va[5:8] = va[5:8] * np.array([1.6, 2.4, 1.9])
+    acc = np.round(_acc_from_loss(va), 3)
+    epochs = _ep(tr, va, "accuracy", acc)
+    for record, rate in zip(epochs, lr, strict=True):
+        record["lr"] = float(rate)
+    add(
+        "unstable_one_cycle_peak",
+        "unstable",
+        "fit_one_cycle-like schedule: the validation loss jumps 1.6-2.4x at the rate's peak "
+        "(epochs 5-7) while the training loss keeps falling slowly; judged at epoch 7",
+        ACCURACY,
+        epochs[:8],
+    )
+
+    rng = np.random.RandomState(122)
+    e = np.arange(20)
+    tr = _jit(rng, _decay(e, 1.5, 0.9, 3.0), 0.005)
+    va = _jit(rng, _decay(e, 1.5, 1.0, 3.0), 0.01)
+    va[14:] = va[14:] * np.array([1.8, 2.6, 2.2, 3.0, 2.7, 3.4])
+    add(
+        "unstable_jump_train_flat",
+        "unstable",
+        "no schedule reported: the validation loss triples within six epochs while the "
+        "training loss has flattened at ~0.9 (not memorised): a jump, not overfitting",
+        None,
+        _ep(tr, va),
     )
 
     # ---------------- healthy ----------------
