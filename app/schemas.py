@@ -12,6 +12,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -142,25 +144,67 @@ class Constraints(Strict):
     memory_limited: bool = False
 
 
+def _keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> float:
+    # Checked as a number, answered as sent: an integer epoch stays an integer in the stored
+    # JSON (and in every answer), a fractional one (an evaluation mid-epoch) stays fractional.
+    number = handler(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else number
+
+
+EpochNumber = Annotated[
+    float, Field(ge=0, le=ID_MAX, allow_inf_nan=False), WrapValidator(_keep_int), NotBool
+]
+
+
 class EpochIn(Strict):
-    epoch: Annotated[int, Field(ge=0, le=ID_MAX), NotBool]
-    train_loss: Loss
+    """One evaluation: after an epoch, or every so many steps (then ``epoch`` may be
+    fractional, as Hugging Face's ``state.epoch``, and ``step`` says where)."""
+
+    epoch: EpochNumber = Field(
+        description="The epoch of the evaluation, from 0: an integer, or fractional for an "
+        "evaluation in the middle of an epoch. Strictly increasing."
+    )
+    step: Annotated[int, Field(ge=0, le=INT64_MAX), NotBool] | None = Field(
+        default=None,
+        description="The global optimizer step of the evaluation, when evaluating every so many "
+        "steps. Strictly increasing where given.",
+    )
+    train_loss: Loss | None = Field(
+        description="The mean training loss since the previous evaluation; null when none was "
+        "logged since."
+    )
     valid_loss: Loss
+    lr: Annotated[float, Field(allow_inf_nan=False, gt=0), NotBool] | None = Field(
+        default=None, description="The learning rate at this evaluation."
+    )
     metrics: dict[Annotated[Text, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
         default_factory=dict, max_length=64
     )
 
 
-def check_epoch_order(epochs: list[EpochIn], after: int | None = None) -> None:
-    """Epoch numbers must strictly increase (and follow ``after``, the last stored epoch)."""
+def _check_increasing(
+    epochs: list[EpochIn], key: Literal["epoch", "step"], after: float | None
+) -> None:
     previous = after
     for i, e in enumerate(epochs):
-        if previous is not None and e.epoch <= previous:
-            what = "duplicated" if e.epoch == previous else "out of order"
+        value = getattr(e, key)
+        if value is None:
+            continue
+        if previous is not None and value <= previous:
+            what = "duplicated" if value == previous else "out of order"
             raise ValueError(
-                f"epochs[{i}].epoch: epoch {e.epoch} is {what} (previous epoch is {previous})"
+                f"epochs[{i}].{key}: {key} {value} is {what} (previous {key} is {previous})"
             )
-        previous = e.epoch
+        previous = value
+
+
+def check_epoch_order(
+    epochs: list[EpochIn], after_epoch: float | None = None, after_step: int | None = None
+) -> None:
+    """Epochs, and steps where given, must strictly increase and follow the last stored ones
+    (``after_epoch``, ``after_step``)."""
+    _check_increasing(epochs, "epoch", after_epoch)
+    _check_increasing(epochs, "step", after_step)
 
 
 def check_metric_present(epochs: list[EpochIn], metric: str | None) -> None:
@@ -329,20 +373,29 @@ class RecommendationOut(BaseModel):
     )
 
 
+# An epoch in an answer: an integer, or fractional for an evaluation mid-epoch (as reported).
+EpochOut = int | float
+
+
 class DiagnosisOut(BaseModel):
     verdict: str = Field(
         description="overfitting, healthy, underfitting, diverging, no_signal or insufficient_data."
     )
-    best_epoch: int | None = Field(description="The criterion's best epoch.")
-    stop_epoch: int | None = Field(
+    best_epoch: EpochOut | None = Field(description="The criterion's best epoch.")
+    stop_epoch: EpochOut | None = Field(
         default=None,
         description="The epoch whose weights to keep: the best by the signal that decided.",
     )
-    onset_epoch: int | None = Field(
+    onset_epoch: EpochOut | None = Field(
         default=None, description="Where the degradation began, when there is one."
     )
     signal: Literal["metric", "valid_loss", "both"] | None = Field(
         default=None, description="Which validation signal carried an overfitting verdict."
+    )
+    should_stop: bool | None = Field(
+        default=None,
+        description="Whether a training reporting live should stop now (the service's sequential "
+        "decision); null in a diagnosis stored before the service made it.",
     )
     summary: str
     evidence: dict[str, Any]

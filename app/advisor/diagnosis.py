@@ -19,7 +19,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from itertools import pairwise
+from itertools import repeat
+from operator import gt, mul
 from typing import Any, NamedTuple
 
 from app.advisor import series, signals
@@ -90,7 +91,7 @@ class Thresholds:
     # what the task allows, one above ``underfit_share`` of its first value.
     still_falling: float = 0.01
     underfit_gap: float = 0.1
-    underfit_reach: float = 0.9
+    underfit_reach: float = 0.5
     underfit_chance: float = 0.5
     underfit_share: float = 0.4
     # A schedule is at its peak while the learning rate is at least this share of its highest so
@@ -188,6 +189,8 @@ class Evidence(NamedTuple):
     still_learning: bool = False
     converged: bool = False
     train_loss_falling: bool = False
+    # The verdict was worth stopping on at this look (the live rule's test, :func:`diagnose`).
+    stop_worthy: bool = False
     # Epochs the kept one is chosen among: the metric within its noise of its best (for a
     # callback to keep copies of, since a later evaluation may move the choice among them).
     candidates: list[Epoch] = []
@@ -352,14 +355,23 @@ def diagnose(
         n_classes,
         _held_signals(previous),
         was_underfit=previous is not None and previous.get("verdict") == Verdict.UNDERFITTING,
+        adjacent=previous is not None
+        and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
     )
     if not _stop_worthy(curves, judged, thresholds):
         return judged
+    judged = replace(judged, evidence=judged.evidence._replace(stop_worthy=True))
     n = len(curves)
-    held = all(
-        _stop_worthy(head, _judge(head, crit, thresholds, n_classes), thresholds)
-        for head in (curves.head(n - back) for back in range(1, thresholds.live_looks))
-    )
+
+    def worthy(back: int) -> bool:
+        # The previous answer already knows whether the look before this one was worth it.
+        earlier = previous.get("evidence", {}) if back == 1 and previous is not None else {}
+        if earlier.get("n_epochs") == n - 1 and "stop_worthy" in earlier:
+            return bool(earlier["stop_worthy"])
+        head = curves.head(n - back)
+        return _stop_worthy(head, _judge(head, crit, thresholds, n_classes), thresholds)
+
+    held = all(worthy(back) for back in range(1, thresholds.live_looks))
     return replace(judged, should_stop=True) if held else judged
 
 
@@ -376,7 +388,11 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     if judged.verdict != Verdict.OVERFITTING:
         return True
     ev = judged.evidence
-    if ev.severity == Severity.SEVERE:
+    # Severe by the signal that decided: a validation loss that spikes while the metric holds
+    # is no reason to stop a run the metric says is fine.
+    deciding = "valid_loss" if ev.signal == Signal.VALID_LOSS else "metric"
+    severe = thresholds.severity_loss if deciding == "valid_loss" else thresholds.severity_metric
+    if ev.signals[deciding]["degradation"] >= severe[1]:
         return True
     if len(curves) < thresholds.metric.measurable:
         return False
@@ -408,11 +424,14 @@ def _judge(
     held: Mapping[str, int | float] | None = None,
     *,
     was_underfit: bool = False,
+    adjacent: bool = False,
 ) -> Diagnosis:
     """The verdict on the epochs as they stand; ``held``: for a run looked at before, the signals
     degraded at the previous look, by name, with the epoch each was best at; ``was_underfit``:
     the previous look said underfitting, which then holds until the losses part by twice the
-    gap that let it in."""
+    gap that let it in; ``adjacent``: that look was at the evaluation just before (only then is a
+    newly degraded signal pending: a batch of evaluations appended at once is its own
+    evidence)."""
     n = len(curves)
     if n < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
@@ -431,11 +450,12 @@ def _judge(
             loss = signals.held_over(loss, where[held["valid_loss"]])
         if metric is not None and held.get("metric") in where:
             metric = signals.held_over(metric, where[held["metric"]])
-        pending = {
-            name
-            for name, r in (("valid_loss", loss), ("metric", metric))
-            if r is not None and r.degraded and name not in held
-        }
+        if adjacent:
+            pending = {
+                name
+                for name, r in (("valid_loss", loss), ("metric", metric))
+                if r is not None and r.degraded and name not in held
+            }
     fit = training(train, thresholds)
     judged = metric or loss
 
@@ -510,7 +530,13 @@ def _judge(
         still_improving=still_improving,
         overconfident=overconfident,
         guess=guess,
-        severity=_severity(deciding, thresholds, deciding is loss) if overfit else Severity.NONE,
+        severity=max(
+            (_severity(r, thresholds, r is loss) for r in (deciding, loss) if r.degraded),
+            key=list(Severity).index,
+            default=Severity.MILD,
+        )
+        if overfit
+        else Severity.NONE,
         instability=instability,
         thresholds=thresholds,
     )
@@ -542,9 +568,7 @@ def _schedule_high(curves: Curves, thresholds: Thresholds) -> bool:
     return peak_at > 0 and peak > rates[0] and rates[-1] >= thresholds.lr_peak_share * peak
 
 
-def _unsettled(
-    curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds
-) -> str | None:
+def _unsettled(curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds) -> str | None:
     """Why a degraded validation signal is instability rather than overfitting: the learning
     rate is in its high phase (:func:`_schedule_high`), or the validation loss jumped: it blew
     up (one evaluation ``blow_up`` times the one before it) or rose while the training loss
@@ -555,7 +579,7 @@ def _unsettled(
         return None
     valid = curves.valid_loss
     after = valid[loss.best :]
-    if any(b > thresholds.blow_up * a for a, b in pairwise(after)):
+    if any(map(gt, after[1:], map(mul, after[:-1], repeat(thresholds.blow_up)))):
         return "jump"
     train = curves.train_loss
     fall = series.rel(train[loss.best] - fit.tail, train[loss.best])

@@ -7,7 +7,7 @@ plain lists beat array set-up costs, so a diagnosis costs microseconds on the re
 import math
 from collections.abc import Sequence
 from itertools import accumulate, compress, islice, pairwise, repeat
-from operator import add, le, neg, sub
+from operator import add, le, mul, neg, sub
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -108,13 +108,15 @@ def noise(y: Sequence[float], k: int = 1) -> float:
         d2 = list(map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
         return _mad(d2) / math.sqrt(6) if d2 else 0.0
     # Only the later part, and only with enough of it: the early fall of a curve is all trend.
-    means = [v / k for v in windows_sums(y, k)]
-    start = max(k, len(y) // 3)
-    d = [
-        means[t - k] - 3 * means[t] + 3 * means[t + k] - means[t + 2 * k]
-        for t in range(start, len(means) - 2 * k)
-    ]
-    return _mad(d) / math.sqrt(20) if len(d) >= _MIN_DIFFERENCES else 0.0
+    sums = windows_sums(y, k)
+    start, end = max(k, len(y) // 3), len(sums)
+    if end - 2 * k - start < _MIN_DIFFERENCES:
+        return 0.0
+    # (m[t-k] - m[t+2k]) + 3 (m[t+k] - m[t]) for every t, with C-level maps, on sums (k m).
+    outer = map(sub, sums[start - k : end - 3 * k], sums[start + 2 * k : end])
+    inner = map(sub, sums[start + k : end - k], sums[start : end - 2 * k])
+    d = list(map(add, outer, map(mul, inner, repeat(3.0))))
+    return _mad(d) / math.sqrt(20) / k
 
 
 def windows_sums(y: Sequence[float], width: int) -> list[float]:

@@ -424,9 +424,7 @@ def append_epochs(
     row = dict(run)
     row["epochs"] = [*stored, *(e.model_dump() for e in epochs)]
     row["n_epochs"] = len(row["epochs"])
-    row.update(
-        current_assessment(session, row, shared=shared_evidence, previous=run["diagnosis"])
-    )
+    row.update(current_assessment(session, row, shared=shared_evidence, previous=run["diagnosis"]))
     row["version"] = run["version"] + 1
     row["updated_at"] = utcnow()
     # Read-modify-write: a concurrent append changed the version, so this one fails, not wins.

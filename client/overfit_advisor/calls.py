@@ -1,14 +1,16 @@
 """Every API call once, as data: the request to make and how to read its answer. The
 synchronous and the asynchronous client both send these, so neither repeats the other."""
 
+import contextlib
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, SupportsFloat, SupportsIndex, TypeVar
 
 import httpx
 
 from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
-from overfit_advisor.types import Lineage, Run, Verification
+from overfit_advisor.types import EpochNumber, Lineage, Run, Verification
 
 T = TypeVar("T")
 Epoch = Mapping[str, Any]
@@ -41,13 +43,39 @@ def answer(call: Call[T], response: httpx.Response) -> T:
     raise AdvisorError(response.status_code, message, field)
 
 
-def epoch_record(epoch: int, train_loss: float, valid_loss: float, **metrics: float) -> Epoch:
-    return {
-        "epoch": int(epoch),
-        "train_loss": float(train_loss),
+def epoch_number(epoch: SupportsIndex | float) -> EpochNumber:
+    """An epoch as the service takes it: integers (numpy's too) stay integers, anything else is
+    a float (Hugging Face's fractional ``state.epoch`` between epochs)."""
+    if not isinstance(epoch, float):
+        with contextlib.suppress(TypeError):  # a float tensor has __index__, and it raises
+            return operator.index(epoch)
+    return float(epoch)
+
+
+def epoch_record(
+    epoch: SupportsIndex | float,
+    train_loss: SupportsFloat | None,
+    valid_loss: SupportsFloat,
+    *,
+    step: SupportsIndex | None = None,
+    lr: SupportsFloat | None = None,
+    **metrics: SupportsFloat,
+) -> dict[str, Any]:
+    """One evaluation as the service takes it (numpy and torch scalars converted). ``train_loss``
+    None: no training loss was logged since the previous evaluation; ``step``: the global step
+    of an evaluation made every so many steps; ``lr``: the learning rate at it. ``step`` and
+    ``lr`` are therefore not metric names."""
+    record: dict[str, Any] = {
+        "epoch": epoch_number(epoch),
+        "train_loss": None if train_loss is None else float(train_loss),
         "valid_loss": float(valid_loss),
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
+    if step is not None:
+        record["step"] = operator.index(step)
+    if lr is not None:
+        record["lr"] = float(lr)
+    return record
 
 
 def _report_body(name: str, epochs: Sequence[Epoch], fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,9 +103,17 @@ def log_epochs(run_id: int, epochs: Sequence[Epoch]) -> Call[Run]:
 
 
 def log_epoch(
-    run_id: int, epoch: int, train_loss: float, valid_loss: float, **metrics: float
+    run_id: int,
+    epoch: SupportsIndex | float,
+    train_loss: SupportsFloat | None,
+    valid_loss: SupportsFloat,
+    *,
+    step: SupportsIndex | None = None,
+    lr: SupportsFloat | None = None,
+    **metrics: SupportsFloat,
 ) -> Call[Run]:
-    return log_epochs(run_id, [epoch_record(epoch, train_loss, valid_loss, **metrics)])
+    record = epoch_record(epoch, train_loss, valid_loss, step=step, lr=lr, **metrics)
+    return log_epochs(run_id, [record])
 
 
 def run(run_id: int) -> Call[Run]:

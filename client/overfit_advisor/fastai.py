@@ -4,12 +4,14 @@
 
 The callback runs after fastai's ``Recorder`` and reports what it recorded for each epoch:
 ``train_loss``, ``valid_loss`` and the validation metrics under the names fastai gives them
-(``accuracy``, ``error_rate``, ...). Before the first epoch goes out it adds the facts it can
-see (the model's batch norm and dropout, the learning rate and weight decay, the training set's
-size and classes, the augmentation in the batch pipeline, a ``MixUp``/``CutMix`` callback, the
-builder's recipe when the model carries one); facts given by the user win. With
+(``accuracy``, ``error_rate``, ...), and the learning rate of the epoch's last batch (where
+``fit_one_cycle``'s schedule had brought it). Before the first epoch goes out it adds the
+facts it can see (the model's batch norm and dropout, the learning rate and weight decay, the
+training set's size and classes, the augmentation in the batch pipeline, a ``MixUp``/``CutMix``
+callback, the builder's recipe when the model carries one); facts given by the user win. With
 ``stop_when_overfitting=True`` training ends once the service says so, and the model keeps the
-weights of the epoch the diagnosis names (as ``SaveModelCallback`` keeps the best one).
+weights of the epoch the diagnosis names (as ``SaveModelCallback`` keeps the best one) and says
+what that epoch scored.
 
 Reporting never raises into training: every failure is logged and training goes on.
 """
@@ -24,7 +26,7 @@ import torch
 from fastai.callback.core import CancelFitException
 
 from overfit_advisor.facts import augment_of, mixup_of, torch_model_facts
-from overfit_advisor.tracking import Reporting, ReportingOptions, Snapshots, TrackedRun
+from overfit_advisor.tracking import RESERVED, Reporting, ReportingOptions, Snapshots, TrackedRun
 
 if TYPE_CHECKING:  # fastai ships no types: a typed stand-in for its Callback
 
@@ -134,7 +136,9 @@ class AdvisorCallback(Callback):
             log.info("overfit-advisor: epoch %s has no validation loss; not reported", epoch)
             return False
         train_loss, valid_loss, metrics = values
-        tracked.log_epoch(epoch, train_loss, valid_loss, **metrics)
+        lr = _attempt(lambda: _largest(self.learn.opt.hypers[-1]["lr"]))
+        # step=None: evaluations are per epoch (and mypy then knows no metric stands for a step)
+        tracked.log_epoch(epoch, train_loss, valid_loss, step=None, lr=lr, **metrics)
         if not self.reporting.stop_when_overfitting or self.snapshots is None:
             return False
         self.snapshots.after_epoch(epoch)
@@ -164,7 +168,7 @@ class AdvisorCallback(Callback):
             return None
         metrics: dict[str, float] = {}
         for key, value in row.items():
-            if key in ("train_loss", "valid_loss") or key.startswith("train_"):
+            if key in ("train_loss", "valid_loss", *RESERVED) or key.startswith("train_"):
                 continue
             number = _number(value)
             if number is not None:
@@ -174,9 +178,10 @@ class AdvisorCallback(Callback):
     def _restore(self, tracked: TrackedRun, state: dict[str, torch.Tensor] | None) -> None:
         """Put back the weights of the stop epoch, when they were kept."""
         if state is None:
-            tracked._say("no weights of the stop epoch were kept; the model keeps its last ones")
+            tracked.say("no weights of the stop epoch were kept; the model keeps its last ones")
             return
         self.learn.model.load_state_dict(state)
+        tracked.say_restored(tracked.stop_epoch)
 
     # --- the facts ----------------------------------------------------------------------------
 

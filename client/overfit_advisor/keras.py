@@ -1,7 +1,8 @@
 """The Keras 3 callback: ``model.fit(..., validation_data=..., callbacks=[AdvisorCallback()])``.
 
-Each epoch with a validation loss is reported: ``loss``, ``val_loss`` and the other ``val_*``
-values of the epoch's logs as metrics, without the prefix (``val_accuracy`` as ``accuracy``).
+Each epoch with a validation loss is reported: ``loss``, ``val_loss``, the other ``val_*``
+values of the epoch's logs as metrics, without the prefix (``val_accuracy`` as ``accuracy``),
+and the optimizer's learning rate at the epoch's end (a schedule's current value).
 Works with whichever backend Keras runs on (``KERAS_BACKEND``).
 
 Facts come from the compiled model (its layers, nested models included, and its optimizer),
@@ -32,6 +33,7 @@ from overfit_advisor.tracking import (
     TrackedRun,
     logged_metrics,
 )
+from overfit_advisor.types import EpochNumber
 
 log = logging.getLogger("overfit_advisor")
 
@@ -56,7 +58,7 @@ class AdvisorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         super().__init__()
         self.reporting = Reporting(name, **options)
         self.run: TrackedRun | None = None
-        self.stopped_at: int | None = None  # the epoch whose weights were put back, if any
+        self.stopped_at: EpochNumber | None = None  # the epoch whose weights were put back
         self._reset()
 
     def _reset(self) -> None:
@@ -106,7 +108,10 @@ class AdvisorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if "loss" not in logs or "val_loss" not in logs:
             return  # no validation this epoch (validation_freq, no validation data)
         valid_loss, metrics = float(logs["val_loss"]), logged_metrics(logs, "val_", skip=("loss",))
-        self.run.log_epoch(epoch, float(logs["loss"]), valid_loss, **metrics)
+        optimizer = getattr(self.model, "optimizer", None)  # none when only predicting
+        lr = _number(getattr(_inner(optimizer), "learning_rate", None))
+        # step=None: evaluations are per epoch (and mypy then knows no metric stands for a step)
+        self.run.log_epoch(epoch, float(logs["loss"]), valid_loss, step=None, lr=lr, **metrics)
         if not self.reporting.stop_when_overfitting or self._snapshots is None:
             return
         self._snapshots.after_epoch(epoch)
@@ -116,13 +121,14 @@ class AdvisorCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _restore(self, run: TrackedRun, weights: list[Any] | None) -> None:
         if weights is None:
-            log.warning(
-                "overfit-advisor: no copy of the weights of epoch %s; keeping the last ones",
-                run.stop_epoch,
+            run.say(
+                f"no copy of the weights of {run.where(run.stop_epoch)}; the model keeps its "
+                "last ones"
             )
             return
         self.model.set_weights(weights)
         self.stopped_at = run.stop_epoch
+        run.say_restored(run.stop_epoch)
 
 
 # --- facts -------------------------------------------------------------------------------------
@@ -205,7 +211,7 @@ def _number(value: Any) -> float | None:
 
 def _optimizer_facts(optimizer: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {}
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps it
+    inner = _inner(optimizer)
     lr = _number(getattr(inner, "learning_rate", None))
     if lr is not None and lr > 0:
         facts["lr"] = lr
@@ -214,6 +220,11 @@ def _optimizer_facts(optimizer: Any) -> dict[str, Any]:
     if wd is not None and wd >= 0:
         facts["weight_decay"] = wd
     return facts
+
+
+def _inner(optimizer: Any) -> Any:
+    """The optimizer that holds the learning rate (``LossScaleOptimizer`` wraps one)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def _device(model: Any) -> str | None:

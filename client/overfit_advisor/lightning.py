@@ -2,10 +2,11 @@
 
 The callback reads what the ``LightningModule`` logs with ``self.log(..., on_epoch=True)``:
 ``train_loss`` (in ``training_step``), ``val_loss`` and every other ``val_*`` key (reported
-without the ``val_`` prefix: ``val_accuracy`` becomes ``accuracy``), once per epoch after both the
-training and the validation part of it ended; the sanity-check validation is never reported, nor
-an epoch without validation. The facts of the model, the optimizer and the training data loader
-are read at the start of training. Only the global rank 0 reports; with
+without the ``val_`` prefix: ``val_accuracy`` becomes ``accuracy``), with the learning rate of
+the first optimizer's first parameter group (where its scheduler has brought it), once per epoch
+after both the training and the validation part of it ended; the sanity-check validation is
+never reported, nor an epoch without validation. The facts of the model, the optimizer and the
+training data loader are read at the start of training. Only the global rank 0 reports; with
 ``stop_when_overfitting=True`` every rank stops together and keeps the weights of the epoch the
 diagnosis names.
 """
@@ -18,7 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Unpack
 
 from overfit_advisor.facts import augment_of, mixup_of, torch_model_facts
-from overfit_advisor.tracking import Reporting, ReportingOptions, TrackedRun
+from overfit_advisor.tracking import RESERVED, Reporting, ReportingOptions, TrackedRun
+from overfit_advisor.types import EpochNumber
 
 if TYPE_CHECKING:
     from lightning.pytorch import Callback
@@ -106,8 +108,8 @@ class AdvisorCallback(Callback):
         self._facts_sent = False
         # Weights of the stop epoch and of the epochs no diagnosis has named one for yet:
         # epoch -> (its validation loss, its weights)
-        self._kept: dict[int, tuple[float, dict[str, Any]]] = {}
-        self._stop_epoch: int | None = None
+        self._kept: dict[EpochNumber, tuple[float, dict[str, Any]]] = {}
+        self._stop_epoch: EpochNumber | None = None
         self._stopped_by_us = False
         self._finished = False
 
@@ -164,7 +166,8 @@ class AdvisorCallback(Callback):
             )
             return
         pl_module.load_state_dict(kept[1])
-        log.info("overfit-advisor: restored the weights of epoch %s", self._stop_epoch)
+        if self.run is not None:
+            self.run.say_restored(self._stop_epoch)
 
     @_never_raises
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -191,8 +194,13 @@ class AdvisorCallback(Callback):
             if not self._facts_sent:
                 self._facts_sent = True
                 self.run.add_facts(**self._late_facts(trainer))
-            metrics = {k: v for k, v in valid.items() if k != self.valid_loss_key}
-            self.run.log_epoch(epoch, train_loss, valid[self.valid_loss_key], **metrics)
+            metrics = {
+                k: v for k, v in valid.items() if k != self.valid_loss_key and k not in RESERVED
+            }
+            lr = _found(lambda: float(trainer.optimizers[0].param_groups[0]["lr"]))
+            # step=None: evaluations are per epoch (and mypy then knows no metric stands for a step)
+            valid_loss = valid[self.valid_loss_key]
+            self.run.log_epoch(epoch, train_loss, valid_loss, step=None, lr=lr, **metrics)
         if self.reporting.stop_when_overfitting:
             self._follow(trainer, pl_module, epoch, valid[self.valid_loss_key])
 
@@ -203,7 +211,8 @@ class AdvisorCallback(Callback):
         stop epoch for yet (the first epochs, too few to judge, or epochs still waiting for an
         unreachable service), at most ``max_kept`` of them, the lowest validation losses."""
         run = self.run
-        decision: tuple[bool, int | None, int | None, float] = (False, None, None, valid_loss)
+        decision: tuple[bool, EpochNumber | None, int | None, float]
+        decision = (False, None, None, valid_loss)
         if run is not None:
             decision = (run.should_stop, run.stop_epoch, _judged_through(run, epoch), valid_loss)
         if getattr(trainer, "world_size", 1) > 1:  # every rank keeps and stops as rank 0 says

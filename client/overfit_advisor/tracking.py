@@ -10,18 +10,21 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Generic, TypedDict, TypeVar, Unpack
+from dataclasses import replace
+from typing import Any, Generic, SupportsFloat, SupportsIndex, TypedDict, TypeVar, Unpack
 
 from overfit_advisor.calls import Epoch, epoch_record
 from overfit_advisor.client import Client
 from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
-from overfit_advisor.types import Diagnosis, Recommendation, Run
+from overfit_advisor.stopping import LiveStop
+from overfit_advisor.types import Diagnosis, EpochNumber, Recommendation, Run
 
 log = logging.getLogger("overfit_advisor")
 W = TypeVar("W")
-STOP_VERDICTS = frozenset({"overfitting", "no_signal", "diverging"})
+# Arguments of log_epoch besides the metrics: a logged metric of these names is not reported.
+RESERVED = frozenset({"step", "lr"})
 
 
 def _say(text: str) -> None:
@@ -32,11 +35,12 @@ def logged_metrics(
     logged: dict[str, Any], prefix: str, skip: Iterable[str] = ()
 ) -> dict[str, float]:
     """The validation metrics among a framework's logged values: the keys with ``prefix``
-    (``val_``, ``eval_``), named without it, less ``skip``, and only finite numbers."""
+    (``val_``, ``eval_``), named without it, less ``skip`` and :data:`RESERVED`, and only
+    finite numbers."""
     found = {}
     for key, value in logged.items():
         name = key.removeprefix(prefix)
-        if name == key or name in skip or isinstance(value, bool):
+        if name == key or name in skip or name in RESERVED or isinstance(value, bool):
             continue
         try:
             number = float(value)
@@ -59,7 +63,8 @@ def merge_facts(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrackedRun:
-    """A run being reported epoch by epoch; made by :func:`track` and the callbacks."""
+    """A run being reported evaluation by evaluation; made by :func:`track` and the
+    callbacks."""
 
     def __init__(
         self,
@@ -79,10 +84,10 @@ class TrackedRun:
         self.name = name
         self.facts = facts
         self.stop_when_overfitting = stop_when_overfitting
-        # A verdict on a run's first epochs can flip with the next one: stopping waits until it
-        # has held for this many diagnoses in a row.
+        # ``confirm_epochs`` diagnoses in a row must say stop (see LiveStop).
         self.confirm_epochs = confirm_epochs
-        self._held, self._judged = 0, 0
+        self.live = LiveStop(confirm_epochs)
+        self._judged = 0
         self.run: Run | None = None
         self.pending: list[Epoch] = []
         self.should_stop = False
@@ -93,6 +98,7 @@ class TrackedRun:
         self._finish_timeout = finish_timeout_s
         self._refused = False
         self._said_unreachable = False
+        self._said_underfitting = False
         self._say = say
 
     @property
@@ -104,40 +110,66 @@ class TrackedRun:
         return self.run.recommendation if self.run else None
 
     @property
-    def stop_epoch(self) -> int | None:
-        """The epoch whose weights to keep, by the latest diagnosis."""
+    def stale(self) -> bool:
+        """Evaluations wait unsent: the latest diagnosis does not include them."""
+        return bool(self.pending) and not self._refused
+
+    @property
+    def stop_epoch(self) -> EpochNumber | None:
+        """The epoch whose weights to keep: the one the diagnosis that stopped training named,
+        else the latest diagnosis's."""
+        if self.should_stop:
+            return self.live.kept_epoch
         return self.diagnosis.stop_epoch if self.diagnosis else None
 
-    def epochs_to_keep(self) -> set[int]:
-        """Epochs a later diagnosis may name as the one to stop at: the current stop epoch and
-        the best epoch so far of each signal (the deciding signal can change from epoch to
-        epoch)."""
+    def epochs_to_keep(self) -> set[EpochNumber]:
+        """Epochs a later diagnosis may name as the one to stop at: the current stop epoch, the
+        best epoch so far of each signal (the deciding signal can change from one evaluation to
+        the next) and the ``candidates`` the diagnosis says the kept epoch may move to."""
         d = self.diagnosis
         if d is None:
             return set()
-        best = {s.get("best_epoch") for s in d.evidence.get("signals", {}).values()}
-        return {e for e in (d.stop_epoch, *best) if isinstance(e, int)}
+        best = [s.get("best_epoch") for s in d.evidence.get("signals", {}).values()]
+        named = [d.stop_epoch, *best, *d.evidence.get("candidates", [])]
+        return {e for e in named if isinstance(e, int | float) and not isinstance(e, bool)}
 
     def add_facts(self, **facts: Any) -> None:
         """Facts found after the start (before the first report goes out); the user's win."""
         self.facts = merge_facts(facts, self.facts)
 
     def log_epoch(
-        self, epoch: int, train_loss: float, valid_loss: float, **metrics: float
+        self,
+        epoch: SupportsIndex | float,
+        train_loss: SupportsFloat | None,
+        valid_loss: SupportsFloat,
+        *,
+        step: SupportsIndex | None = None,
+        lr: SupportsFloat | None = None,
+        **metrics: SupportsFloat,
     ) -> Diagnosis | None:
-        """Queue an epoch and send what is waiting; answers the latest diagnosis (None until
-        the service has answered once). Never raises."""
+        """Queue an evaluation and send what is waiting; answers the latest diagnosis (None
+        until the service has answered once), marked ``stale`` while evaluations wait unsent.
+        ``train_loss`` None: none was logged since the previous evaluation; ``step``: the
+        global step of an evaluation made every so many steps; ``lr``: the learning rate (so
+        ``step`` and ``lr`` are not metric names). Never raises."""
         try:
-            record = epoch_record(epoch, train_loss, valid_loss, **metrics)
-            if not all(map(math.isfinite, [train_loss, valid_loss, *metrics.values()])):
+            record = epoch_record(epoch, train_loss, valid_loss, step=step, lr=lr, **metrics)
+            rate = record.get("lr")
+            if rate is not None and not (math.isfinite(rate) and rate > 0):
+                del record["lr"]  # a schedule at zero (a warm-up's start) tells nothing
+            values = [record["train_loss"], record["valid_loss"], *record["metrics"].values()]
+            if not all(math.isfinite(v) for v in values if v is not None):
                 # The service refuses NaN and infinity; the epochs before show the blow-up.
-                self._say(f"epoch {epoch} has a value that is not a finite number: not reported")
-                return self.diagnosis
+                self._say(
+                    f"{self.where(record['epoch'])} has a value that is not a finite number: "
+                    "not reported"
+                )
+                return self._latest()
             self.pending.append(record)
             self._send()
         except Exception:  # the training loop must go on, whatever happens here
             log.exception("overfit-advisor: reporting epoch %s failed", epoch)
-        return self.diagnosis
+        return self._latest()
 
     def finish(self) -> Run | None:
         """Send what is left (retrying for a bounded time) and print the diagnosis."""
@@ -146,21 +178,84 @@ class TrackedRun:
             while self.pending and not self._refused and time.monotonic() < deadline:
                 self._send(wait=True)
             if self.pending and not self._refused:
-                self._say(f"{len(self.pending)} epochs could not be reported (service unreachable)")
-            elif self.run is not None:
-                self._say(self.summary_line())
+                self._say(
+                    f"{self._count(len(self.pending))} could not be reported (service unreachable)"
+                )
+            d = self.diagnosis
+            if self.run is not None and d is not None:
+                # The underfitting advice is said once per run: finishing again repeats only
+                # the verdict.
+                underfitting = d.verdict == "underfitting"
+                self.say(self.summary_line(advice=not (underfitting and self._said_underfitting)))
+                self._said_underfitting |= underfitting
         except Exception:
             log.exception("overfit-advisor: finishing the report failed")
         return self.run
 
-    def summary_line(self) -> str:
+    def say(self, text: str) -> None:
+        """Print a line about the run; while evaluations wait unsent, it says the diagnosis it
+        speaks of is stale."""
+        if self.stale:
+            more = len(self.pending) - 1
+            text += f" [stale: not yet diagnosed: {self.where(self.pending[0]['epoch'])}"
+            text += f" and {more} more]" if more else "]"
+        self._say(text)
+
+    def where(self, epoch: EpochNumber | None) -> str:
+        """How the lines name an evaluation: "epoch 12", or "step 800" where the report
+        placed it by its step."""
+        step = self._steps().get(epoch) if epoch is not None else None
+        return f"step {step}" if step is not None else f"epoch {epoch}"
+
+    def say_restored(self, epoch: EpochNumber | None) -> None:
+        """The line a callback prints once it put back the weights of ``epoch``: what that epoch
+        scored by the run's criterion, beside the best seen."""
+        d, stored = self.diagnosis, self.run.epochs if self.run else []
+        criterion = d.evidence.get("criterion") if d else None
+        scored = (
+            {}
+            if criterion is None
+            else {e["epoch"]: _criterion_value(e, criterion) for e in stored}
+        )
+        known = {e: v for e, v in scored.items() if v is not None}
+        text = f"put back the weights of {self.where(epoch)}"
+        if d is not None and epoch in known:
+            pick = max if d.evidence.get("higher_is_better") else min
+            best = pick(known, key=known.__getitem__)
+            seen = (
+                "the best seen"
+                if known[best] == known[epoch]
+                else f"best seen {known[best]:.4g} at {self.where(best)}"
+            )
+            text += f" ({criterion} {known[epoch]:.4g}; {seen})"
+        self.say(text)
+
+    def summary_line(self, advice: bool = True) -> str:
+        """The verdict, its summary and the next remedy (``advice``: with the summary and the
+        remedy, else the verdict alone), and the run's page."""
         run, d, rec = self.run, self.diagnosis, self.recommendation
         if run is None or d is None:
             return "no diagnosis yet"
+        if not advice:
+            return f"{d.verdict} (advice above) ({self.client.page_url(run)})"
         next_step = (
             f"next: {rec.rung} — {rec.action}" if rec and rec.rung else (rec.action if rec else "")
         )
         return f"{d.verdict} — {d.summary} {next_step} ({self.client.page_url(run)})"
+
+    def _latest(self) -> Diagnosis | None:
+        d = self.diagnosis
+        return replace(d, stale=True) if d is not None and self.stale else d
+
+    def _count(self, n: int) -> str:
+        """ "3 epochs", or "3 evaluations" in a run evaluated every so many steps."""
+        unit = "evaluation" if self._steps() else "epoch"
+        return f"{n} {unit}{'' if n == 1 else 's'}"
+
+    def _steps(self) -> dict[EpochNumber, int]:
+        """The step of each evaluation that carries one, stored or waiting."""
+        records = [*(self.run.epochs if self.run else []), *self.pending]
+        return {r["epoch"]: r["step"] for r in records if r.get("step") is not None}
 
     def _send(self, wait: bool = False) -> None:
         if self._refused or not self.pending:
@@ -211,18 +306,21 @@ class TrackedRun:
             self._say("service reachable again; reporting resumed")
         if run.n_epochs != self._judged:  # a new diagnosis, not the same one read again
             self._judged = run.n_epochs
-            self._held = self._held + 1 if run.verdict in STOP_VERDICTS else 0
-        if (
-            self.stop_when_overfitting
-            and self._held >= self.confirm_epochs
-            and not self.should_stop
-        ):
+            self.live.see(run.raw.get("diagnosis"))
+        if self.stop_when_overfitting and self.live.stopped and not self.should_stop:
             self.should_stop = True
-            d = run.diagnosis
             self._say(
-                f"stopping: {run.verdict}; keep the weights of epoch "
-                f"{d.stop_epoch if d else '?'} ({self.client.page_url(run)})"
+                f"stopping: {run.verdict}; keep the weights of {self.where(self.stop_epoch)} "
+                f"({self.client.page_url(run)})"
             )
+
+
+def _criterion_value(record: Mapping[str, Any], criterion: str) -> float | None:
+    """An evaluation's value of the criterion the diagnosis judged by."""
+    if criterion == "valid_loss":
+        return float(record["valid_loss"])
+    value = (record.get("metrics") or {}).get(criterion)
+    return float(value) if value is not None else None
 
 
 class ReportingOptions(TypedDict, total=False):
@@ -271,9 +369,9 @@ class Snapshots(Generic[W]):
 
     def __init__(self, run: TrackedRun, take: Callable[[], W], waiting: int = 5) -> None:
         self.run, self.take, self.waiting = run, take, waiting
-        self.copies: dict[int, W] = {}
+        self.copies: dict[EpochNumber, W] = {}
 
-    def after_epoch(self, epoch: int) -> None:
+    def after_epoch(self, epoch: EpochNumber) -> None:
         """Call after logging ``epoch``: copies its weights if a diagnosis may name it."""
         if self.run.stop_epoch is None:
             # No diagnosis names an epoch yet (too few epochs, or the service is away): any of

@@ -1,8 +1,14 @@
 """The Hugging Face ``transformers`` callback: ``Trainer(..., callbacks=[AdvisorCallback(...)])``.
 
-Each evaluation of the training is reported as an epoch: the training loss the Trainer logged
-since the previous evaluation, ``eval_loss`` and the ``eval_*`` metrics (without the prefix).
-Train with ``eval_strategy="epoch"`` and ``logging_strategy="epoch"`` for one report per epoch.
+Every evaluation of the training is reported: the training loss the Trainer logged since the
+previous evaluation, ``eval_loss``, the ``eval_*`` metrics (without the prefix) and the learning
+rate. With ``eval_strategy="epoch"`` an evaluation is numbered by its epoch; with ``"steps"`` it
+carries its global step and the fractional epoch, and the run speaks of steps.
+
+Whatever ``logging_steps`` says, the Trainer is asked to log the training loss right before each
+evaluation (it logs the running mean since its last log), so the default ``logging_steps=500``
+loses no evaluation and repeats no stale loss (where no loss was logged, the evaluation goes out
+with none). An evaluation before the first training step (``eval_on_start``) is not reported.
 Reports go out from the main process only.
 
 This module imports ``transformers`` (and torch); ``import overfit_advisor`` alone never does.
@@ -23,6 +29,7 @@ from overfit_advisor.tracking import (
     TrackedRun,
     logged_metrics,
 )
+from overfit_advisor.types import EpochNumber
 
 log = logging.getLogger("overfit_advisor")
 
@@ -44,12 +51,14 @@ class AdvisorCallback(TrainerCallback):
     def __init__(self, name: str | None = None, **options: Unpack[ReportingOptions]) -> None:
         self.reporting = Reporting(name, **options)
         self.run: TrackedRun | None = None
-        self.stopped_at: int | None = None  # the epoch whose weights were put back, if any
+        self.stopped_at: EpochNumber | None = None  # the epoch whose weights were put back
         self._reset()
 
     def _reset(self) -> None:
-        self._logged = -1  # the last epoch reported
-        self._seen = 0  # log_history entries already read
+        self._logged: EpochNumber = -1  # the last epoch reported
+        self._seen = 0  # log_history entries already read: a logged loss is used once
+        self._start_step = 0  # the global step training started (or resumed) from
+        self._loss_step = 0  # the step of the last training loss read
         self._epoch_started: float | None = None
         self._timed = False
         self._n_valid_known = False
@@ -76,6 +85,7 @@ class AdvisorCallback(TrainerCallback):
             if model is not None:
                 self._snapshots = Snapshots(self.run, lambda: _copy_weights(model))
             self._seen = len(state.log_history)
+            self._start_step = self._loss_step = state.global_step
             self.run.add_facts(**_found_facts(args, state, kwargs))
         except Exception:  # never into training
             log.exception("overfit-advisor: reading the training's facts failed")
@@ -89,6 +99,15 @@ class AdvisorCallback(TrainerCallback):
     ) -> None:
         self._epoch_started = time.perf_counter()
 
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        _log_before_evaluating(control)
+
     def on_epoch_end(
         self,
         args: TrainingArguments,
@@ -96,6 +115,7 @@ class AdvisorCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
+        _log_before_evaluating(control)
         if self.run is None or self._timed or self._epoch_started is None:
             return
         self._timed = True  # the first epoch's time, before the first report goes out
@@ -146,47 +166,83 @@ class AdvisorCallback(TrainerCallback):
     ) -> None:
         assert self.run is not None
         metrics: dict[str, Any] = kwargs.get("metrics") or {}
-        history = state.log_history
-        losses = [float(e["loss"]) for e in history[self._seen :] if "loss" in e]
-        self._seen = len(history)
-        if not losses:  # the Trainer logs the training loss less often than it evaluates
-            losses = [float(e["loss"]) for e in history if "loss" in e][-1:]
         valid_loss = metrics.get("eval_loss")
-        if not losses or valid_loss is None:
-            return  # nothing trained yet (eval_on_start), or no loss to report: skip it
-        epoch = self._epoch_number(args, state)
+        if valid_loss is None or state.global_step == self._start_step:
+            return  # no loss to report, or nothing trained yet (eval_on_start)
+        train_loss, lr = self._logged_since(state.log_history)
+        if lr is None:
+            lr = _last_lr(kwargs.get("lr_scheduler"))
         if not self._n_valid_known:
             self._n_valid_known = True
             n_valid = _length(kwargs.get("eval_dataloader"))
             if n_valid is not None:
                 self.run.add_facts(data={"n_valid": n_valid})
         found = logged_metrics(metrics, "eval_", skip=_NOT_METRICS)
-        self.run.log_epoch(epoch, sum(losses) / len(losses), float(valid_loss), **found)
+        epoch, step = self._place(args, state)
+        self.run.log_epoch(epoch, train_loss, float(valid_loss), step=step, lr=lr, **found)
         self._logged = epoch
         if self.reporting.stop_when_overfitting and self._snapshots is not None:
             self._snapshots.after_epoch(epoch)
             if self.run.should_stop:
                 control.should_training_stop = True
 
-    def _epoch_number(self, args: TrainingArguments, state: TrainerState) -> int:
-        """The epoch just ended when evaluating once an epoch, else the number of the evaluation
-        among those reported; always after the last one reported."""
+    def _logged_since(self, history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+        """The training loss logged since the previous evaluation (the mean over the steps
+        each log covers; None when nothing was logged) and the latest learning rate logged.
+        Each log entry is read once: a stale loss is never reported again."""
+        total, steps, lr = 0.0, 0, None
+        for entry in history[self._seen :]:
+            if "loss" not in entry:
+                continue
+            step = int(entry.get("step", self._loss_step + 1))
+            span = max(step - self._loss_step, 1)
+            total, steps = total + float(entry["loss"]) * span, steps + span
+            self._loss_step = step
+            lr = entry.get("learning_rate", lr)
+        self._seen = len(history)
+        return (total / steps if steps else None), (float(lr) if lr is not None else None)
+
+    def _place(
+        self, args: TrainingArguments, state: TrainerState
+    ) -> tuple[EpochNumber, int | None]:
+        """(epoch, step) of the evaluation: once an epoch, the epoch just ended (always after
+        the last one reported); every so many steps, the fractional epoch and the global
+        step."""
         strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
         if strategy == "epoch" and state.epoch:
-            return max(round(state.epoch) - 1, self._logged + 1)
-        return self._logged + 1
+            return max(round(state.epoch) - 1, self._logged + 1), None
+        # state.epoch is epoch + step / steps_in_epoch, in floating point: rounded for the page
+        return round(float(state.epoch or 0.0), 6), state.global_step
 
     def _restore(self, run: TrackedRun, model: Any) -> None:
         weights = self._snapshots.of_stop_epoch() if self._snapshots is not None else None
         if weights is None or model is None:
-            log.warning(
-                "overfit-advisor: no copy of the weights of epoch %s; keeping the last ones",
-                run.stop_epoch,
+            run.say(
+                f"no copy of the weights of {run.where(run.stop_epoch)}; the model keeps its "
+                "last ones"
             )
             return
         model.load_state_dict(weights)
         self.stopped_at = run.stop_epoch
+        run.say_restored(run.stop_epoch)
         self._snapshots = None
+
+
+def _log_before_evaluating(control: TrainerControl) -> None:
+    """Make the Trainer log its running training loss right before an evaluation it is about to
+    make (``_maybe_log_save_evaluate`` logs, then evaluates), so that each evaluation has the
+    training loss since the previous one whatever ``logging_steps`` is. Set on every process:
+    the log gathers the loss from all of them."""
+    if control.should_evaluate:
+        control.should_log = True
+
+
+def _last_lr(scheduler: Any) -> float | None:
+    """The learning rate the scheduler set last (of the first parameter group)."""
+    try:
+        return float(scheduler.get_last_lr()[0])
+    except Exception:
+        return None
 
 
 def _copy_weights(model: Any) -> dict[str, Any]:

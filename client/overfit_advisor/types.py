@@ -10,15 +10,25 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+# An epoch number as reported: an integer, or fractional for an evaluation mid-epoch.
+EpochNumber = int | float
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     verdict: str
     summary: str
-    best_epoch: int | None
-    stop_epoch: int | None
-    onset_epoch: int | None
+    best_epoch: EpochNumber | None
+    stop_epoch: EpochNumber | None
+    onset_epoch: EpochNumber | None
     signal: str | None
     evidence: dict[str, Any]
+    # The service's own decision that a training reporting live should stop now (an older
+    # service does not make it: False).
+    should_stop: bool = False
+    # Set by TrackedRun.log_epoch while the latest epochs wait unsent (the service unreachable):
+    # this diagnosis does not include them.
+    stale: bool = False
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> "Diagnosis":
@@ -30,6 +40,7 @@ class Diagnosis:
             onset_epoch=d.get("onset_epoch"),
             signal=d.get("signal"),
             evidence=d.get("evidence", {}),
+            should_stop=bool(d.get("should_stop")),
         )
 
 

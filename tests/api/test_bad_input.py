@@ -56,6 +56,33 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("duplicated epoch", report(epochs=with_epoch(3, epoch=2)), 422, "epochs[3].epoch"),
     ("epochs out of order", report(epochs=with_epoch(3, epoch=1)), 422, "epochs[3].epoch"),
     ("negative epoch number", report(epochs=with_epoch(0, epoch=-1)), 422, "epochs[0].epoch"),
+    (
+        "fractional epoch out of order",
+        report(epochs=with_epoch(3, epoch=1.5)),
+        422,
+        "epochs[3].epoch",
+    ),
+    (
+        "missing training loss",
+        report(epochs=[{"epoch": 0, "valid_loss": 1.0}]),
+        422,
+        "epochs[0].train_loss",
+    ),
+    ("negative step", report(epochs=with_epoch(0, step=-1)), 422, "epochs[0].step"),
+    ("step false", report(epochs=with_epoch(0, step=False)), 422, "epochs[0].step"),
+    ("fractional step", report(epochs=with_epoch(0, step=2.5)), 422, "epochs[0].step"),
+    (
+        "steps out of order",
+        report(
+            epochs=[
+                {**e, "step": [10, 20, 30, 25, 40, 50][i]} for i, e in enumerate(overfit_epochs(6))
+            ]
+        ),
+        422,
+        "epochs[3].step",
+    ),
+    ("learning rate of zero", report(epochs=with_epoch(1, lr=0)), 422, "epochs[1].lr"),
+    ("learning rate true", report(epochs=with_epoch(1, lr=True)), 422, "epochs[1].lr"),
     ("metric named but missing", report(metric={"name": "accuracy"}), 422, "epochs[0].metrics"),
     (
         "unknown metric direction",
@@ -114,7 +141,7 @@ def test_bad_report_is_refused_and_nothing_stored(
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
-@pytest.mark.parametrize("where", ["train_loss", "valid_loss", "metric", "param"])
+@pytest.mark.parametrize("where", ["epoch", "train_loss", "valid_loss", "lr", "metric", "param"])
 def test_non_finite_values_are_refused(client: TestClient, value: str, where: str) -> None:
     # Python's JSON encoder writes NaN/Infinity literals, as careless clients do.
     epochs = overfit_epochs(6)

@@ -88,6 +88,51 @@ def test_appending_an_epoch_already_stored_is_refused(client: TestClient) -> Non
     assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 20
 
 
+def step_evaluations(n: int = 20) -> list[dict[str, Any]]:
+    """:func:`overfit_epochs` evaluated every 40 steps of 100-step epochs: fractional epochs,
+    steps and a learning rate decaying with them."""
+    return [
+        {**e, "epoch": 0.4 * (i + 1), "step": 40 * (i + 1), "lr": 1e-3 * 0.9**i}
+        for i, e in enumerate(overfit_epochs(n))
+    ]
+
+
+def test_evaluations_by_steps_keep_their_steps_fractional_epochs_and_learning_rates(
+    client: TestClient,
+) -> None:
+    """A run evaluated every 40 steps is stored and answered as reported (integers stay
+    integers); the diagnosis names its fractional stop epoch; an append must follow the stored
+    steps as well as the stored epochs."""
+    evaluations = step_evaluations()
+    run = post(client, epochs=evaluations[:12])
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": evaluations[12:]})
+    assert r.status_code == 200, r.text
+    stored = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert [(e["epoch"], e["step"], e["lr"]) for e in stored["epochs"]] == [
+        (e["epoch"], e["step"], e["lr"]) for e in evaluations
+    ]
+    assert all(type(e["step"]) is int for e in stored["epochs"])
+    assert stored["verdict"] == "overfitting"
+    assert stored["diagnosis"]["stop_epoch"] in {e["epoch"] for e in evaluations}
+    late = {"epoch": 100, "step": 790, "train_loss": 0.1, "valid_loss": 1.0}
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": [late]})
+    assert r.status_code == 422
+    assert "epochs[0].step" in r.json()["message"] and "out of order" in r.json()["message"]
+    plain = post(client)  # integers stay integers, with no step or learning rate
+    assert [e["epoch"] for e in plain["epochs"]] == list(range(20))
+    assert all(type(e["epoch"]) is int for e in plain["epochs"])
+
+
+def test_an_evaluation_without_a_training_loss_is_stored_as_null(client: TestClient) -> None:
+    """An evaluation with no training loss logged since the previous one is reported with a
+    null training loss, stored as such, and the run is still diagnosed."""
+    evaluations = step_evaluations()
+    evaluations[5]["train_loss"] = None
+    run = post(client, epochs=evaluations)
+    assert run["epochs"][5]["train_loss"] is None
+    assert run["verdict"] == "overfitting"
+
+
 def test_child_run_skips_the_rung_its_parent_applied(client: TestClient) -> None:
     facts = {
         "model": {"arch": "resnet34", "batchnorm": True},

@@ -159,9 +159,10 @@ def test_the_diagnosis_is_printed_at_the_end(
     server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """fit_one_cycle on plain (x, y) datasets through DataLoaders.from_dsets: the run is named
-    after the model's class, the peak learning rate of the schedule is the lr fact, the number
-    of classes comes from the classifier's output, nothing augments or mixes; at the end the
-    verdict and the run's page are printed."""
+    after the model's class, the peak learning rate of the schedule is the lr fact, each epoch
+    carries the learning rate of its last batch (rising, then falling with the one-cycle
+    schedule), the number of classes comes from the classifier's output, nothing augments or
+    mixes; at the end the verdict and the run's page are printed."""
     set_seed(0, reproducible=True)
     images, labels, train, valid = digits()
     train_ds = [(images[i], int(labels[i])) for i in train]
@@ -174,6 +175,12 @@ def test_the_diagnosis_is_printed_at_the_end(
 
     stored, epochs = stored_epochs(server, cb)
     assert stored.name == "SmallCNN" and len(epochs) == 6
+    lrs = [e["lr"] for e in epochs]
+    per_epoch = len(learn.recorder.lrs) // 6
+    assert lrs == pytest.approx(learn.recorder.lrs[per_epoch - 1 :: per_epoch])
+    peak = lrs.index(max(lrs))
+    assert 0 < peak < 5 and lrs[:peak] == sorted(lrs[:peak]), "warming up"
+    assert lrs[peak:] == sorted(lrs[peak:], reverse=True) and lrs[-1] < lrs[0], "annealing"
     assert all("accuracy" in e["metrics"] for e in epochs)
     model, data = stored.raw["model"], stored.raw["data"]
     assert model["batchnorm"] is False and model["lr"] == pytest.approx(5e-3)
@@ -210,6 +217,8 @@ def test_stop_when_overfitting_ends_training_with_the_stop_epochs_weights(
     assert valid_loss != pytest.approx(epochs[-1]["valid_loss"], rel=1e-3)
     said = capsys.readouterr().err
     assert f"stopping: overfitting; keep the weights of epoch {stop}" in said
+    criterion = stored.diagnosis.evidence["criterion"] if stored.diagnosis else None
+    assert f"put back the weights of epoch {stop} ({criterion} " in said
 
 
 def test_an_unreachable_service_never_stops_training(

@@ -223,7 +223,7 @@ def test_stop_when_overfitting_ends_fit_with_the_stop_epochs_weights(
     trained = len(history.history["loss"])
     assert trained < 40, "training stopped before its last epoch"
     stop = advisor.stopped_at
-    assert stop is not None and stop < trained - 1
+    assert isinstance(stop, int) and stop < trained - 1  # Keras numbers its epochs
     stored = stored_run(server, "early-stop")
     assert stored.diagnosis is not None and stored.diagnosis.stop_epoch == stop
     assert len(stored.epochs) == trained
@@ -238,3 +238,23 @@ def test_stop_when_overfitting_ends_fit_with_the_stop_epochs_weights(
     said = capsys.readouterr().err
     assert f"stopping: {stored.verdict}; keep the weights of epoch {stop}" in said
     assert f"{server}/runs/{stored.id}" in said
+    scored = stored.epochs[stop]["metrics"]["accuracy"]
+    assert f"put back the weights of epoch {stop} (accuracy {scored:.4g}; " in said
+
+
+def test_each_epoch_carries_the_learning_rate_its_schedule_reached(server: str) -> None:
+    """A cosine schedule with a linear warm-up, 4 steps an epoch: each epoch reports the
+    schedule's rate at the step it ended on, rising through the warm-up and falling after."""
+    seed_all()
+    (x, y), valid = digits(100)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        1e-4, decay_steps=24, warmup_target=5e-3, warmup_steps=12
+    )
+    model = wide_model()
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+    advisor = AdvisorCallback("keras-schedule", url=server, **FAST_RETRY)
+    model.fit(x, y, validation_data=valid, epochs=8, batch_size=25, verbose=0, callbacks=[advisor])
+
+    lrs = [e["lr"] for e in stored_run(server, "keras-schedule").epochs]
+    assert lrs == pytest.approx([float(schedule(4 * (i + 1))) for i in range(8)], rel=1e-5)
+    assert lrs[:3] == sorted(lrs[:3]) and lrs[2:] == sorted(lrs[2:], reverse=True)

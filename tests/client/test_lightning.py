@@ -117,15 +117,30 @@ class DigitsNet(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=1e-4)
 
 
+class OneCycleNet(DigitsNet):
+    """The MLP under a one-cycle schedule stepped every batch."""
+
+    def __init__(self, total_steps: int) -> None:
+        super().__init__(width=64)
+        self.total_steps = total_steps
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.01)
+        cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
+
+
 class Recorder(pl.Callback):
     """What the trainer had at each epoch end: the logged metrics and a copy of the weights."""
 
     def __init__(self) -> None:
         self.metrics: list[dict[str, float]] = []
         self.weights: list[dict[str, Any]] = []
+        self.lrs: list[float] = []
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
         self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
 
@@ -292,11 +307,11 @@ def test_an_unreachable_service_never_stops_training(capsys: pytest.CaptureFixtu
 def test_stop_when_overfitting_stops_early_and_keeps_the_stop_epochs_weights(
     server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A wide MLP on 100 digits with 40% of their labels shuffled overfits within a few
+    """A wide MLP on 60 digits with half of their labels shuffled overfits within a few
     epochs: training stops before its 30th epoch and the model ends with the weights of the
     diagnosis' stop epoch, whose validation loss recomputed afterwards is the one stored."""
     torch.manual_seed(0)
-    data = loaders(100, noise=0.4)
+    data = loaders(60, noise=0.5)
     model, recorder = DigitsNet(), Recorder()
     callback = AdvisorCallback(
         "digits-stop", metric="accuracy", stop_when_overfitting=True, url=server, **FAST_RETRY
@@ -310,7 +325,7 @@ def test_stop_when_overfitting_stops_early_and_keeps_the_stop_epochs_weights(
     assert stored.verdict == "overfitting" and stored.n_epochs == trained
     assert stored.diagnosis is not None
     stop = stored.diagnosis.stop_epoch
-    assert stop is not None and stop < trained - 1
+    assert isinstance(stop, int) and stop < trained - 1  # Lightning numbers its epochs
     now = model.state_dict()
     for key, kept in recorder.weights[stop].items():
         assert torch.equal(now[key], kept), key
@@ -321,7 +336,24 @@ def test_stop_when_overfitting_stops_early_and_keeps_the_stop_epochs_weights(
     with torch.no_grad():
         valid_loss = float(nn.functional.cross_entropy(model(images), labels))
     assert valid_loss == pytest.approx(stored.epochs[stop]["valid_loss"], rel=1e-4)
-    assert f"keep the weights of epoch {stop}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"keep the weights of epoch {stop}" in said
+    scored = stored.epochs[stop]["metrics"]["accuracy"]
+    assert f"put back the weights of epoch {stop} (accuracy {scored:.4g}; " in said
+
+
+def test_each_epoch_carries_the_learning_rate_its_scheduler_reached(server: str) -> None:
+    """A one-cycle schedule over 6 epochs of 4 steps: each epoch reports the first parameter
+    group's rate where the scheduler left it, rising to the peak and falling after."""
+    torch.manual_seed(0)
+    recorder = Recorder()
+    callback = AdvisorCallback("digits-one-cycle", url=server, **FAST_RETRY)
+    fit(OneCycleNet(total_steps=24), loaders(100), 6, callback, recorder)
+
+    assert callback.run is not None and callback.run.run is not None
+    lrs = [e["lr"] for e in Client(server).run(callback.run.run.id).epochs]
+    assert lrs == pytest.approx(recorder.lrs)
+    assert lrs[0] < lrs[1] and lrs[1:] == sorted(lrs[1:], reverse=True)
 
 
 @pytest.mark.parametrize("form", ["global", "closure", "partial", "object", "choice"])

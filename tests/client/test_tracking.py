@@ -1,12 +1,16 @@
 """``track`` in a hand-written loop against a real server process that comes and goes: the loop
-never sees an exception, every epoch arrives once, the diagnosis is printed at the end."""
+never sees an exception, every epoch arrives once, the diagnosis is printed at the end; the
+stop rule, the lines the client prints and the records it sends."""
 
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
-from overfit_advisor import Client, Snapshots, TrackedRun, track
+from overfit_advisor import Client, Run, Snapshots, TrackedRun, track
+from overfit_advisor.calls import epoch_record
+from overfit_advisor.stopping import LiveStop
 
 from tests.client.conftest import FAST_RETRY
 from tests.conftest import overfit_epochs
@@ -129,3 +133,143 @@ def test_an_epoch_that_blew_up_to_nan_is_left_out_not_the_run(
     stored = Client(server).run(run.run.id)
     assert [e["epoch"] for e in stored.epochs] == [0, 1, 2, 3, 4, 5, 7]
     assert "epoch 6 has a value that is not a finite number" in capsys.readouterr().err
+
+
+def test_evaluations_by_steps_carry_their_step_learning_rate_and_fractional_epoch(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``log_epoch`` takes a fractional epoch, ``step=`` and ``lr=`` beside the metrics; they
+    are stored as given (a numpy integer epoch as an integer), a learning rate at zero is left
+    out, and the lines name the evaluations by their steps."""
+    evaluations = [
+        {**e, "epoch": 0.4 * (i + 1), "step": 40 * (i + 1), "lr": 1e-3 * 0.9**i}
+        for i, e in enumerate(overfit_epochs())
+    ]
+    with track("by-steps", url=server, stop_when_overfitting=True, **FAST_RETRY) as run:
+        for e in evaluations:
+            run.log_epoch(
+                e["epoch"], e["train_loss"], e["valid_loss"], step=e["step"], lr=e["lr"],
+                accuracy=0.5,
+            )  # fmt: skip
+            if run.should_stop:
+                break
+    assert run.run is not None and run.stop_epoch is not None
+    stored = Client(server).run(run.run.id).epochs
+    sent = evaluations[: len(stored)]
+    assert [(e["epoch"], e["step"], e["lr"]) for e in stored] == [
+        (e["epoch"], e["step"], e["lr"]) for e in sent
+    ]
+    assert all(e["metrics"] == {"accuracy": 0.5} for e in stored)
+    stop_step = {e["epoch"]: e["step"] for e in stored}[run.stop_epoch]
+    assert f"keep the weights of step {stop_step} " in capsys.readouterr().err
+    with track("numpy-epochs", url=server, **FAST_RETRY) as run:
+        run.log_epoch(np.int64(0), 1.0, 1.0, lr=0.0)
+    assert run.run is not None
+    [first] = Client(server).run(run.run.id).epochs
+    assert type(first["epoch"]) is int and first.get("lr") is None
+
+
+def test_while_the_service_is_away_the_answer_and_the_lines_say_the_verdict_is_stale(
+    tmp_path: Path,
+) -> None:
+    """The service answers six epochs, then goes: each later ``log_epoch`` answers the last
+    diagnosis marked stale, and the lines printed at the end say which evaluations it lacks."""
+    port, db = free_port(), tmp_path / "stale.db"
+    url, said = f"http://127.0.0.1:{port}", list[str]()
+    epochs = overfit_epochs(9)
+    run = TrackedRun("stale", url=url, retry_s=(0.05, 0.2), finish_timeout_s=0.3, say=said.append)
+    with served(db, port=port):
+        log(run, epochs[:6])
+        fresh = run.log_epoch(6, epochs[6]["train_loss"], epochs[6]["valid_loss"])
+    assert fresh is not None and not fresh.stale
+    later = run.log_epoch(7, epochs[7]["train_loss"], epochs[7]["valid_loss"])
+    assert later is not None and later.stale and later.verdict == fresh.verdict
+    run.finish()
+    assert said[-2] == "1 epoch could not be reported (service unreachable)"
+    assert said[-1].startswith(fresh.verdict) and said[-1].endswith(
+        "[stale: not yet diagnosed: epoch 7]"
+    )
+
+
+def test_putting_weights_back_says_what_the_epoch_scored_beside_the_best(server: str) -> None:
+    """The line a callback prints when it puts weights back: the epoch, its value of the
+    criterion, and the best value seen and where (or that it is the best)."""
+    accuracy = [0.5, 0.6, 0.7, 0.8, 0.853, 0.84, 0.851, 0.82, 0.8, 0.79]
+    said: list[str] = []
+    run = TrackedRun("scored", url=server, metric="accuracy", say=said.append, **FAST_RETRY)
+    for i, e in enumerate(overfit_epochs(10)):
+        run.log_epoch(i, e["train_loss"], e["valid_loss"], accuracy=accuracy[i])
+    run.say_restored(6)
+    run.say_restored(4)
+    assert said == [
+        "put back the weights of epoch 6 (accuracy 0.851; best seen 0.853 at epoch 4)",
+        "put back the weights of epoch 4 (accuracy 0.853; the best seen)",
+    ]
+
+
+def test_the_underfitting_advice_is_said_once(server: str) -> None:
+    """A model whose training loss stays where guessing puts it: the advice is printed at the
+    first end of the report, and finishing again says the verdict alone."""
+    said: list[str] = []
+    run = TrackedRun("flat", url=server, data={"n_classes": 10}, say=said.append, **FAST_RETRY)
+    for i in range(10):
+        run.log_epoch(i, 2.30 - 0.001 * i, 2.31 + 0.0005 * (i % 2))
+    run.finish()
+    run.finish()
+    assert run.diagnosis is not None and run.diagnosis.verdict == "underfitting"
+    assert said[0].startswith(f"underfitting — {run.diagnosis.summary}")
+    assert said[1].startswith("underfitting (advice above)")
+    assert run.diagnosis.summary not in said[1]
+
+
+def test_the_stop_rule_counts_the_services_decision_in_a_row() -> None:
+    """``should_stop`` is the service's decision; an older service's answer without it counts
+    by its verdict. ``confirm`` answers in a row stop, and the kept epoch is that of the answer
+    that stopped; an answer that does not say stop starts the count again."""
+    rule = LiveStop(confirm=2)
+    assert not rule.see({"verdict": "overfitting", "should_stop": False, "stop_epoch": 3})
+    assert not rule.see({"verdict": "healthy", "should_stop": True, "stop_epoch": 4})
+    assert rule.held == 1
+    assert not rule.see({"verdict": "overfitting", "should_stop": False, "stop_epoch": 4})
+    assert rule.held == 0 and rule.kept_epoch == 4
+    assert not rule.see({"verdict": "overfitting", "stop_epoch": 5})  # an older service
+    assert not rule.see(None)  # no answer: counts for nothing either way
+    assert rule.see({"verdict": "diverging", "stop_epoch": 6})
+    assert rule.stopped and rule.held == 2 and rule.kept_epoch == 6
+    assert rule.see({"verdict": "healthy", "should_stop": False, "stop_epoch": 9})
+    assert rule.kept_epoch == 6, "the answer that stopped names the weights to keep"
+    patient = LiveStop(confirm=3)
+    verdicts = ["overfitting", "overfitting", "healthy", "overfitting", "no_signal", "overfitting"]
+    assert [patient.see({"verdict": v, "stop_epoch": 1}) for v in verdicts] == [
+        False, False, False, False, False, True,
+    ]  # fmt: skip
+
+
+def test_the_weights_kept_include_the_epochs_the_stop_may_move_to() -> None:
+    """Besides the stop epoch and each signal's best, the diagnosis's ``candidates`` are epochs
+    whose weights a callback keeps; fractional epochs count, anything else does not."""
+    run = TrackedRun("keep", url="http://127.0.0.1:9")
+    diagnosis = {
+        "verdict": "overfitting",
+        "stop_epoch": 6,
+        "evidence": {
+            "signals": {"metric": {"best_epoch": 4}, "valid_loss": {"best_epoch": 6}},
+            "candidates": [5, 7.5, True, "8", None],
+        },
+    }
+    run.run = Run.of({"id": 1, "n_epochs": 10, "diagnosis": diagnosis})
+    assert run.epochs_to_keep() == {4, 5, 6, 7.5}
+
+
+def test_an_epoch_record_keeps_integers_and_takes_steps_learning_rates_and_no_training_loss() -> (
+    None
+):
+    assert epoch_record(np.int64(3), 1, 2) == {
+        "epoch": 3, "train_loss": 1.0, "valid_loss": 2.0, "metrics": {},
+    }  # fmt: skip
+    record = epoch_record(0.25, None, 2, step=np.int64(40), lr=1e-3, accuracy=np.float32(0.5))
+    assert record == {
+        "epoch": 0.25, "train_loss": None, "valid_loss": 2.0, "metrics": {"accuracy": 0.5},
+        "step": 40, "lr": 1e-3,
+    }  # fmt: skip
+    assert type(record["step"]) is int

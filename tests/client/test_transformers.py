@@ -186,6 +186,7 @@ def test_every_epoch_arrives_with_the_facts_the_callback_read(
         assert stored["train_loss"] == pytest.approx(train_loss)
         assert stored["metrics"] == {"accuracy": pytest.approx(evaluation["eval_accuracy"])}
     n_params = sum(p.numel() for p in model.parameters())
+    assert [e["lr"] for e in run.epochs] == pytest.approx([3e-3] * 4)  # a constant schedule
     assert run.raw["model"] == {
         "arch": "resnet-digits",
         "n_params": n_params,
@@ -218,12 +219,12 @@ def test_every_epoch_arrives_with_the_facts_the_callback_read(
 def test_stop_when_overfitting_keeps_the_weights_of_the_stop_epoch(
     server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """100 digits with 40% of their labels shuffled, a constant high-ish learning rate, up to 30
+    """60 digits with half of their labels shuffled, a constant high-ish learning rate, up to 30
     epochs: the service says it overfits, training ends early, and the model afterwards scores
     the stored validation loss of the stop epoch. The ladder skips the rungs the callback found
     in place (augmentation, batch norm) and offers the one it did not (MixUp)."""
     torch.manual_seed(0)
-    x, y, vx, vy = digits(100, noise=0.4)
+    x, y, vx, vy = digits(200, noise=0.5)
     callback = AdvisorCallback(
         "hf-stop", metric="accuracy", stop_when_overfitting=True, url=server, **FAST_RETRY
     )
@@ -244,6 +245,7 @@ def test_stop_when_overfitting_keeps_the_weights_of_the_stop_epoch(
     assert stop is not None and stop < run.epochs[-1]["epoch"]
     assert callback.stopped_at == stop
     stored = {e["epoch"]: e["valid_loss"] for e in run.epochs}
+    stored_accuracy = {e["epoch"]: e["metrics"]["accuracy"] for e in run.epochs}
     assert trainer.evaluate()["eval_loss"] == pytest.approx(stored[stop], rel=1e-4)
     assert stored[stop] < run.epochs[-1]["valid_loss"]
     ladder = {step["rung"]: step["status"] for step in run.recommendation.ladder}
@@ -251,15 +253,16 @@ def test_stop_when_overfitting_keeps_the_weights_of_the_stop_epoch(
     assert ladder["mixup"] != "skipped"
     said = capsys.readouterr().err
     assert f"stopping: overfitting; keep the weights of epoch {stop}" in said
+    assert f"put back the weights of epoch {stop} (accuracy {stored_accuracy[stop]:.4g}" in said
 
 
-def test_evaluations_by_steps_are_numbered_and_an_untrained_one_is_skipped(
+def test_evaluations_by_steps_carry_their_steps_and_an_untrained_one_is_skipped(
     server: str, tmp_path: Path
 ) -> None:
     """A BERT on the digits' pixels as tokens, evaluated every 4 steps and before training,
     logging the training loss every 2: the evaluation before any training is not reported, the
-    others arrive as epochs 0, 1 with the mean of the losses logged since the previous one; the
-    dropout of the config's model and its labels are read."""
+    others arrive at steps 4 and 8 (epochs 1.0 and 2.0) with the mean of the losses logged since
+    the previous one; the dropout of the config's model and its labels are read."""
     torch.manual_seed(0)
     x, y, vx, vy = digits(64, 100)
     config = BertConfig(
@@ -287,7 +290,7 @@ def test_evaluations_by_steps_are_numbered_and_an_untrained_one_is_skipped(
     run = stored_run(server, "hf-steps")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 4
-    assert [e["epoch"] for e in run.epochs] == [0, 1]
+    assert [(e["epoch"], e["step"]) for e in run.epochs] == [(1.0, 4), (2.0, 8)]
     assert [e["train_loss"] for e in run.epochs] == pytest.approx(
         [(losses[0] + losses[1]) / 2, (losses[2] + losses[3]) / 2]
     )
@@ -298,3 +301,57 @@ def test_evaluations_by_steps_are_numbered_and_an_untrained_one_is_skipped(
     assert model["body_dropout"] == pytest.approx(0.1)
     assert run.raw["data"]["n_classes"] == 10 and run.raw["data"]["n_train"] == 64
     assert "augment" not in run.raw["data"] and "mixup" not in run.raw["data"]
+
+
+@pytest.mark.parametrize("strategy", ["epoch", "steps"])
+def test_with_the_default_logging_every_evaluation_arrives_with_its_own_training_loss(
+    server: str, tmp_path: Path, strategy: str
+) -> None:
+    """``TrainingArguments`` left at their defaults (``logging_steps=500``, a linear decay of the
+    learning rate) on a run of 8 steps an epoch, evaluated every epoch or every 5 steps: every
+    evaluation arrives, each with the training loss the Trainer logged right before it (never
+    one repeated) and the learning rate it logged then; by steps, each carries its global step
+    and fractional epoch."""
+    torch.manual_seed(0)
+    x, y, vx, vy = digits(64, 100)
+    name = f"hf-defaults-{strategy}"
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        eval_strategy=strategy,
+        eval_steps=5 if strategy == "steps" else None,
+        num_train_epochs=4,
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=small_resnet(),
+        args=args,
+        train_dataset=Images(x, y),
+        eval_dataset=Images(vx, vy),
+        compute_metrics=accuracy,
+        callbacks=[AdvisorCallback(name, metric="accuracy", url=server, **FAST_RETRY)],
+    )
+    trainer.train()
+
+    run = stored_run(server, name)
+    history = trainer.state.log_history
+    evaluations = [e for e in history if "eval_loss" in e]
+    # The training loss and learning rate each evaluation was told: the log right before it.
+    logged = [history[history.index(e) - 1] for e in evaluations]
+    assert len(evaluations) == (4 if strategy == "epoch" else 7)  # steps 5, 10, ..., 30, 32
+    assert len(run.epochs) == len(evaluations), "no evaluation dropped"
+    train_losses = [e["train_loss"] for e in run.epochs]
+    assert train_losses == pytest.approx([e["loss"] for e in logged])
+    assert len(set(train_losses)) == len(train_losses), "no training loss repeated"
+    assert [e["lr"] for e in run.epochs] == pytest.approx([e["learning_rate"] for e in logged])
+    lrs = [e["lr"] for e in run.epochs]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1], "the linear decay"
+    assert [e["valid_loss"] for e in run.epochs] == pytest.approx(
+        [e["eval_loss"] for e in evaluations]
+    )
+    if strategy == "epoch":
+        assert [e["epoch"] for e in run.epochs] == [0, 1, 2, 3]
+        assert all("step" not in e or e["step"] is None for e in run.epochs)
+    else:
+        assert [e["step"] for e in run.epochs] == [5, 10, 15, 20, 25, 30, 32]
+        assert [e["epoch"] for e in run.epochs] == pytest.approx([e["epoch"] for e in evaluations])
+        assert run.epochs[0]["epoch"] == pytest.approx(5 / 8)

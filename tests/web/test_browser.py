@@ -133,7 +133,7 @@ def test_the_run_page_marks_where_to_stop_and_where_it_began(server: str, page: 
     assert run["diagnosis"]["signal"] == "valid_loss"
     page.goto(f"{server}/runs/{run['id']}")
     page.wait_for_function("(window.advisorCharts || []).length === 2")
-    assert page.inner_text("#stop-epoch").startswith(str(run["diagnosis"]["stop_epoch"]))
+    assert page.inner_text("#stop-epoch").startswith(f"epoch {run['diagnosis']['stop_epoch']} ")
     assert page.inner_text("#onset-epoch") == f"epoch {run['diagnosis']['onset_epoch']}"
     assert page.inner_text("#signal") == "the validation loss"
     green, red = (18, 183, 106), (240, 68, 56)

@@ -7,9 +7,29 @@ from fastapi.testclient import TestClient
 
 from app.db import Database
 from app.services.projects import create_project
-from tests.api.test_runs import post
+from tests.api.test_runs import post, step_evaluations
 from tests.conftest import healthy_epochs, make_client, overfit_epochs
 from tests.worker.test_verification_api import RECIPE
+
+
+def test_a_run_evaluated_by_steps_is_told_in_steps(client: TestClient) -> None:
+    """Evaluations every 40 steps: the page speaks of evaluations and steps (the stop and the
+    onset at their steps, the chart along the steps), lists each step, epoch and learning
+    rate; a run by epochs keeps speaking of epochs, with no step or learning-rate column."""
+    run = post(client, name="by-steps", epochs=step_evaluations())
+    d = run["diagnosis"]
+    step_of = {e["epoch"]: e["step"] for e in run["epochs"]}
+    stop, onset = step_of[d["stop_epoch"]], step_of[d["onset_epoch"]]
+    text = client.get(f"/runs/{run['id']}").text
+    assert "20 evaluations" in text and "Loss per evaluation, by step" in text
+    assert f'id="stop-epoch">step {stop} (epoch {d["stop_epoch"]}) (keep these weights)' in text
+    assert f'id="onset-epoch">step {onset}' in text
+    assert '"x_label": "step"' in text and f'"stop_epoch": {stop}' in text
+    assert "<h2>Evaluations</h2>" in text and "<th>Step</th>" in text
+    assert "<th>Learning rate</th>" in text and "<td>40</td><td>0.4</td>" in text
+    plain = client.get(f"/runs/{post(client, name='by-epochs')['id']}").text
+    assert "20 epochs" in plain and "Loss per epoch" in plain and '"x_label": "epoch"' in plain
+    assert "<th>Step</th>" not in plain and "<th>Learning rate</th>" not in plain
 
 
 def test_runs_page_lists_and_filters(client: TestClient) -> None:
@@ -46,7 +66,7 @@ def test_run_page_shows_curves_diagnosis_ladder_lineage_and_recipe(client: TestC
     text = page.text
     assert 'id="loss-chart"' in text and 'id="run-data"' in text
     assert '"train_loss": [' in text and '"stop_epoch": 6' in text and '"onset_epoch": 8' in text
-    assert 'id="stop-epoch">6 (keep these weights)' in text
+    assert 'id="stop-epoch">epoch 6 (keep these weights)' in text
     assert 'id="onset-epoch">epoch 8' in text and 'id="signal">the validation loss' in text
     assert 'class="signal valid_loss"' in text
     assert parent["diagnosis"]["summary"].split(":")[0] in text

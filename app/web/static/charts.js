@@ -3,7 +3,8 @@
 
 function markEpochs(stop, onset, last, shade) {
   // The epoch to keep as a green dashed line; when overfitting, the epochs from the onset of
-  // the degradation to the end shaded red, with the onset as a red line.
+  // the degradation to the end shaded red, with the onset as a red line (all on the x axis:
+  // epochs, or steps for a step-based run).
   return {
     hooks: {
       draw: [u => {
@@ -28,9 +29,11 @@ function markEpochs(stop, onset, last, shade) {
   };
 }
 
-function chart(el, series, data, plugins) {
-  const opts = { width: el.clientWidth || 520, height: 260, series: [{ label: "epoch" }, ...series],
-                 scales: { x: { time: false } }, axes: [{ label: "epoch" }, {}], plugins: plugins || [] };
+function chart(el, series, data, plugins, xLabel) {
+  // xLabel: "epoch", or "step" for a run evaluated every so many steps.
+  const x = xLabel || "epoch";
+  const opts = { width: el.clientWidth || 520, height: 260, series: [{ label: x }, ...series],
+                 scales: { x: { time: false } }, axes: [{ label: x }, {}], plugins: plugins || [] };
   const plot = new uPlot(opts, data, el);
   (window.advisorCharts = window.advisorCharts || []).push(plot);
   return plot;
@@ -45,10 +48,10 @@ function runCharts() {
   const onLoss = !d.metric || d.signal === "valid_loss";
   chart(document.getElementById("loss-chart"),
         [{ label: "train loss", stroke: "#2457c5", width: 2 }, { label: "valid loss", stroke: "#f79009", width: 2 }],
-        [d.epochs, d.train_loss, d.valid_loss], onLoss ? mark : []);
+        [d.x, d.train_loss, d.valid_loss], onLoss ? mark : [], d.x_label);
   const metricEl = document.getElementById("metric-chart");
   if (metricEl && d.metric) {
-    chart(metricEl, [{ label: "valid " + d.metric, stroke: "#7a5af8", width: 2 }], [d.epochs, d.metric_values], onLoss ? [] : mark);
+    chart(metricEl, [{ label: "valid " + d.metric, stroke: "#7a5af8", width: 2 }], [d.x, d.metric_values], onLoss ? [] : mark, d.x_label);
   }
 }
 
