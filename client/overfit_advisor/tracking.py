@@ -74,7 +74,7 @@ class TrackedRun:
         url: str | None = None,
         token: str | None = None,
         stop_when_overfitting: bool = False,
-        confirm_epochs: int = 2,
+        confirm_epochs: int = 1,
         retry_s: tuple[float, float] = (1.0, 30.0),
         finish_timeout_s: float = 20.0,
         say: Callable[[str], None] = _say,

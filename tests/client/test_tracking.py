@@ -243,6 +243,12 @@ def test_the_stop_rule_counts_the_services_decision_in_a_row() -> None:
     assert [patient.see({"verdict": v, "stop_epoch": 1}) for v in verdicts] == [
         False, False, False, False, False, True,
     ]  # fmt: skip
+    # By default the service's answer is enough (its rule already asks two looks in a row), and
+    # an older service's verdict needs two in a row.
+    assert LiveStop().see({"verdict": "overfitting", "should_stop": True, "stop_epoch": 2})
+    older = LiveStop()
+    assert not older.see({"verdict": "overfitting", "stop_epoch": 2})
+    assert older.see({"verdict": "overfitting", "stop_epoch": 2})
 
 
 def test_the_weights_kept_include_the_epochs_the_stop_may_move_to() -> None:

@@ -1,0 +1,64 @@
+"""The live-stop scoreboard and the noise calibration, run as the benchmarks run them: their
+figures stay within the issue's targets on the labelled sets, and the in-process replay answers
+what a real server answers a callback, evaluation by evaluation."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import diagnosis_null, live_stop
+from benchmarks.diagnosis_agreement import HOLDOUT_CURVES, REAL_CURVES, load_real_curves
+from tests.servers import served
+
+
+def printed(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert main(argv) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+@pytest.mark.parametrize("labelled_set", ["tuning", "holdout"])
+def test_the_live_stop_beats_patience_without_costing_models(
+    labelled_set: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = printed(live_stop.main, ["--set", labelled_set], capsys)
+    ours, patience = report["stoppers"]["ours"], report["stoppers"]["keras_p5"]
+    assert report["runs"] >= 100
+    assert ours["harmful"] <= patience["harmful"] / 4
+    assert ours["harmful_share"] <= 0.02
+    assert ours["stopped_not_overfitting"] <= 0.015
+    assert ours["kept_below_best"] <= 0.04
+    assert set(report["stoppers"]) >= {"fastai_p3", "prechelt_gl5", "prechelt_pq1", "prechelt_up3"}
+
+
+def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    report = printed(diagnosis_null.main, ["--runs", "60", "--seed", "4"], capsys)
+    noise = report["noise"]
+    assert noise["iid"]["stopped_live"] <= 0.02
+    assert noise["ar1_0.5"]["stopped_live"] <= 0.1  # 2.0% measured on 1,000 runs
+    assert set(noise) == {"iid", "ar1_0.3_0.6", "ar1_0.5", "heavy_t3"}
+
+
+def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
+    """Three real runs posted one evaluation at a time to a real server through the client's
+    TrackedRun: each answer's verdict, should_stop and kept epoch equal the in-process replay's."""
+    by_name = {
+        c["name"]: c for root in (REAL_CURVES, HOLDOUT_CURVES) for c in load_real_curves(root)
+    }
+    names = [
+        "dlwp-4-4-imdb-original-model",
+        "keras-io-image-classification-from-scratch-cats-dogs",
+        "mrdbourke-04-solutions-tinyvgg-20hidden-20ep",
+    ]
+    with served(tmp_path / "replay.db") as url:
+        for name in names:
+            curve = by_name[name]
+            local, remote = live_stop.Ours(), live_stop.Ours(diagnose=live_stop.http_diagnoses(url))
+            for i in range(len(curve["epochs"])):
+                local.see(curve, i)
+                remote.see(curve, i)
+                assert local.previous is not None and remote.previous is not None
+                for key in ("verdict", "should_stop", "stop_epoch"):
+                    assert local.previous[key] == remote.previous[key], (name, i, key)
