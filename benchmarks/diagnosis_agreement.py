@@ -127,6 +127,28 @@ def misses(curves: Iterable[Curve]) -> list[dict[str, str]]:
     ]
 
 
+def generated_run(
+    train: list[float], valid: list[float], accuracy: list[float], with_metric: bool
+) -> Curve:
+    """A generated run with no overfitting in it, in the labelled files' format."""
+    epochs = [
+        {
+            "epoch": i,
+            "train_loss": max(t, 1e-6),
+            "valid_loss": max(v, 1e-6),
+            "metrics": {"accuracy": min(max(a, 0.0), 1.0)},
+        }
+        for i, (t, v, a) in enumerate(zip(train, valid, accuracy, strict=True))
+    ]
+    return {
+        "name": "generated",
+        "label": "not_overfitting",
+        "metric": {"name": "accuracy", "higher_is_better": True} if with_metric else None,
+        "n_classes": None,
+        "epochs": epochs,
+    }
+
+
 def plateau(rng: random.Random) -> Curve:
     """A run that converged and then only jitters: the training loss settles (or creeps down
     slowly), the validation loss and accuracy sit on a plateau with noise of 0.5-5%."""
@@ -138,27 +160,15 @@ def plateau(rng: random.Random) -> Curve:
     sigma = level * rng.uniform(0.005, 0.05)
     acc = rng.uniform(0.6, 0.98)
     acc_sigma = rng.uniform(0.002, 0.02)
-    epochs = []
+    train, valid, accuracy = [], [], []
     for i in range(n):
         settle = math.exp(-i / tau)
-        train = (1.0 + floor) * settle + floor * (1 - creep * i / n) + abs(rng.gauss(0, 0.003))
-        valid = level * (1 + settle) + rng.gauss(0, sigma)
-        accuracy = acc * (1 - 0.5 * settle) + rng.gauss(0, acc_sigma)
-        epochs.append(
-            {
-                "epoch": i,
-                "train_loss": max(train, 1e-6),
-                "valid_loss": max(valid, 1e-6),
-                "metrics": {"accuracy": min(max(accuracy, 0.0), 1.0)},
-            }
+        train.append(
+            (1.0 + floor) * settle + floor * (1 - creep * i / n) + abs(rng.gauss(0, 0.003))
         )
-    with_metric = rng.random() < 0.5
-    return {
-        "label": "not_overfitting",
-        "metric": {"name": "accuracy", "higher_is_better": True} if with_metric else None,
-        "n_classes": None,
-        "epochs": epochs,
-    }
+        valid.append(level * (1 + settle) + rng.gauss(0, sigma))
+        accuracy.append(acc * (1 - 0.5 * settle) + rng.gauss(0, acc_sigma))
+    return generated_run(train, valid, accuracy, with_metric=rng.random() < 0.5)
 
 
 def plateau_false_alarms(count: int, seed: int = 0) -> float:
@@ -174,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--holdout", action="store_true", help="score the held-out set instead of the tuning set"
     )
+    parser.add_argument("--fresh", action="store_true", help="score the fresh held-out set")
     args = parser.parse_args(argv)
 
-    curves = load_real_curves(HOLDOUT_CURVES if args.holdout else REAL_CURVES)
+    root = FRESH_CURVES if args.fresh else HOLDOUT_CURVES if args.holdout else REAL_CURVES
+    curves = load_real_curves(root)
     sources = sorted({c["source_slug"] for c in curves})
     rules: dict[str, Detector] = {
         "detector": detector,

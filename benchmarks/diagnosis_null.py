@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.diagnosis_agreement import Curve, diagnosis_of
+from benchmarks.diagnosis_agreement import Curve, diagnosis_of, generated_run
 from benchmarks.live_stop import Ours, replay
 
 Noise = Callable[[random.Random, int], list[float]]
@@ -75,29 +75,14 @@ def null_run(rng: random.Random, noise: Noise) -> Curve:
     acc = rng.uniform(0.6, 0.98)
     acc_sigma = rng.uniform(0.002, 0.02)
     loss_noise, metric_noise = noise(rng, n), noise(rng, n)
-    epochs = []
+    train, valid, accuracy = [], [], []
     for i in range(n):
         settle = math.exp(-i / tau)
         warm = math.exp(-i / warmup) if warmup else 0.0
-        train = (1.0 + floor) * settle + floor + abs(rng.gauss(0, 0.003))
-        valid = level * (1 + warm) + sigma * loss_noise[i]
-        accuracy = acc * (1 - 0.5 * warm) + acc_sigma * metric_noise[i]
-        epochs.append(
-            {
-                "epoch": i,
-                "train_loss": max(train, 1e-6),
-                "valid_loss": max(valid, 1e-6),
-                "metrics": {"accuracy": min(max(accuracy, 0.0), 1.0)},
-            }
-        )
-    with_metric = rng.random() < 0.5
-    return {
-        "name": "null",
-        "label": "not_overfitting",
-        "metric": {"name": "accuracy", "higher_is_better": True} if with_metric else None,
-        "n_classes": None,
-        "epochs": epochs,
-    }
+        train.append((1.0 + floor) * settle + floor + abs(rng.gauss(0, 0.003)))
+        valid.append(level * (1 + warm) + sigma * loss_noise[i])
+        accuracy.append(acc * (1 - 0.5 * warm) + acc_sigma * metric_noise[i])
+    return generated_run(train, valid, accuracy, with_metric=rng.random() < 0.5)
 
 
 def rates(noise: Noise, runs: int, seed: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import math  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Literal, NotRequired, TypedDict, cast  # noqa: E402
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args  # noqa: E402
 
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
@@ -144,15 +144,7 @@ def write_curve(
     n_classes: int | None = None,
 ) -> Path:
     assert source in ("real", "synthetic")
-    assert label in (
-        "overfitting",
-        "healthy",
-        "underfitting",
-        "diverging",
-        "unstable",
-        "no_signal",
-        "insufficient_data",
-    )
+    assert label in get_args(Label)
     rows: list[Row] = []
     for i, ep in enumerate(epochs):
         tr, va = r6(ep["train_loss"]), r6(ep["valid_loss"])
