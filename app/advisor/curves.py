@@ -35,15 +35,16 @@ class Curves(NamedTuple):
         train = list(map(_TRAIN, records))
         valid = list(map(_VALID, records))
         missing = train.count(None)
-        steps = [r.get("step") for r in records]
-        lr = [r.get("lr") for r in records]
+        # What the latest evaluation lacks, the run is read without: a step-based run names its
+        # latest step, and a schedule is judged by the rate in force now.
+        last = records[-1] if records else {}
         return cls(
             list(map(_EPOCH, records)),
             _filled(train, valid) if missing else train,
             valid,
             [r.get("metrics") or {} for r in records],
-            steps if any(s is not None for s in steps) else [],
-            lr if any(v is not None for v in lr) else [],
+            [r.get("step") for r in records] if last.get("step") is not None else [],
+            [r.get("lr") for r in records] if last.get("lr") is not None else [],
             missing,
         )
 

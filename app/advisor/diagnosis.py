@@ -346,7 +346,8 @@ def diagnose(
 
     ``should_stop`` is the live rule, stricter than the verdict because a stop cannot be taken
     back and a run still training is looked at again after every evaluation: the stop verdict
-    must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations."""
+    must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations, so
+    a run's first look (no ``previous``) never says stop."""
     crit = criterion or infer_criterion(curves)
     judged = _judge(
         curves,
@@ -358,14 +359,19 @@ def diagnose(
         adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
     )
+    if previous is None:
+        # The run's first look: there is no look before it to confirm a stop (the next look
+        # judges this one again, so nothing is lost by not testing it now).
+        return judged
     if not _stop_worthy(curves, judged, thresholds):
         return judged
     judged = replace(judged, evidence=judged.evidence._replace(stop_worthy=True))
     n = len(curves)
 
     def worthy(back: int) -> bool:
-        # The previous answer already knows whether the look before this one was worth it.
-        earlier = previous.get("evidence", {}) if back == 1 and previous is not None else {}
+        # The previous answer already knows whether the look before this one was worth it;
+        # after a batch of evaluations appended at once, the looks between are judged now.
+        earlier = previous.get("evidence", {}) if back == 1 else {}
         if earlier.get("n_epochs") == n - 1 and "stop_worthy" in earlier:
             return bool(earlier["stop_worthy"])
         head = curves.head(n - back)
@@ -521,6 +527,7 @@ def _judge(
     return _diagnosis(
         curves,
         crit,
+        raw,
         verdict=verdict,
         signal=signal,
         deciding=deciding,
@@ -661,6 +668,7 @@ def _still_falling(train: list[float], k: int, thresholds: Thresholds) -> bool:
 def _diagnosis(
     curves: Curves,
     crit: Criterion,
+    raw: list[float] | None,
     *,
     verdict: Verdict,
     signal: Signal | None,
@@ -675,14 +683,15 @@ def _diagnosis(
     instability: str | None,
     thresholds: Thresholds,
 ) -> Diagnosis:
-    """The one place a judged run's diagnosis and evidence are put together."""
+    """The one place a judged run's diagnosis and evidence are put together; ``raw``: the
+    metric's values, when the run is judged by one."""
     epochs, train, valid = curves.epochs, curves.train_loss, curves.valid_loss
     metric, loss = readings
     judged = metric or loss
     # A first epoch that the metric did beat is no chance level worth showing.
     if guess is not None and guess.source == "first_epoch" and guess.beaten:
         guess = None
-    stop, candidates = _kept(curves, crit, metric, loss)
+    stop, candidates = _kept(curves, crit, metric, loss, raw)
     falling = _still_falling(train, _stretch(len(train)), thresholds)
     train_change = series.rel(fit.tail - train[stop], train[stop])
     evidence = Evidence(
@@ -719,7 +728,7 @@ def _diagnosis(
         lr_peak=max((v for v in curves.lr if v is not None), default=None),
         unit="step" if curves.steps else "epoch",
         stop_step=curves.steps[stop] if curves.steps else None,
-        stop_value=(valid if metric is None else curves.metric(crit.name))[stop],
+        stop_value=(valid if raw is None else raw)[stop],
         train_loss_missing=curves.train_missing,
         still_learning=verdict == Verdict.HEALTHY and (still_improving or falling),
         converged=verdict == Verdict.HEALTHY
@@ -728,21 +737,24 @@ def _diagnosis(
         and _close(train, valid, fit, thresholds),
         train_loss_falling=falling,
     )
-    summary = _summary(verdict, evidence, deciding, fit, curves)
+    summary = _summary(verdict, evidence, deciding, fit, curves, raw)
     return Diagnosis(verdict, epochs[judged.best], summary, evidence)
 
 
 def _kept(
-    curves: Curves, crit: Criterion, metric: Reading | None, loss: Reading
+    curves: Curves,
+    crit: Criterion,
+    metric: Reading | None,
+    loss: Reading,
+    raw: list[float] | None,
 ) -> tuple[int, list[int]]:
     """The epoch whose weights to keep, and the epochs it was chosen among. With a metric, what
     the user scores the model by comes first: the epochs whose metric is within its noise (and
     at most ``KEEP_TOLERANCE`` of its best, relative) of the best, and among those the one with
     the lowest validation loss, the better calibrated model. Without one, the lowest validation
     loss."""
-    if metric is None:
+    if metric is None or raw is None:
         return loss.best, [loss.best]
-    raw = curves.metric(crit.name)
     sign = 1.0 if crit.higher_is_better else -1.0
     best = sign * metric.best_value
     tolerance = min(metric.noise, KEEP_TOLERANCE * abs(metric.best_value))
@@ -764,12 +776,15 @@ def _last_vs_best(reading: Reading | None) -> float | None:
 
 
 def _summary(
-    verdict: Verdict, ev: Evidence, deciding: Reading, fit: Training, curves: Curves
+    verdict: Verdict,
+    ev: Evidence,
+    deciding: Reading,
+    fit: Training,
+    curves: Curves,
+    raw: list[float] | None,
 ) -> str:
-    index = {epoch: i for i, epoch in enumerate(curves.epochs)}
-
     def at(epoch: Epoch | None) -> str:
-        return curves.at(index[epoch]) if epoch in index else "?"
+        return curves.at(curves.epochs.index(epoch)) if epoch in curves.epochs else "?"
 
     missing = (
         f" ({ev.train_loss_missing} evaluations came without a training loss; it was "
@@ -777,7 +792,7 @@ def _summary(
         if ev.train_loss_missing
         else ""
     )
-    return _verdict_summary(verdict, ev, deciding, fit, curves, at) + missing
+    return _verdict_summary(verdict, ev, deciding, fit, curves, raw, at) + missing
 
 
 def _verdict_summary(
@@ -786,6 +801,7 @@ def _verdict_summary(
     deciding: Reading,
     fit: Training,
     curves: Curves,
+    raw: list[float] | None,
     at: Callable[[Epoch | None], str],
 ) -> str:
     train, valid = curves.train_loss, curves.valid_loss
@@ -828,7 +844,7 @@ def _verdict_summary(
             "different sources, a split or preprocessing bug."
         )
     metric = ev.signals.get("metric")
-    near_best = metric is None or not _below_best(metric, curves)
+    near_best = metric is None or raw is None or not _below_best(metric, raw)
     if verdict == Verdict.OVERFITTING:
         both = " (and the validation loss rose with it)" if ev.signal == Signal.BOTH else ""
         flat = " while"
@@ -894,11 +910,8 @@ def _verdict_summary(
     return f"{standing}; no sign of overfitting.{confident}"
 
 
-def _below_best(metric: dict[str, Any], curves: Curves) -> bool:
+def _below_best(metric: dict[str, Any], raw: list[float]) -> bool:
     """The metric's last stretch sits more than its noise below its best."""
-    raw = curves.metric(metric["name"]) if metric["name"] in curves.metrics[-1] else None
-    if raw is None:
-        return False
     k = series.tail_length(len(raw))
     gap = metric["best_value"] - series.mean(raw[-k:])
     return bool((gap if metric["higher_is_better"] else -gap) > metric["noise"])

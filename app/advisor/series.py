@@ -40,13 +40,14 @@ class Windows(NamedTuple):
     last_mean: float
 
 
-def windows(y: Sequence[float], width: int) -> Windows:
+def windows(y: Sequence[float], width: int, sums: list[float] | None = None) -> Windows:
     """Where the lowest ``width``-epoch window starts, its mean and the last window's, in O(n)
-    with C-level maps: this runs several times on every report."""
+    with C-level maps: this runs several times on every report. ``sums``: the window sums
+    (:func:`windows_sums`), when known."""
     if width <= 1 or len(y) < width:
         low = min(y)
         return Windows(list(y).index(low), low, y[-1])
-    totals = windows_sums(y, width)
+    totals = windows_sums(y, width) if sums is None else sums
     low = min(totals)
     return Windows(totals.index(low), low / width, totals[-1] / width)
 
@@ -90,7 +91,7 @@ def _later(n: int) -> int:
     return 1 if n - start < 4 else start
 
 
-def noise(y: Sequence[float], k: int = 1) -> float:
+def noise(y: Sequence[float], k: int = 1, sums: list[float] | None = None) -> float:
     """Robust standard deviation of the noise of the later part of a curve, as the mean of ``k``
     consecutive epochs sees it (``k`` = 1: each epoch's own jitter).
 
@@ -100,7 +101,7 @@ def noise(y: Sequence[float], k: int = 1) -> float:
     curve (variance 20 times a mean's when the means are independent). MAD/0.6745 makes both
     robust to a few spikes. Measured at the scale of the comparison, autocorrelated noise shows
     its real reach: AR(1) noise with rho = 0.5 moves a 5-epoch mean 1.5 times as far as white
-    noise of the same jitter."""
+    noise of the same jitter. ``sums``: the k-sums of ``y`` (:func:`windows_sums`), when known."""
     if k <= 1:
         start = _later(len(y))
         # a - 2b + c over consecutive triples, with C-level maps: this runs on every report.
@@ -108,10 +109,10 @@ def noise(y: Sequence[float], k: int = 1) -> float:
         d2 = list(map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
         return _mad(d2) / math.sqrt(6) if d2 else 0.0
     # Only the later part, and only with enough of it: the early fall of a curve is all trend.
-    sums = windows_sums(y, k)
-    start, end = max(k, len(y) // 3), len(sums)
+    start, end = max(k, len(y) // 3), len(y) - k + 1
     if end - 2 * k - start < _MIN_DIFFERENCES:
         return 0.0
+    sums = windows_sums(y, k) if sums is None else sums
     # (m[t-k] - m[t+2k]) + 3 (m[t+k] - m[t]) for every t, with C-level maps, on sums (k m).
     outer = map(sub, sums[start - k : end - 3 * k], sums[start + 2 * k : end])
     inner = map(sub, sums[start + k : end - k], sums[start : end - 2 * k])
@@ -132,12 +133,15 @@ def trend_rise(y: Sequence[float], z: float, floor: float) -> bool:
     n = len(y)
     if n < 6:
         return False
-    mx, my = (n - 1) / 2, sum(y) / n
+    # Centred values, so that sum((i - mean i) d) is sum(i d), and the residual sum of squares
+    # is sum(d^2) - slope^2 sxx: C-level maps, as this runs on most reports.
+    my = sum(y) / n
+    d = list(map(sub, y, repeat(my)))
     sxx = n * (n * n - 1) / 12
-    slope = sum((i - mx) * (v - my) for i, v in enumerate(y)) / sxx
+    slope = sum(map(mul, range(n), d)) / sxx
     if slope * (n - 1) <= floor:
         return False
-    residual = sum((v - my - slope * (i - mx)) ** 2 for i, v in enumerate(y))
+    residual = max(0.0, sum(map(mul, d, d)) - slope * slope * sxx)
     stderr = math.sqrt(residual / (n - 2) / sxx)
     return stderr == 0 or slope > z * stderr
 

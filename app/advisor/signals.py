@@ -127,7 +127,8 @@ def read(
     best = series.argmin(y)
     # The best level is the best k-epoch window, so it is compared like with like against the
     # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
-    stretch = series.windows(y, k)
+    sums = series.windows_sums(y, k)
+    stretch = series.windows(y, k, sums)
     best_ends = stretch.lowest_start + k - 1
     quiet = y[settled:] if settled else y
     jitter = series.noise(quiet)
@@ -136,7 +137,10 @@ def read(
     # The jitter as a stretch of k epochs sees it, put back in one epoch's units: white noise
     # averages out over k epochs, autocorrelated noise much less, and this measures which.
     widening = (
-        min(floors.widening_max, max(1.0, series.noise(quiet, k) * math.sqrt(k) / jitter))
+        min(
+            floors.widening_max,
+            max(1.0, series.noise(quiet, k, None if settled else sums) * math.sqrt(k) / jitter),
+        )
         if jitter > 0
         else 1.0
     )
