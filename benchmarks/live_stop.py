@@ -255,7 +255,14 @@ def http_diagnoses(url: str) -> Callable[[Curve, int, dict[str, Any] | None], di
             )
         run = runs[id(curve)]
         e = curve["epochs"][i]
-        run.log_epoch(e["epoch"], e["train_loss"], e["valid_loss"], **e.get("metrics", {}))
+        run.log_epoch(
+            e["epoch"],
+            e["train_loss"],
+            e["valid_loss"],
+            step=e.get("step"),
+            lr=e.get("lr"),
+            **e.get("metrics", {}),
+        )
         assert run.run is not None and run.run.n_epochs == i + 1, "the service did not answer"
         answered: dict[str, Any] = run.run.raw["diagnosis"]
         return answered

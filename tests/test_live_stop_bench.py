@@ -42,8 +42,9 @@ def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
-    """Three real runs posted one evaluation at a time to a real server through the client's
-    TrackedRun: each answer's verdict, should_stop and kept epoch equal the in-process replay's."""
+    """Four real runs (one with its one-cycle learning rates) posted one evaluation at a time to
+    a real server through the client's TrackedRun: each answer's verdict, should_stop and kept
+    epoch equal the in-process replay's."""
     by_name = {
         c["name"]: c for root in (REAL_CURVES, HOLDOUT_CURVES) for c in load_real_curves(root)
     }
@@ -51,6 +52,7 @@ def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
         "dlwp-4-4-imdb-original-model",
         "keras-io-image-classification-from-scratch-cats-dogs",
         "mrdbourke-04-solutions-tinyvgg-20hidden-20ep",
+        "fastai-resnet18-digits-n200-e40-lr1e-2",
     ]
     with served(tmp_path / "replay.db") as url:
         for name in names:
