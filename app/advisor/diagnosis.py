@@ -191,6 +191,8 @@ class Evidence(NamedTuple):
     train_loss_falling: bool = False
     # The verdict was worth stopping on at this look (the live rule's test, :func:`diagnose`).
     stop_worthy: bool = False
+    # Signals newly degraded at this look, which the verdict counts from the next one on.
+    pending: list[str] = []
     # Epochs the kept one is chosen among: the metric within its noise of its best (for a
     # callback to keep copies of, since a later evaluation may move the choice among them).
     candidates: list[Epoch] = []
@@ -349,13 +351,15 @@ def diagnose(
     must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations, so
     a run's first look (no ``previous``) never says stop."""
     crit = criterion or infer_criterion(curves)
+    held = _held_signals(previous)
+    was_underfit = previous is not None and previous.get("verdict") == Verdict.UNDERFITTING
     judged = _judge(
         curves,
         crit,
         thresholds,
         n_classes,
-        _held_signals(previous),
-        was_underfit=previous is not None and previous.get("verdict") == Verdict.UNDERFITTING,
+        held,
+        was_underfit=was_underfit,
         adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
     )
@@ -363,6 +367,12 @@ def diagnose(
         # The run's first look: there is no look before it to confirm a stop (the next look
         # judges this one again, so nothing is lost by not testing it now).
         return judged
+    if judged.evidence.pending:
+        # The verdict waits for a second look; whether this look would be worth stopping on is
+        # still this look's to say, so that the next one can confirm it.
+        unwaited = _judge(curves, crit, thresholds, n_classes, held, was_underfit=was_underfit)
+        worth = _stop_worthy(curves, unwaited, thresholds)
+        return replace(judged, evidence=judged.evidence._replace(stop_worthy=worth))
     if not _stop_worthy(curves, judged, thresholds):
         return judged
     judged = replace(judged, evidence=judged.evidence._replace(stop_worthy=True))
@@ -377,8 +387,8 @@ def diagnose(
         head = curves.head(n - back)
         return _stop_worthy(head, _judge(head, crit, thresholds, n_classes), thresholds)
 
-    held = all(worthy(back) for back in range(1, thresholds.live_looks))
-    return replace(judged, should_stop=True) if held else judged
+    confirmed = all(worthy(back) for back in range(1, thresholds.live_looks))
+    return replace(judged, should_stop=True) if confirmed else judged
 
 
 def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) -> bool:
@@ -528,6 +538,7 @@ def _judge(
         curves,
         crit,
         raw,
+        pending=sorted(pending),
         verdict=verdict,
         signal=signal,
         deciding=deciding,
@@ -670,6 +681,7 @@ def _diagnosis(
     crit: Criterion,
     raw: list[float] | None,
     *,
+    pending: list[str],
     verdict: Verdict,
     signal: Signal | None,
     deciding: Reading,
@@ -723,6 +735,7 @@ def _diagnosis(
         severity=severity,
         signals={r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r},
         candidates=[epochs[i] for i in candidates],
+        pending=pending,
         instability=instability,
         lr=curves.lr[-1] if curves.lr else None,
         lr_peak=max((v for v in curves.lr if v is not None), default=None),
@@ -896,6 +909,13 @@ def _verdict_summary(
             f"({metric['best_value']:.4g} at {at(metric['best_epoch'])}), a dip the run's own "
             "swings can explain"
         )
+    watching = (
+        f" {' and '.join(ev.pending)} got worse beyond its noise at this evaluation; the next "
+        "one tells whether that holds."
+        if ev.pending
+        else ""
+    )
+    confident += watching
     if ev.still_learning:
         return (
             f"Still learning: {standing}, and the "

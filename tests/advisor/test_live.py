@@ -109,6 +109,8 @@ def test_one_excursion_is_pending_and_never_stops_a_run() -> None:
     answers = replayed(records(list(zip(train, valid, strict=True))))
     assert answers[20].verdict == Verdict.HEALTHY  # one look: pending, not a verdict
     assert answers[20].evidence.signals["valid_loss"]["degraded"]
+    assert answers[20].evidence.pending == ["valid_loss"]
+    assert "the next one tells whether that holds" in answers[20].summary
     assert not any(d.should_stop for d in answers)
     # Once the bad evaluation has left the last stretch, nothing remains of it.
     assert all(d.verdict == Verdict.HEALTHY for d in answers[26:])
@@ -134,7 +136,11 @@ def test_the_live_stop_needs_two_looks_worth_stopping_on() -> None:
     stops = [i for i, d in enumerate(answers) if d.should_stop]
     assert stops, [d.verdict for d in answers]
     first = stops[0]
-    assert answers[first - 1].verdict == Verdict.OVERFITTING  # the look before was one too
+    # The look before was worth stopping on too, whether its verdict was already overfitting or
+    # still waiting for this look to confirm the rise (pending).
+    before = answers[first - 1]
+    assert before.evidence.stop_worthy
+    assert before.verdict == Verdict.OVERFITTING or before.evidence.pending == ["valid_loss"]
     assert answers[first].stop_epoch == 4
     # A report's first look has no look before it to confirm a stop; it says which weights to
     # keep all the same.
