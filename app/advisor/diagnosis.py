@@ -16,7 +16,7 @@ practitioner's:
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from itertools import repeat
@@ -751,6 +751,11 @@ def _diagnosis(
         train_loss_falling=falling,
     )
     summary = _summary(verdict, evidence, deciding, fit, curves, raw)
+    if curves.train_missing:
+        summary += (
+            f" ({curves.train_missing} evaluations came without a training loss; it was "
+            "interpolated from the ones around them.)"
+        )
     return Diagnosis(verdict, epochs[judged.best], summary, evidence)
 
 
@@ -799,24 +804,6 @@ def _summary(
     def at(epoch: Epoch | None) -> str:
         return curves.at(curves.epochs.index(epoch)) if epoch in curves.epochs else "?"
 
-    missing = (
-        f" ({ev.train_loss_missing} evaluations came without a training loss; it was "
-        "interpolated from the ones around them.)"
-        if ev.train_loss_missing
-        else ""
-    )
-    return _verdict_summary(verdict, ev, deciding, fit, curves, raw, at) + missing
-
-
-def _verdict_summary(
-    verdict: Verdict,
-    ev: Evidence,
-    deciding: Reading,
-    fit: Training,
-    curves: Curves,
-    raw: list[float] | None,
-    at: Callable[[Epoch | None], str],
-) -> str:
     train, valid = curves.train_loss, curves.valid_loss
     kept = f"Keep the weights of {at(ev.stop_epoch)} ({ev.criterion} {ev.stop_value:.4g}" + (
         f"; best {ev.best_value:.4g} at {at(ev.best_epoch)})."
