@@ -1,6 +1,6 @@
-"""The live-stop scoreboard and the noise calibration, run as the benchmarks run them: their
-figures stay within the issue's targets on the labelled sets, and the in-process replay answers
-what a real server answers a callback, evaluation by evaluation."""
+"""The live-stop scoreboard, the noise calibration and the append cost, run as the benchmarks run
+them: their figures stay within the issue's targets on the labelled sets, and the in-process
+replay answers what a real server answers a callback, evaluation by evaluation."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import diagnosis_null, live_stop
+from benchmarks import append_cost, diagnosis_null, live_stop
 from benchmarks.diagnosis_agreement import HOLDOUT_CURVES, REAL_CURVES, load_real_curves
 from tests.servers import served
 
@@ -64,3 +64,12 @@ def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
                 assert local.previous is not None and remote.previous is not None
                 for key in ("verdict", "should_stop", "stop_epoch"):
                     assert local.previous[key] == remote.previous[key], (name, i, key)
+
+
+def test_the_append_cost_benchmark_measures_both_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A few appends only (the figures are the script's to print, not a timed test): both run
+    sizes answered through a real server, the diagnosis timed in-process."""
+    report = printed(append_cost.main, ["--appends", "3"], capsys)
+    assert set(report["append_ms"]) == set(report["diagnosis_us"]) == {"100", "2000"}
+    assert all(v > 0 for v in report["append_ms"].values())
+    assert report["append_ratio"] > 0
