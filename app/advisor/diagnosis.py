@@ -475,17 +475,16 @@ def _judge(
     fit = training(train, thresholds)
     judged = metric or loss
 
-    guess = None
-    if metric is not None and raw is not None and _memorises(train, fit, thresholds):
-        guess = chance(valid, crit, raw, metric, loss, n_classes, thresholds)
+    memorises = _memorises(train, fit, thresholds)
+    guessed = (
+        chance(valid, crit, raw, metric, loss, n_classes, thresholds)
+        if metric is not None and raw is not None and (memorises or n_classes is not None)
+        else None
+    )
+    guess = guessed if memorises else None
     # A metric that never clearly beat guessing, by the class count, leaves nothing to keep:
     # whatever the validation signals do, the model has not learned the task yet.
-    learned_nothing = (
-        metric is not None
-        and raw is not None
-        and n_classes is not None
-        and not chance(valid, crit, raw, metric, loss, n_classes, thresholds).beaten
-    )
+    learned_nothing = guessed is not None and n_classes is not None and not guessed.beaten
     metric_worse = (
         metric is not None and "metric" not in pending and counts(metric, train, fit, thresholds)
     )
@@ -501,13 +500,14 @@ def _judge(
     signal: Signal | None = None
     deciding = judged
     instability: str | None = None
+    high_rate = _schedule_high(curves, thresholds)
     if fit.worsening and (
         fit.rise >= thresholds.diverging_share * fit.span or judged.degraded or loss_rises
     ):
         verdict = Verdict.DIVERGING
-    elif guess is not None and not guess.beaten and not _schedule_high(curves, thresholds):
+    elif guess is not None and not guess.beaten and not high_rate:
         verdict = Verdict.NO_SIGNAL
-    elif not fit.learned or (learned_nothing and not _schedule_high(curves, thresholds)):
+    elif not fit.learned or (learned_nothing and not high_rate):
         # A model that never fit its own training data, or never scored above chance, is not
         # overfitting, whatever the validation signals do while it wanders.
         verdict = Verdict.UNDERFITTING
@@ -515,7 +515,7 @@ def _judge(
         metric_worse
         or (loss.degraded and "valid_loss" not in pending)
         or (guess is not None and not guess.beaten)
-    ) and (instability := _unsettled(curves, loss, fit, thresholds)):
+    ) and (instability := _unsettled(curves, loss, fit, thresholds, high_rate)):
         verdict = Verdict.UNSTABLE
     elif metric_worse:
         verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
@@ -560,16 +560,24 @@ def _judge(
     )
 
 
+def _rate_peak(curves: Curves) -> tuple[list[float], int] | None:
+    """The reported learning rates and where the highest was, when the rate rose to it (a
+    warm-up, a one-cycle); None without a schedule that rose."""
+    rates = [v for v in curves.lr if v is not None]
+    if len(rates) < 2:
+        return None
+    peak_at = series.argmin(series.negated(rates))
+    return (rates, peak_at) if peak_at > 0 and rates[peak_at] > rates[0] else None
+
+
 def _settled(curves: Curves, thresholds: Thresholds) -> int:
     """Where a reported learning-rate schedule came down from its peak (below
-    ``lr_peak_share`` of it, after rising to it), when enough evaluations follow to measure noise
-    on; else 0."""
-    rates = [v for v in curves.lr if v is not None]
-    if len(rates) < 2 or len(rates) != len(curves):
+    ``lr_peak_share`` of it, after rising to it), when every evaluation carries its rate and
+    enough of them follow to measure noise on; else 0."""
+    peak = _rate_peak(curves)
+    if peak is None or len(peak[0]) != len(curves):
         return 0
-    peak_at = series.argmin(series.negated(rates))
-    if peak_at == 0:
-        return 0
+    rates, peak_at = peak
     floor = thresholds.lr_peak_share * rates[peak_at]
     after = next((i for i in range(peak_at, len(rates)) if rates[i] < floor), len(rates))
     return after if len(rates) - after >= thresholds.metric.measurable else 0
@@ -578,20 +586,21 @@ def _settled(curves: Curves, thresholds: Thresholds) -> int:
 def _schedule_high(curves: Curves, thresholds: Thresholds) -> bool:
     """The reported learning rate rose to where it is now and stays near that peak: a warm-up,
     or a one-cycle's high phase, where the validation signals swing until the rate comes down."""
-    rates = [v for v in curves.lr if v is not None]
-    if len(rates) < 2:
+    peak = _rate_peak(curves)
+    if peak is None:
         return False
-    peak_at = series.argmin(series.negated(rates))
-    peak = rates[peak_at]
-    return peak_at > 0 and peak > rates[0] and rates[-1] >= thresholds.lr_peak_share * peak
+    rates, peak_at = peak
+    return rates[-1] >= thresholds.lr_peak_share * rates[peak_at]
 
 
-def _unsettled(curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds) -> str | None:
+def _unsettled(
+    curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds, high_rate: bool
+) -> str | None:
     """Why a degraded validation signal is instability rather than overfitting: the learning
-    rate is in its high phase (:func:`_schedule_high`), or the validation loss jumped: it blew
-    up (one evaluation ``blow_up`` times the one before it) or rose while the training loss
-    barely moved, for a model that has not memorised its training set."""
-    if _schedule_high(curves, thresholds):
+    rate is in its high phase (``high_rate``, :func:`_schedule_high`), or the validation loss
+    jumped: it blew up (one evaluation ``blow_up`` times the one before it) or rose while the
+    training loss barely moved, for a model that has not memorised its training set."""
+    if high_rate:
         return "schedule"
     if not loss.degraded:
         return None

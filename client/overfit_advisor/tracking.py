@@ -85,7 +85,6 @@ class TrackedRun:
         self.facts = facts
         self.stop_when_overfitting = stop_when_overfitting
         # ``confirm_epochs`` diagnoses in a row must say stop (see LiveStop).
-        self.confirm_epochs = confirm_epochs
         self.live = LiveStop(confirm_epochs)
         self._judged = 0
         self.run: Run | None = None
