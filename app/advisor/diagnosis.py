@@ -87,13 +87,15 @@ class Thresholds:
     # Underfitting: a training loss within ``underfit_gap`` (relative) of the validation loss
     # and high for the task: a bounded metric that covered less than ``underfit_reach`` of the
     # way from chance to its ceiling; else, for n classes, a training loss above
-    # ``underfit_chance`` times ln(n), the cross-entropy of guessing; else, with nothing to say
-    # what the task allows, one above ``underfit_share`` of its first value.
+    # ``underfit_chance`` times ln(n), the cross-entropy of guessing. With nothing to say what
+    # the task allows (an autoencoder, a regression), only a loss that ended above
+    # ``underfit_share`` of its first value, one that barely moved: a fall to 60% of its
+    # start is how far a converged autoencoder comes.
     still_falling: float = 0.01
     underfit_gap: float = 0.1
     underfit_reach: float = 0.5
     underfit_chance: float = 0.5
-    underfit_share: float = 0.4
+    underfit_share: float = 0.8
     # A schedule is at its peak while the learning rate is at least this share of its highest so
     # far, after rising to it (a warm-up, a one-cycle).
     lr_peak_share: float = 0.7
@@ -635,10 +637,11 @@ def _underfit(
     """The model cannot fit its own training data as far as the task allows: it never learned,
     or, past its first handful of epochs, its training loss sits close to the validation loss
     and high for the task (judged by the metric's distance from its ceiling when it is bounded,
-    else by chance's cross-entropy for a known class count, else by the loss's own start),
-    whether it has plateaued there (a larger model, less regularization) or still falls
-    steadily (train longer). A model that fits as well as it generalises and scores near the
-    ceiling is converged, not underfitting."""
+    else by chance's cross-entropy for a known class count), whether it has plateaued there (a
+    larger model, less regularization) or still falls steadily (train longer). A model that
+    fits as well as it generalises and scores near the ceiling is converged, not underfitting;
+    so is one with nothing to say what its task allows whose loss came well down from its
+    first value and stopped there: how far a loss came does not tell how far it could go."""
     train, valid = curves.train_loss, curves.valid_loss
     if not fit.learned:
         return True
@@ -914,8 +917,12 @@ def _summary(
     confident += watching
     if ev.still_learning:
         return (
-            f"Still learning: {standing}, and the "
-            + ("metric is still improving" if ev.still_improving else "training loss still falls")
+            f"Still learning: {standing}, and "
+            + (
+                f"{ev.criterion} is still improving"
+                if ev.still_improving
+                else "the training loss still falls"
+            )
             + f"; too early to judge what it can reach. Train longer.{confident}"
         )
     if ev.converged:

@@ -12,6 +12,7 @@ from benchmarks.diagnosis_null import ar1, iid, null_run
 from benchmarks.live_stop import Ours, replay
 
 ACCURACY = resolve_criterion("accuracy", True)
+VALID_LOSS = resolve_criterion("valid_loss", False)
 
 # The issue's newcomer run: vision_learner(resnet18, pretrained=False), fit_one_cycle(40, 3e-3)
 # on 200 digits, epochs 0-7 (train, valid, accuracy), with the one-cycle rate at each epoch's end.
@@ -198,6 +199,20 @@ def test_underfitting_means_it() -> None:
     assert diagnose(Curves.of(records(rows[:6])), ACCURACY, n_classes=10).verdict != (
         Verdict.UNDERFITTING
     )
+
+
+def test_a_converged_autoencoder_is_not_underfitting() -> None:
+    """Nothing says what a reconstruction loss could reach: one that came down to 57% of its
+    first value and flattened with the validation loss beside it is converged; one that
+    barely moved from its start is not."""
+    n = 30
+    came_down = [0.075 * 0.8**i + 0.099 for i in range(n)]
+    rows = list(zip(came_down, [t * 1.01 for t in came_down], strict=True))
+    epochs = [{"epoch": i, "train_loss": t, "valid_loss": v} for i, (t, v) in enumerate(rows)]
+    assert diagnose(Curves.of(epochs), VALID_LOSS).verdict == Verdict.HEALTHY
+    barely = [0.02 * 0.8**i + 0.16 for i in range(n)]
+    epochs = [{"epoch": i, "train_loss": t, "valid_loss": t * 1.01} for i, t in enumerate(barely)]
+    assert diagnose(Curves.of(epochs), VALID_LOSS).verdict == Verdict.UNDERFITTING
 
 
 def test_no_run_at_95_percent_is_told_it_does_not_fit_its_training_data() -> None:
