@@ -20,6 +20,8 @@ restore_best_weights=True)``, fastai's ``EarlyStoppingCallback`` with ``SaveMode
 (c) ``kept_below_best``: the share of runs with a metric whose kept weights are more than 1%
     below the best, unstopped runs counted by the weights they would keep;
 (d) ``epochs_saved``: the mean share of evaluations not trained on runs labelled overfitting;
+    ``epochs_saved_harmless`` counts only the stops that were not harmful (a harmful stop saves
+    nothing a user would keep), to show how much of a rule's saving its harm paid for;
 (e) ``verdict_changes``: verdict changes per run (ours only).
 """
 
@@ -219,6 +221,10 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     others = [o for o in outcomes if o.label != "overfitting"]
     overfit = [o for o in outcomes if o.label == "overfitting"]
     saved = [0.0 if o.stop is None else (o.n - 1 - o.stop) / o.n for o in overfit]
+    harmless = [
+        0.0 if (o.kept_shortfall or 0) > HARM else share
+        for o, share in zip(overfit, saved, strict=True)
+    ]
     figures: dict[str, Any] = {
         "harmful": harmful,
         "harmful_share": _share(harmful, len(with_metric)),
@@ -227,6 +233,7 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             sum((o.kept_shortfall or 0) > HARM for o in with_metric), len(with_metric)
         ),
         "epochs_saved": round(sum(saved) / len(saved), 4) if saved else None,
+        "epochs_saved_harmless": round(sum(harmless) / len(harmless), 4) if harmless else None,
         "stopped_overfitting": _share(sum(o.stop is not None for o in overfit), len(overfit)),
     }
     changes = [o.changes for o in outcomes if o.changes is not None]
@@ -300,12 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["stoppers"] = scoreboard(curves, make)
     ours, p5 = report["stoppers"]["ours"], report["stoppers"]["keras_p5"]
-    report["vs_keras_p5"] = {
-        "harmful": _share(ours["harmful"], p5["harmful"]),
-        "epochs_saved": round(ours["epochs_saved"] / p5["epochs_saved"], 3)
-        if p5["epochs_saved"]
-        else None,
-    }
+    report["vs_keras_p5"] = {"harmful": _share(ours["harmful"], p5["harmful"])}
+    for saved in ("epochs_saved", "epochs_saved_harmless"):
+        report["vs_keras_p5"][saved] = round(ours[saved] / p5[saved], 3) if p5[saved] else None
     if args.runs:
         report["ours_runs"] = [
             {

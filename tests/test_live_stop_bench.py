@@ -31,6 +31,9 @@ def test_the_live_stop_beats_patience_without_costing_models(
     assert ours["stopped_not_overfitting"] <= 0.015
     assert ours["kept_below_best"] <= 0.04
     assert set(report["stoppers"]) >= {"fastai_p3", "prechelt_gl5", "prechelt_pq1", "prechelt_up3"}
+    # A harmful stop saves nothing a user keeps: leaving those out shrinks patience's saving.
+    assert patience["epochs_saved_harmless"] < patience["epochs_saved"]
+    assert ours["epochs_saved_harmless"] <= ours["epochs_saved"]
 
 
 def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
