@@ -2,19 +2,27 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+SERVER_STAMP := $(VENV)/.installed-server
+TEST_STAMP := $(VENV)/.installed-test
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install run migrate test test-all lint browser bench clean
+.PHONY: install install-test run migrate test test-all lint browser bench clean
 
-# The client is its own distribution (client/); the tests install it with the frameworks its
-# callbacks integrate with, as test extras: none of them is a dependency of the server.
-$(STAMP): pyproject.toml client/pyproject.toml
+# What serving needs: the server and the light client, nothing the tests alone use.
+$(SERVER_STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' \
-		-e './client[fastai,lightning,keras,transformers]'
-	touch $(STAMP)
+	$(PIP) -e . -e ./client
+	touch $(SERVER_STAMP)
 
-install: $(STAMP)
+# The test stack on top: the test tools, and the frameworks the client's callbacks integrate
+# with, as test extras (none of them is a dependency of the server or of the client).
+$(TEST_STAMP): $(SERVER_STAMP)
+	$(PIP) -e '.[dev]' -e './client[fastai,lightning,keras,transformers]'
+	touch $(TEST_STAMP)
+
+install: $(SERVER_STAMP)
+
+install-test: $(TEST_STAMP)
 
 migrate: install
 	$(BIN)/advisor migrate
@@ -23,7 +31,7 @@ migrate: install
 run: install
 	$(BIN)/advisor serve
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check app tests benchmarks migrations client
 	$(BIN)/ruff format --check app tests benchmarks migrations client
 	$(BIN)/mypy
@@ -40,7 +48,7 @@ test: lint browser
 test-all: lint browser
 	$(BIN)/pytest
 
-bench: install
+bench: install-test
 	$(BIN)/python -m benchmarks.ingest
 
 clean:
