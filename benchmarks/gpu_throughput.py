@@ -14,8 +14,9 @@ import time
 import torch
 
 from app.builder import build_model
+from app.builder.datasets import DigitsSpec
 from app.builder.recipe import Recipe
-from app.training.data import DigitsSpec, load
+from app.training.data import load
 from app.training.loop import TrainConfig, fit
 
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from app.builder import build_model
+from app.builder.datasets import DigitsSpec
 from app.builder.recipe import Recipe
-from app.training.data import DigitsSpec, load
+from app.training.data import load
 from app.training.loop import TrainConfig, fit
 
 

@@ -53,8 +53,9 @@ def test_fit_learns_a_small_segmentation_task() -> None:
 
 def test_training_is_repeatable_on_the_cpu_and_augments() -> None:
     """Same recipe, seed and data: the same curve to the last digit, augmentation and MixUp on."""
+    from app.builder.datasets import DigitsSpec
     from app.builder.recipe import MixupSpec
-    from app.training.data import DigitsSpec, load
+    from app.training.data import load
     from app.training.trial import figures
 
     split = load(DigitsSpec(kind="digits", image_size=16), (), fraction=0.3, seed=1)
@@ -81,8 +82,9 @@ def test_interleaved_trainings_give_the_curves_they_give_alone() -> None:
     """A race advances several trainings epoch by epoch in turn; each keeps its own random state
     (augmentation, MixUp and dropout draw from torch's global generator), so its curve is the
     one it gives trained alone."""
+    from app.builder.datasets import DigitsSpec
     from app.builder.recipe import MixupSpec
-    from app.training.data import DigitsSpec, load
+    from app.training.data import load
     from app.training.loop import train
 
     split = load(DigitsSpec(kind="digits", image_size=16), (), fraction=0.2, seed=1)
