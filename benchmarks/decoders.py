@@ -15,11 +15,11 @@ import torch
 from rich.progress import Progress
 
 from app.builder import build_model
-from app.builder.recipe import Recipe
+from app.builder.recipe import Decoder, Recipe
 from app.training.loop import TrainConfig, fit
 from app.training.shapes import SHAPE_CLASSES, make_shapes
 
-DECODERS = ("unet", "nearest", "transposed")
+DECODERS: tuple[Decoder, ...] = ("unet", "nearest", "transposed")
 
 
 def main() -> None:

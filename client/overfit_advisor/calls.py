@@ -3,7 +3,7 @@ synchronous and the asynchronous client both send these, so neither repeats the 
 
 import contextlib
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, SupportsFloat, SupportsIndex, TypeVar
 
@@ -78,12 +78,25 @@ def epoch_record(
     return record
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy's and torch's scalars (in mappings and sequences too) as the Python
+    numbers and booleans they hold: the service takes JSON's types strictly, and JSON has no
+    others."""
+    if isinstance(value, Mapping):
+        return {key: plain(member) for key, member in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(member) for member in value]
+    if not isinstance(value, str | int | float) and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def _report_body(name: str, epochs: Sequence[Epoch], fields: Mapping[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": name, "epochs": list(epochs)}
+    body: dict[str, Any] = {"name": name, "epochs": plain(list(epochs))}
     metric = fields.get("metric")
     if isinstance(metric, str):  # "accuracy" is short for {"name": "accuracy"}
         fields = {**fields, "metric": {"name": metric}}
-    body.update({k: v for k, v in fields.items() if v is not None})
+    body.update({k: plain(v) for k, v in fields.items() if v is not None})
     return body
 
 
@@ -99,7 +112,7 @@ def report(
 
 
 def log_epochs(run_id: int, epochs: Sequence[Epoch]) -> Call[Run]:
-    return Call("POST", f"/api/v1/runs/{run_id}/epochs", Run.of, {"epochs": list(epochs)})
+    return Call("POST", f"/api/v1/runs/{run_id}/epochs", Run.of, {"epochs": plain(list(epochs))})
 
 
 def log_epoch(
@@ -136,35 +149,45 @@ def lineage(run_id: int) -> Call[Lineage]:
     return Call("GET", f"/api/v1/runs/{run_id}/lineage", Lineage.of)
 
 
+def _count(n: SupportsIndex | None) -> int | None:
+    return None if n is None else operator.index(n)
+
+
+def _seeds(seeds: SupportsIndex | Iterable[SupportsIndex] | None) -> int | list[int] | None:
+    if isinstance(seeds, Iterable):
+        return [operator.index(s) for s in seeds]
+    return _count(seeds)
+
+
 def verify(
     run_id: int,
     rung: str | None = None,
-    seeds: int | Sequence[int] | None = None,
-    epochs: int | None = None,
+    seeds: SupportsIndex | Iterable[SupportsIndex] | None = None,
+    epochs: SupportsIndex | None = None,
     device: str = "auto",
     *,
-    min_seeds: int | None = None,
-    max_seeds: int | None = None,
+    min_seeds: SupportsIndex | None = None,
+    max_seeds: SupportsIndex | None = None,
     criterion: str | None = None,
-    smallest_effect: float | None = None,
+    smallest_effect: SupportsFloat | None = None,
     rungs: Sequence[str] | None = None,
-    race: int | None = None,
+    race: SupportsIndex | None = None,
 ) -> Call[Verification]:
     """Check ``rung`` (default: the recommended one) with seed pairs until the verdict settles
     (``min_seeds`` to ``max_seeds``, or the ``seeds`` listed), judged on the ``criterion``
     ("best" epoch, or "final"); or race ``rungs`` (or the next ``race`` open rungs) against one
-    baseline. Unset arguments take the service's defaults."""
+    baseline. Unset arguments take the service's defaults; numbers may be numpy's too."""
     body: dict[str, Any] = {
         "rung": rung,
-        "seeds": seeds if seeds is None or isinstance(seeds, int) else list(seeds),
-        "epochs": epochs,
+        "seeds": _seeds(seeds),
+        "epochs": _count(epochs),
         "device": device,
-        "min_seeds": min_seeds,
-        "max_seeds": max_seeds,
+        "min_seeds": _count(min_seeds),
+        "max_seeds": _count(max_seeds),
         "criterion": criterion,
-        "smallest_effect": smallest_effect,
+        "smallest_effect": None if smallest_effect is None else float(smallest_effect),
         "rungs": list(rungs) if rungs is not None else None,
-        "race": race,
+        "race": _count(race),
     }
     return Call(
         "POST",

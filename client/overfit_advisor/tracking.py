@@ -91,6 +91,9 @@ class TrackedRun:
         self.pending: list[Epoch] = []
         self.should_stop = False
         self._key = uuid.uuid4().hex  # makes creating the run safe to retry
+        # The epochs and facts the key was first sent with: the service refuses the key with
+        # another body, so a retry sends these again and the epochs since as an append.
+        self._creation: tuple[list[Epoch], dict[str, Any]] | None = None
         self._retry = retry_s
         self._backoff = retry_s[0]
         self._next_try = 0.0
@@ -266,9 +269,10 @@ class TrackedRun:
             time.sleep(pause)
         try:
             if self.run is None:
-                run = self.client.report(
-                    self.name, self.pending, idempotency_key=self._key, **self.facts
-                )
+                if self._creation is None:
+                    self._creation = (list(self.pending), dict(self.facts))
+                epochs, facts = self._creation
+                run = self.client.report(self.name, epochs, idempotency_key=self._key, **facts)
             else:
                 run = self.client.log_epochs(self.run.id, self.pending)
         except AdvisorUnavailable as exc:

@@ -258,7 +258,7 @@ def _found_facts(
 ) -> dict[str, Any]:
     model, loader = kwargs.get("model"), kwargs.get("train_dataloader")
     found: dict[str, Any] = {
-        "model": {"lr": args.learning_rate, "weight_decay": args.weight_decay},
+        "model": {"lr": float(args.learning_rate), "weight_decay": float(args.weight_decay)},
         "data": {},
         "params": _params(args, state, kwargs.get("optimizer")),
     }

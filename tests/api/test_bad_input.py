@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.schemas import RunCreate
+from app.schemas import FREE_FORM_LEVELS, RunCreate
 from tests.conftest import make_client, overfit_epochs
+from tests.worker.test_verification_api import RECIPE
 
 
 def report(**changes: Any) -> dict[str, Any]:
@@ -418,3 +419,190 @@ def test_dates_without_a_timezone_are_read_as_utc(client: TestClient) -> None:
     params = {p["name"]: p for p in spec["paths"]["/api/v1/runs"]["get"]["parameters"]}
     assert "UTC" in params["created_after"]["description"]
     assert "UTC" in params["created_before"]["description"]
+
+
+# --- free-form JSON nested too deep (issue 17) ----------------------------------------------
+
+
+def nested(levels: int, container: str = "object") -> Any:
+    """``levels`` objects ({"a": {"a": ...}}) or arrays ([[...]]) inside one another."""
+    value: Any = {} if container == "object" else []
+    for _ in range(levels - 1):
+        value = {"a": value} if container == "object" else [value]
+    return value
+
+
+def deep_report(where: str, levels: int, container: str = "object") -> dict[str, Any]:
+    if where == "recipe.data":
+        # The spec's own keys around the deep one: `data` is the first level, `deep` the second.
+        return report(recipe={**RECIPE, "data": {"kind": "digits", "deep": nested(levels - 1)}})
+    return report(**{where: {"deep": nested(levels - 1, container)}})
+
+
+def deep_path(where: str, levels: int, container: str) -> str:
+    """Where the walk finds the first level too many: ``levels`` deep, counting ``where``."""
+    step = ".a" if container == "object" else "[0]"
+    return f"{where}.deep" + step * (levels - 2)
+
+
+DEEP = [("model", "object"), ("data", "array"), ("recipe.data", "object")]
+
+
+@pytest.mark.parametrize(("where", "container"), DEEP, ids=[d[0] for d in DEEP])
+@pytest.mark.parametrize("levels", [33, 300])
+def test_free_form_json_nested_past_the_limit_is_refused_naming_the_field(
+    client: TestClient, where: str, container: str, levels: int
+) -> None:
+    # 300 levels: past orjson's 254, where storing or answering the report failed with a 500.
+    r = client.post("/api/v1/runs", json=deep_report(where, levels, container))
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == (
+        f"{deep_path(where, FREE_FORM_LEVELS + 1, container)}: nested more than "
+        f"{FREE_FORM_LEVELS} levels deep"
+    )
+    assert client.get("/api/v1/runs").json()["items"] == []
+
+
+@pytest.mark.parametrize(("where", "container"), DEEP[:2], ids=[d[0] for d in DEEP[:2]])
+def test_free_form_json_at_the_limit_is_kept_as_sent(
+    client: TestClient, where: str, container: str
+) -> None:
+    body = deep_report(where, FREE_FORM_LEVELS, container)
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    assert client.get(f"/api/v1/runs/{r.json()['id']}").json()[where] == body[where]
+
+
+def test_a_dataset_spec_at_the_limit_is_judged_as_a_spec_not_by_its_depth(
+    client: TestClient,
+) -> None:
+    # A dataset spec has no key of its own to nest in: only its depth is the limit's business.
+    r = client.post("/api/v1/runs", json=deep_report("recipe.data", FREE_FORM_LEVELS))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "recipe.data.deep"
+    assert "nested" not in r.json()["message"]
+
+
+def test_the_limit_is_stated_in_the_document(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    said = f"nested at most {FREE_FORM_LEVELS} levels deep"
+    for field in ("model", "data", "recipe"):
+        assert said in schemas["RunCreate"]["properties"][field]["description"], field
+
+
+# --- strict types (issue 17) ----------------------------------------------------------------
+
+LOOSE: list[tuple[str, Any, str]] = [
+    ("count as a string", report(data={"n_train": "5000"}), "data.n_train"),
+    ("fact as a string", report(model={"batchnorm": "off"}), "model.batchnorm"),
+    ("constraint as a number", report(constraints={"memory_limited": 0}),
+     "constraints.memory_limited"),
+    ("constraint as a string", report(constraints={"time_limited": "yes"}),
+     "constraints.time_limited"),
+    ("epoch as a string", report(epochs=with_epoch(3, epoch="3")), "epochs[3].epoch"),
+    ("direction as a number", report(metric={"name": "accuracy", "higher_is_better": 1}),
+     "metric.higher_is_better"),
+    ("loss as a numeric string", report(epochs=with_epoch(2, valid_loss="0.5")),
+     "epochs[2].valid_loss"),
+    ("step as a string", report(epochs=with_epoch(0, step="10")), "epochs[0].step"),
+    ("learning rate as a string", report(epochs=with_epoch(0, lr="0.1")), "epochs[0].lr"),
+    ("metric as a numeric string", report(epochs=with_epoch(1, metrics={"accuracy": "0.9"})),
+     "epochs[1].metrics.accuracy"),
+    ("count true", report(data={"n_classes": True}), "data.n_classes"),
+    ("fraction as a string", report(data={"data_fraction": "1"}), "data.data_fraction"),
+    ("dropout as a string", report(model={"head_dropout": "0.1"}), "model.head_dropout"),
+    ("mixup alpha as a string", report(data={"mixup": {"kind": "mixup", "alpha": "0.2"}}),
+     "data.mixup.alpha"),
+    ("parent as a string", report(parent_id="1"), "parent_id"),
+    ("name as a number", report(name=5), "name"),
+    ("recipe epochs as a string", report(recipe={**RECIPE, "epochs": "3"}), "recipe.epochs"),
+    ("recipe flag as a string", report(recipe={**RECIPE, "pretrained": "yes"}),
+     "recipe.pretrained"),
+    ("head width as a string", report(recipe={**RECIPE, "head": {"lin_ftrs": ["32"]}}),
+     "recipe.head.lin_ftrs[0]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "body", "field"), LOOSE, ids=[c[0] for c in LOOSE])
+def test_values_of_the_wrong_type_are_refused_naming_the_field(
+    client: TestClient, case: str, body: Any, field: str
+) -> None:
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith(f"{field}: "), r.json()
+    assert r.json()["detail"][0]["field"] == field
+    assert client.get("/api/v1/runs").json()["items"] == []
+
+
+def test_appended_epochs_of_the_wrong_type_are_refused(client: TestClient) -> None:
+    run = client.post("/api/v1/runs", json=report()).json()
+    more = [{"epoch": "6", "train_loss": 0.1, "valid_loss": 0.9}]
+    r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": more})
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith("epochs[0].epoch: ")
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rung": "augment", "seeds": "3"}, "seeds"),
+        ({"rung": "augment", "seeds": True}, "seeds"),
+        ({"rung": "augment", "epochs": "2"}, "epochs"),
+        ({"rung": "augment", "smallest_effect": "0.1"}, "smallest_effect"),
+        ({"rung": "augment", "min_seeds": False}, "min_seeds"),
+        ({"race": "2"}, "race"),
+    ],
+)
+def test_verification_requests_of_the_wrong_type_are_refused(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    run = client.post("/api/v1/runs", json=report(recipe=RECIPE)).json()
+    r = client.post(f"/api/v1/runs/{run['id']}/verifications", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith(field), r.json()
+    assert client.get("/api/v1/verifications", params={"run_id": run["id"]}).json() == []
+
+
+def test_json_numbers_are_taken_whatever_their_spelling(client: TestClient) -> None:
+    """An integer does for a number and a whole number written 5000.0 for an integer: JSON does
+    not tell them apart. Rungs, tasks and other choices are their strings."""
+    epochs = [
+        {"epoch": i, "train_loss": 2 - i // 3, "valid_loss": 1, "metrics": {"accuracy": 1},
+         "lr": 1, "step": float(10 * i)}
+        for i in range(6)
+    ]  # fmt: skip
+    body = report(
+        epochs=epochs,
+        task="classification",
+        model={"head_dropout": 0, "weight_decay": 0, "lr": 1},
+        data={"n_train": 5000.0, "data_fraction": 1, "augment": "basic",
+              "mixup": {"kind": "cutmix", "alpha": 1}},
+        recipe={**RECIPE, "epochs": 3.0, "lr": 1, "head": {"ps": 0, "lin_ftrs": [32.0]}},
+    )  # fmt: skip
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    run = client.get(f"/api/v1/runs/{r.json()['id']}").json()
+    assert [e["valid_loss"] for e in run["epochs"]] == [1.0] * 6
+    assert [e["step"] for e in run["epochs"]] == [0, 10, 20, 30, 40, 50]
+    assert all(isinstance(e["step"], int) for e in run["epochs"])
+    assert run["data"]["n_train"] == 5000 and isinstance(run["data"]["n_train"], int)
+    assert run["data"]["mixup"] == {"kind": "cutmix", "alpha": 1.0}
+    assert run["model"]["head_dropout"] == 0.0
+    assert (run["recipe"]["epochs"], run["recipe"]["head"]["lin_ftrs"]) == (3, [32])
+
+    child = client.post(
+        "/api/v1/runs", json=report(parent_id=run["id"], applied_rung="augment")
+    ).json()
+    assert child["applied_rung"] == "augment"
+    r = client.post(
+        f"/api/v1/runs/{run['id']}/verifications",
+        json={"rung": "mixup", "seeds": 3.0, "min_seeds": 2, "smallest_effect": 0},
+    )
+    assert r.status_code == 202, r.text
+    assert (r.json()["rung"], r.json()["seeds"]) == ("mixup", [0, 1, 2])
+    r = client.post(
+        f"/api/v1/runs/{run['id']}/verifications", json={"rungs": ["augment", "dropout_head"]}
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["rungs"] == ["augment", "dropout_head"]

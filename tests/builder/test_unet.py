@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from app.builder import build_model
-from app.builder.recipe import Recipe
+from app.builder.recipe import Decoder, Recipe
 from app.builder.unet import Segmenter
 
 
-def segmenter(arch: str, decoder: str = "unet") -> Segmenter:
+def segmenter(arch: str, decoder: Decoder = "unet") -> Segmenter:
     torch.manual_seed(0)
     model = build_model(Recipe(arch=arch, task="segmentation", decoder=decoder), n_out=4)
     assert isinstance(model, Segmenter)
@@ -18,7 +18,7 @@ def segmenter(arch: str, decoder: str = "unet") -> Segmenter:
 @pytest.mark.parametrize("arch", ["simple_cnn_bn", "resnet18"])
 @pytest.mark.parametrize("decoder", ["unet", "nearest", "transposed"])
 @pytest.mark.parametrize("size", [(64, 64), (65, 65), (37, 53), (100, 31)])
-def test_output_has_the_input_size(arch: str, decoder: str, size: tuple[int, int]) -> None:
+def test_output_has_the_input_size(arch: str, decoder: Decoder, size: tuple[int, int]) -> None:
     model = segmenter(arch, decoder)
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
@@ -49,7 +49,7 @@ def test_the_unet_decoder_receives_the_encoder_activations(arch: str) -> None:
 
 
 @pytest.mark.parametrize("decoder", ["nearest", "transposed"])
-def test_naive_decoders_have_no_skips(decoder: str) -> None:
+def test_naive_decoders_have_no_skips(decoder: Decoder) -> None:
     normal, zeroed = decoded_with_zeroed_skips(segmenter("resnet18", decoder))
     assert torch.equal(normal, zeroed)
 
