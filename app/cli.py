@@ -86,14 +86,29 @@ def worker(
     lease: Annotated[
         float | None, typer.Option(help="Lease seconds (ADVISOR_WORKER_LEASE_S).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Take trials from this service's worker API (e.g. https://advisor.example) "
+            "instead of the database: no database settings or access needed.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=["ADVISOR_WORKER_TOKEN", "ADVISOR_TOKEN"],
+            help="With --server: the fleet's worker token, or a project's token (that project's "
+            "trials only).",
+        ),
+    ] = None,
 ) -> None:
-    """Run verifications from the database queue until stopped (SIGTERM hands the job back)."""
+    """Train verification trials until stopped (SIGTERM hands the trial back): from the
+    database, or with --server from the service's worker API."""
     import signal
 
     from pydantic import ValidationError
 
-    from app.db import Database
-    from app.worker.worker import Worker
+    from app.worker.worker import Source, Worker
 
     try:
         settings = Settings(**({"worker_device": devices} if devices else {}))  # type: ignore[arg-type]
@@ -101,13 +116,25 @@ def worker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    lease_s = lease or settings.worker_lease_s
+    source: Source
+    if server is not None:
+        from app.worker.remote import RemoteSource
+
+        source = RemoteSource(server, token)
+    else:
+        from app.db import Database
+        from app.worker.local import LocalSource
+
+        source = LocalSource(Database(settings.database_url), lease_s=lease_s)
     w = Worker(
-        Database(settings.database_url),
+        source,
         devices=settings.worker_devices,
         roots=settings.data_roots,
-        lease_s=lease or settings.worker_lease_s,
-        poll_s=settings.worker_poll_s,
+        lease_s=lease_s,
+        poll_s=settings.worker_poll_s if server is None else 5.0,
         threads=settings.worker_threads,
+        preload=True,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: w.stop.set())

@@ -19,14 +19,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import health, ladder, runs, verifications
+from app.api import health, ladder, runs, trials, verifications
 from app.api.instrument import install_metrics
 from app.db import Database, storage_error
 from app.migrate import head_revision
+from app.schemas import FREE_FORM_LEVELS
 from app.services.errors import ServiceError
 from app.settings import Settings
 from app.web import pages
 from app.web.pages import render
+from app.worker.local import LocalSource
 from app.worker.worker import Worker
 
 logger = logging.getLogger("advisor")
@@ -242,9 +244,53 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+DESCRIPTION = f"""\
+Request bodies are JSON, taken with strict types: no number from a string (`"5000"`), no boolean
+from a number or a string (`0`, `"off"`), no text from anything but a string. JSON does not tell
+`5` from `5.0`: a number field takes either, and so does an integer field (a fraction it refuses).
+Objects take the keys declared and no other, but for the facts of a run report (`model` and
+`data`), which keep any other key as plain JSON, nested at most {FREE_FORM_LEVELS} levels deep.
+Query parameters are text, read as the types declared.
+
+What the schemas cannot say, the descriptions do (epochs in order, and after the stored ones when
+appended; rows named that exist). Every error answers with the same body (`ErrorOut`); a 422 names
+the field to blame.
+"""
+# JSON Schema's numeric keywords, whose numbers FastAPI's document model keeps as floats.
+BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+
+
+def exact_bounds(document: Any) -> None:
+    """Writes the document's whole-number bounds back as the integers they are: 2**63 as
+    9223372036854775808, not 9.223372036854776e+18, which a reader of the text takes for
+    9223372036854776000."""
+    todo = [document]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in BOUNDS and isinstance(value, float) and value.is_integer():
+                    node[key] = int(value)
+                else:
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(node)
+
+
+def install_exact_bounds(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        exact_bounds(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def start_embedded_worker(settings: Settings, db: Database) -> Worker:
     worker = Worker(
-        db,
+        LocalSource(db, lease_s=settings.worker_lease_s),
         devices=settings.worker_devices,
         roots=settings.data_roots,
         lease_s=settings.worker_lease_s,
@@ -274,8 +320,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Overfit Advisor",
         version="1.0.0",
         summary="Diagnoses training curves; answers with the next remedy on the guidance ladder.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
+    install_exact_bounds(app)
     app.state.settings = settings
     app.state.db = db
     app.state.logger = logger
@@ -287,7 +335,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, logger=logger)
     install_metrics(app, db)
 
-    for router in (runs.router, verifications.router, ladder.router):
+    for router in (runs.router, verifications.router, trials.router, ladder.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
 

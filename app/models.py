@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -144,6 +145,8 @@ class Run(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # The client's key for the request that created the run: a retry answers this run again.
     idempotency_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # SHA-256 of that request's canonical body: the key reused with another body is refused.
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     # Appending epochs is read-modify-write; the version makes a concurrent append fail, not win.
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -217,12 +220,30 @@ class RungVerdict(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TrialStatus(StrEnum):
+    """A trial's state: queued until a worker claims it, running under that worker's lease,
+    then done (finished, or stopped at a race checkpoint), failed or cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class Trial(Base):
-    """One training of one recipe with one seed. A baseline trained once with the same recipe
-    (its fingerprint covers the data spec and epochs) and seed is reused, not retrained."""
+    """One training of one recipe with one seed: the unit of work. The service queues the
+    trials a verification's protocol needs; any worker whose devices fit claims one and holds it
+    under a lease its heartbeats renew (each heartbeat brings the epochs trained so far). A
+    training done once with the same recipe (its fingerprint covers the data spec and epochs)
+    and seed is reused, not retrained: the unique index also keeps two workers from training
+    the same one at once."""
 
     __tablename__ = "trials"
-    __table_args__ = (Index("ix_trials_recipe_seed", "recipe_fingerprint", "seed", unique=True),)
+    __table_args__ = (
+        Index("ix_trials_recipe_seed", "recipe_fingerprint", "seed", unique=True),
+        Index("ix_trials_status_created_at", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     verification_id: Mapped[int | None] = mapped_column(
@@ -235,5 +256,23 @@ class Trial(Base):
     curve: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Where it ran (cuda:0, 2xcuda, cpu), once it ran.
     device: Mapped[str] = mapped_column(String(16), default="cpu")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Rows stored before trials were queued are finished trainings: done.
+    status: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
+    rung: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # What it asks of a worker: a device kind or one device, and how many devices.
+    wants_device: Mapped[str] = mapped_column(String(16), default="auto", server_default="auto")
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The worker that trained it (kept once the lease is gone), when, and why it failed.
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)

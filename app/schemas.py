@@ -17,10 +17,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
+from app.advisor.curves import KNOWN_METRICS
 from app.advisor.diagnosis import Verdict
 from app.advisor.ladder import RungId
-from app.builder.recipe import Augment, DropoutP, MixupSpec, Recipe, Task
+from app.builder.recipe import Augment, DropoutP, MixupSpec, Recipe, Task, Whole
 from app.models import JobStatus
 from app.settings import DEVICE
 
@@ -29,7 +31,10 @@ from app.settings import DEVICE
 ID_MAX = 2**31 - 1
 # Integers inside stored JSON: what every reader of it keeps exactly (a 64-bit integer).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-RowId = Annotated[int, Field(ge=1, le=ID_MAX)]
+# The same range as bounds for the document, whose model keeps them as floats: 2**63 is one, as
+# an exclusive bound, where INT64_MAX would come out as 2**63 and allow it.
+Int64 = Field(ge=INT64_MIN, lt=INT64_MAX + 1)
+RowId = Annotated[int, Field(ge=1, le=ID_MAX), Whole]
 
 
 def _no_nul(text: str) -> str:
@@ -40,7 +45,15 @@ def _no_nul(text: str) -> str:
 
 
 # Every text field: NUL characters are refused (the same on SQLite and PostgreSQL).
-Text = Annotated[str, AfterValidator(_no_nul)]
+NO_NUL = r"^[^\u0000]*$"
+Text = Annotated[str, Field(json_schema_extra={"pattern": NO_NUL}), AfterValidator(_no_nul)]
+# A key of a JSON object, by the same rule, which the document states on the object (a pattern
+# in the keys' schema would come out as patternProperties, which leave other keys unchecked).
+Key = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+
+
+def _keys_without_nul(schema: dict[str, Any]) -> None:
+    schema["propertyNames"]["pattern"] = NO_NUL
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -51,7 +64,16 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("date out of range once converted to UTC") from exc
 
 
-Instant = Annotated[datetime, AfterValidator(_as_utc)]
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read a number as seconds since 1970; the document says ISO 8601, nothing else.
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return value
+    raise ValueError("must be an ISO 8601 date and time, not a number")
+
+
+Instant = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_as_utc)]
 
 
 def _json_path(path: str, part: str | int) -> str:
@@ -62,13 +84,20 @@ def _json_path(path: str, part: str | int) -> str:
     return f"{path}.{part}" if path else part
 
 
-def plain_json_problem(value: Any, path: str) -> str | None:
+# Free-form JSON (model and data facts, a recipe's dataset spec) nests at most this deep, the
+# free-form object itself being the first level: more than any fact needs, and far less than
+# what the JSON encoders recurse through (orjson gives up past 254 levels).
+FREE_FORM_LEVELS = 32
+
+
+def plain_json_problem(value: Any, path: str, level: int = 1) -> str | None:
     """The first thing in free-form JSON that cannot be stored and read back as sent, as
     "path: why": a NUL character in a string or key, a non-finite number, an integer beyond
-    64 bits. Walks without recursion, so depth alone cannot fail it."""
-    todo: list[tuple[Any, str]] = [(value, path)]
+    64 bits, objects and arrays nested more than :data:`FREE_FORM_LEVELS` deep (``value``
+    being at ``level``). Walks without recursion, so depth alone cannot fail it."""
+    todo: list[tuple[Any, str, int]] = [(value, path, level)]
     while todo:
-        item, where = todo.pop()
+        item, where, depth = todo.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 return f"{where}: must not contain NUL characters"
@@ -80,43 +109,68 @@ def plain_json_problem(value: Any, path: str) -> str | None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return f"{where}: must be a finite number"
+        elif isinstance(item, dict | list | tuple) and depth > FREE_FORM_LEVELS:
+            return f"{where}: nested more than {FREE_FORM_LEVELS} levels deep"
         elif isinstance(item, dict):
             for key, member in item.items():
                 name = _json_path(where, str(key))
                 if "\x00" in str(key):
                     return f"{name}: names must not contain NUL characters"
-                todo.append((member, name))
+                todo.append((member, name, depth + 1))
         elif isinstance(item, list | tuple):
-            todo.extend((member, _json_path(where, i)) for i, member in enumerate(item))
+            todo.extend((member, _json_path(where, i), depth + 1) for i, member in enumerate(item))
     return None
 
 
-def _not_bool(value: object) -> object:
-    # JSON's true and false are not numbers, though pydantic would read them as 1 and 0.
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true or false")
-    return value
-
-
-NotBool = BeforeValidator(_not_bool)
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False), NotBool]
-Loss = Annotated[float, Field(allow_inf_nan=False, ge=0), NotBool]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Loss = Annotated[float, Field(allow_inf_nan=False, ge=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """No keys nobody declared, and JSON's types as declared (strict: no number from a string,
+    no boolean from a number or a string, no integer from a fraction; 5 does for a number and
+    5.0 for an integer, as JSON does not tell them apart)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Open(BaseModel):
-    """Facts objects accept extra keys (kept as reported) so a client can say more than we read."""
+    """Facts objects accept extra keys (kept as reported) so a client can say more than we read;
+    the declared ones take their types strictly, as in :class:`Strict`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+# A rung is named by its string: strict validation of Python objects would want the enum
+# member itself, which no parsed JSON body holds. (A field says so with strict=False, which also
+# lets Python callers name a rung by its string.)
+RungIn = Annotated[RungId, Field(strict=False)]
+
+
+def _any_case(name: str) -> str:
+    # Known names are read lower-cased; theirs are ASCII letters, digits and underscores.
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
+# The names whose direction the service knows (the loss's, and the known metrics' in any case):
+# any other needs higher_is_better, which the document says here.
+KNOWN_DIRECTION = "^(valid_loss|" + "|".join(_any_case(n) for n in sorted(KNOWN_METRICS)) + ")$"
+DIRECTION_KNOWN: JsonDict = {
+    "anyOf": [
+        {"required": ["higher_is_better"], "properties": {"higher_is_better": {"type": "boolean"}}},
+        {"properties": {"name": {"pattern": KNOWN_DIRECTION}}},
+    ]
+}
 
 
 class MetricSpec(Strict):
+    model_config = ConfigDict(json_schema_extra=DIRECTION_KNOWN)
+
     name: Text = Field(min_length=1, max_length=64)
     higher_is_better: bool | None = Field(
-        default=None, description="May be left out for well-known metric names (accuracy, ...)."
+        default=None,
+        description="May be left out for well-known metric names (accuracy, error_rate, ... in "
+        "any case; the pattern lists them) and for valid_loss.",
     )
 
 
@@ -130,9 +184,9 @@ class ModelFacts(Open):
 
 
 class DataFacts(Open):
-    n_train: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
-    n_valid: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
-    n_classes: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None
+    n_train: Annotated[int, Int64, Field(ge=0), Whole] | None = None
+    n_valid: Annotated[int, Int64, Field(ge=0), Whole] | None = None
+    n_classes: Annotated[int, Int64, Field(ge=1), Whole] | None = None
     augment: Augment | None = None
     mixup: MixupSpec | None = None
     more_data_available: bool | None = None
@@ -148,11 +202,11 @@ def _keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> float:
     # Checked as a number, answered as sent: an integer epoch stays an integer in the stored
     # JSON (and in every answer), a fractional one (an evaluation mid-epoch) stays fractional.
     number = handler(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else number
+    return value if isinstance(value, int) else number
 
 
 EpochNumber = Annotated[
-    float, Field(ge=0, le=ID_MAX, allow_inf_nan=False), WrapValidator(_keep_int), NotBool
+    float, Field(ge=0, le=ID_MAX, allow_inf_nan=False), WrapValidator(_keep_int)
 ]
 
 
@@ -162,23 +216,25 @@ class EpochIn(Strict):
 
     epoch: EpochNumber = Field(
         description="The epoch of the evaluation, from 0: an integer, or fractional for an "
-        "evaluation in the middle of an epoch. Strictly increasing."
+        "evaluation in the middle of an epoch. Strictly increasing, and appended epochs follow "
+        "the run's stored ones."
     )
-    step: Annotated[int, Field(ge=0, le=INT64_MAX), NotBool] | None = Field(
+    step: Annotated[int, Int64, Field(ge=0), Whole] | None = Field(
         default=None,
         description="The global optimizer step of the evaluation, when evaluating every so many "
-        "steps. Strictly increasing where given.",
+        "steps. Strictly increasing where given, and after the run's stored steps when "
+        "appended.",
     )
     train_loss: Loss | None = Field(
         description="The mean training loss since the previous evaluation; null when none was "
         "logged since."
     )
     valid_loss: Loss
-    lr: Annotated[float, Field(allow_inf_nan=False, gt=0), NotBool] | None = Field(
+    lr: Annotated[float, Field(allow_inf_nan=False, gt=0)] | None = Field(
         default=None, description="The learning rate at this evaluation."
     )
-    metrics: dict[Annotated[Text, Field(min_length=1, max_length=64)], FiniteFloat] = Field(
-        default_factory=dict, max_length=64
+    metrics: dict[Key, FiniteFloat] = Field(
+        default_factory=dict, max_length=64, json_schema_extra=_keys_without_nul
     )
 
 
@@ -240,9 +296,6 @@ def _plain_tag(tag: str) -> str:
     return tag
 
 
-ParamKey = Annotated[Text, Field(min_length=1, max_length=64)]
-
-
 def _param_value(value: Any) -> str | bool | int | float:
     """One error per bad value, naming it, rather than one per member of a union."""
     if isinstance(value, bool):
@@ -254,6 +307,9 @@ def _param_value(value: Any) -> str | bool | int | float:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
+        # JSON does not tell 1e19 from 10000000000000000000: both are integers beyond 64 bits.
+        if value.is_integer() and not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("integer outside the 64-bit range")
         return value
     if isinstance(value, str):
         if len(value) > MAX_PARAM_STRING:
@@ -264,33 +320,72 @@ def _param_value(value: Any) -> str | bool | int | float:
 
 ParamValue = Annotated[
     str | bool | int | float,
-    PlainValidator(_param_value, json_schema_input_type=str | bool | int | float),
+    PlainValidator(
+        _param_value,
+        json_schema_input_type=Annotated[
+            str, Field(max_length=MAX_PARAM_STRING, json_schema_extra={"pattern": NO_NUL})
+        ]
+        | bool
+        | Annotated[int, Int64]
+        # An integer is a number too: the integers allowed are those of the branch above.
+        | Annotated[float, Field(json_schema_extra={"not": {"type": "integer"}})],
+    ),
 ]
-Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain_tag)]
+# The characters a tag may hold, for the document: all but control characters (Unicode's Cc,
+# which _plain_tag refuses, naming NUL among them).
+TAG_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+Tag = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra={"pattern": TAG_PATTERN}),
+    AfterValidator(_plain_tag),
+]
+FREE_FORM = (
+    f"any other key is kept as sent, in plain JSON: no NUL characters, finite numbers, "
+    f"integers within 64 bits, objects and arrays nested at most {FREE_FORM_LEVELS} levels deep "
+    "(this object being the first)"
+)
 
 
 class RunCreate(Strict):
     name: Text = Field(default="", max_length=200)
-    project: Text | None = Field(default=None, max_length=100)
-    parent_id: RowId | None = None
+    project: Text | None = Field(
+        default=None,
+        max_length=100,
+        description="The project to store the run in (the token's by default); an unknown "
+        "name answers 422.",
+    )
+    parent_id: RowId | None = Field(
+        default=None, description="A run of the same project; an unknown id answers 422."
+    )
     applied_rung: RungId | None = Field(
         default=None,
+        strict=False,  # see RungIn
         description="The rung this run applied to its parent; defaults to the parent's "
         "recommended rung when a parent is given.",
     )
     task: Task = "classification"
     metric: MetricSpec | None = None
-    model: ModelFacts = Field(default_factory=ModelFacts)
-    data: DataFacts = Field(default_factory=DataFacts)
+    model: ModelFacts = Field(
+        default_factory=ModelFacts,
+        description=f"Facts about the model: the ladder reads the keys declared; {FREE_FORM}.",
+    )
+    data: DataFacts = Field(
+        default_factory=DataFacts,
+        description=f"Facts about the data: the ladder reads the keys declared; {FREE_FORM}.",
+    )
     constraints: Constraints = Field(default_factory=Constraints)
     recipe: Recipe | None = Field(
-        default=None, description="Present when the run is reproducible by the model builder."
+        default=None,
+        description="Present when the run is reproducible by the model builder. Its `data` (the "
+        f"dataset spec) must be plain JSON as in `model`, nested at most {FREE_FORM_LEVELS} "
+        "levels deep (`data` being the first).",
     )
-    params: dict[ParamKey, ParamValue] = Field(
+    params: dict[Key, ParamValue] = Field(
         default_factory=dict,
         max_length=MAX_PARAMS,
+        json_schema_extra=_keys_without_nul,
         description="Hyperparameters, flat: names of 1-64 characters, values strings (up to 500 "
-        "characters), finite numbers or booleans; at most 200.",
+        "characters), booleans, integers within 64 bits or other finite numbers; at most 200.",
     )
     tags: list[Tag] = Field(
         default_factory=list,
@@ -298,7 +393,10 @@ class RunCreate(Strict):
         description="Free labels of 1-64 characters (no control characters), at most 50; "
         "duplicates are dropped, the first occurrence keeps its place.",
     )
-    epochs: list[EpochIn]
+    epochs: list[EpochIn] = Field(
+        description="In order: epochs strictly increasing, and steps where given; when a metric "
+        "is named (other than valid_loss), every epoch carries it in `metrics`."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -306,8 +404,9 @@ class RunCreate(Strict):
         """Facts objects keep keys nobody declared, and a recipe's dataset spec is free-form:
         what they hold must be storable as sent (see :func:`plain_json_problem`)."""
         if isinstance(data, dict):
-            for key in ("model", "data", "recipe"):
-                problem = plain_json_problem(data.get(key), key)
+            # A recipe's own keys are declared: its free-form part, `data`, is one level down.
+            for key, level in (("model", 1), ("data", 1), ("recipe", 0)):
+                problem = plain_json_problem(data.get(key), key, level)
                 if problem is not None:
                     raise ValueError(problem)
         return data
@@ -452,9 +551,18 @@ class RunFilters(BaseModel):
     ] = None
 
 
+# The run list's cursor is opaque (a page's next_cursor, given back as it came); the document
+# still says its shape, and names its format for whoever generates requests from it.
+Cursor = Annotated[
+    str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$", json_schema_extra={"format": "cursor"})
+]
+
+
 class RunPage(BaseModel):
     items: list[RunSummary]
-    next_cursor: str | None
+    next_cursor: Cursor | None = Field(
+        description="Where the next page starts (opaque); null on the last page."
+    )
 
 
 class Lineage(BaseModel):
@@ -508,43 +616,80 @@ Device = Annotated[str, Field(pattern=rf"^{DEVICE}$")]
 
 
 SEEDS_MAX = 20
-SeedCount = Annotated[int, Field(ge=1, le=SEEDS_MAX)]
+# Seeds a race trains when the request does not say: one shared baseline per seed.
+RACE_SEEDS = 3
+SeedCount = Annotated[int, Field(ge=1, le=SEEDS_MAX), Whole]
 # Lists of distinct items: pydantic checks it in a validator, the document says it here.
 DISTINCT = {"uniqueItems": True}
+
+
+def _both_given(a: str, b: str, **values: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema matching an object with ``a`` and ``b`` both given (a null is not given),
+    each also matching ``values`` where it names it."""
+    given: dict[str, Any] = {"not": {"type": "null"}}
+    return {
+        "required": [a, b],
+        "properties": {a: given | values.get(a, {}), b: given | values.get(b, {})},
+    }
+
+
+# The choices VerificationCreate._one_way refuses that JSON Schema can say, for the document.
+ONE_WAY: JsonDict = {
+    "not": {
+        "anyOf": [
+            _both_given("rung", "rungs"),
+            _both_given("rung", "race"),
+            _both_given("rungs", "race"),
+            _both_given("gpus", "device", gpus={"minimum": 2}, device={"pattern": ":"}),
+        ]
+    }
+}
 
 
 class VerificationCreate(Strict):
     """One rung checked with adaptive seeds, or several rungs raced against one baseline."""
 
-    rung: RungId | None = Field(default=None, description="Defaults to the recommended rung.")
+    model_config = ConfigDict(json_schema_extra=ONE_WAY)
+
+    rung: RungId | None = Field(
+        default=None,
+        strict=False,  # see RungIn
+        description="Defaults to the recommended rung. At most one of rung, rungs and race.",
+    )
     rungs: (
-        Annotated[list[RungId], Field(min_length=2, max_length=7, json_schema_extra=DISTINCT)]
+        Annotated[list[RungIn], Field(min_length=2, max_length=7, json_schema_extra=DISTINCT)]
         | None
     ) = Field(
         default=None,
         description="Race these rungs against one baseline (successive halving on the epochs).",
     )
-    race: Annotated[int, Field(ge=2, le=7)] | None = Field(
+    race: Annotated[int, Field(ge=2, le=7), Whole] | None = Field(
         default=None, description="Race the next this many open rungs of the run's ladder."
     )
-    level: Annotated[int, Field(ge=0, le=10)] | None = None
+    level: Annotated[int, Field(ge=0, le=10), Whole] | None = None
     seeds: (
         SeedCount
         | Annotated[
-            list[Annotated[int, Field(ge=0, le=ID_MAX)]],
+            list[Annotated[int, Field(ge=0, le=ID_MAX), Whole]],
             Field(json_schema_extra={"minItems": 1, "maxItems": SEEDS_MAX, **DISTINCT}),
         ]
         | None
     ) = Field(
         default=None,
         description="The seeds to draw from, in order (or how many: 0, 1, ...); their number is "
-        "the most a single check trains. A race trains all of them (default 3).",
+        "the most a single check trains. A race trains all of them (default 3, within "
+        "min_seeds and max_seeds when those are given). With max_seeds, only the first "
+        "max_seeds of them are drawn.",
     )
     min_seeds: SeedCount = Field(
-        default=2, description="Seed pairs trained before the verdict may settle."
+        default=2,
+        description="Seed pairs trained before the verdict may settle (at most as many as the "
+        "seeds given). Unset, 2, or max_seeds when that is lower.",
     )
     max_seeds: SeedCount = Field(
-        default=5, description="The most seed pairs, unless 'seeds' lists them."
+        default=5,
+        description="The most seed pairs (at most as many as the seeds given), for a race the "
+        "seeds it trains; unset, 5, or as many as 'seeds' gives.",
     )
     criterion: Literal["best", "final"] = Field(
         default="best",
@@ -555,11 +700,11 @@ class VerificationCreate(Strict):
         description="The smallest gain in the metric worth having: with 3+ seeds, an interval "
         "below it refutes the remedy.",
     )
-    epochs: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+    epochs: Annotated[int, Field(ge=1, le=10_000), Whole] | None = Field(
         default=None, description="Overrides the recipe's epochs for baseline and candidate."
     )
     device: Device = "auto"
-    gpus: Annotated[int, Field(ge=1, le=64)] = Field(
+    gpus: Annotated[int, Field(ge=1, le=64), Whole] = Field(
         default=1,
         description="Devices each retrain spreads over (DistributedDataParallel, one process per "
         "device); only a worker that offers as many takes the job. With more than one, 'device' "
@@ -586,22 +731,60 @@ class VerificationCreate(Strict):
     def _one_way(self) -> "VerificationCreate":
         if sum(x is not None for x in (self.rung, self.rungs, self.race)) > 1:
             raise ValueError("give one of 'rung', 'rungs' or 'race'")
-        if self.min_seeds > self.max_seeds:
-            raise ValueError("min_seeds is more than max_seeds")
+        self._check_seed_counts()
         if self.gpus > 1 and ":" in self.device:
             raise ValueError(f"gpus: {self.gpus} devices asked for, but 'device' names one")
         return self
+
+    def _check_seed_counts(self) -> None:
+        """Refuse seed counts that contradict each other, rather than train another number than
+        the one asked for. A default gives way to what was asked (``max_seeds: 1`` alone lowers
+        the default two minimum pairs to one; ``seeds: 8`` raises the default maximum of five);
+        what was asked never does."""
+        asked = self.model_fields_set
+        given = self._seeds_given()
+        if given is not None and "max_seeds" in asked and self.max_seeds > len(given):
+            raise ValueError(
+                f"max_seeds: {self.max_seeds} is more than the {len(given)} seed(s) given in "
+                "'seeds'"
+            )
+        if "min_seeds" not in asked:
+            return
+        if given is not None and "max_seeds" not in asked:
+            if self.min_seeds > len(given):
+                raise ValueError(
+                    f"min_seeds: {self.min_seeds} is more than the {len(given)} seed(s) given "
+                    "in 'seeds'"
+                )
+        elif self.min_seeds > self.max_seeds:
+            default = "" if "max_seeds" in asked else ", the default"
+            raise ValueError(
+                f"min_seeds: {self.min_seeds} is more than max_seeds ({self.max_seeds}{default})"
+            )
+
+    def _seeds_given(self) -> list[int] | None:
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        return None if self.seeds is None else list(range(self.seeds))
 
     @property
     def racing(self) -> bool:
         return self.rungs is not None or self.race is not None
 
     def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, list):
-            return list(self.seeds)
-        if self.seeds is not None:
-            return list(range(self.seeds))
-        return list(range(3 if self.racing else self.max_seeds))
+        """The seeds the job may train, in order: a single check trains pairs of them from
+        ``min_seeds`` (capped at their number) until its verdict settles; a race trains every
+        one. ``seeds`` when given (their first ``max_seeds`` when that is asked), else
+        ``max_seeds`` seeds, or for a race :data:`RACE_SEEDS` within the bounds asked."""
+        asked = self.model_fields_set
+        given = self._seeds_given()
+        if given is not None:
+            return given[: self.max_seeds] if "max_seeds" in asked else given
+        if not self.racing:
+            return list(range(self.max_seeds))
+        low = self.min_seeds if "min_seeds" in asked else 1
+        high = self.max_seeds if "max_seeds" in asked else SEEDS_MAX
+        return list(range(min(max(RACE_SEEDS, low), high)))
 
 
 class VerificationOut(BaseModel):
@@ -631,3 +814,126 @@ class VerificationOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+# --- the worker API: trials claimed, heartbeaten and handed in by workers ---------------------
+
+WorkerName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="Who asks.")
+]
+MAX_CURVE = 10_000
+
+
+Curve = Annotated[list[EpochIn], Field(max_length=MAX_CURVE)]
+
+
+class _WithCurve(Strict):
+    """A body with a ``curve``, whose epochs (and steps) must strictly increase: checked on the
+    whole body, so that the error names the record to blame (``curve[3].epoch``)."""
+
+    @model_validator(mode="after")
+    def _curve_in_order(self) -> "_WithCurve":
+        curve: list[EpochIn] | None = getattr(self, "curve", None)
+        try:
+            check_epoch_order(curve or [])
+        except ValueError as exc:  # worded for a run report's "epochs[3].epoch: ..."
+            raise ValueError("curve" + str(exc).removeprefix("epochs")) from None
+        return self
+
+
+class TrialClaim(Strict):
+    worker: WorkerName
+    devices: Annotated[int, Field(ge=1, le=64), Whole] = Field(
+        default=1, description="How many devices the worker offers."
+    )
+    wait_s: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)] = Field(
+        default=0.0,
+        description="Wait up to this long for a trial (a long poll): the answer comes as soon "
+        "as one is queued. 204 when none came.",
+    )
+
+
+class ClaimedOut(BaseModel):
+    id: int
+    verification_id: int
+    role: str = Field(description="baseline, candidate, or 'fraction 0.25' (a learning curve).")
+    rung: str
+    seed: int
+    recipe: dict[str, Any] = Field(description="What the model builder trains.")
+    epochs: int
+    device: str = Field(description="The device kind or device the trial asks for.")
+    gpus: int = Field(description="Devices one training spreads over.")
+    attempt: int
+    lease_s: float = Field(description="Heartbeat well within this, or the trial is taken over.")
+
+
+# What JSON Schema cannot say of a trial's curve; the service checks it against the trial.
+TRIAL_CURVE = (
+    "As a run report's epochs, and the trial's own: one record per epoch from epoch 0 (so "
+    "strictly increasing), no more than the trial's recipe trains, each with its training loss "
+    "and the task's metric (accuracy; iou for segmentation). Else 422 naming the record."
+)
+
+
+class TrialBeat(_WithCurve):
+    worker: WorkerName
+    curve: Curve | None = Field(
+        default=None, description=f"The epochs trained so far. {TRIAL_CURVE}"
+    )
+
+
+class BeatOut(BaseModel):
+    stop: bool = Field(
+        description="Stop at the end of this epoch: the race cut this lane (hand in what it "
+        "trained), or the verification ended."
+    )
+
+
+class TrialDone(_WithCurve):
+    worker: WorkerName
+    curve: Annotated[Curve, Field(min_length=1)] = Field(
+        description="The epochs trained: all of them, or those up to where the heartbeat's "
+        f"answer said to stop. {TRIAL_CURVE}"
+    )
+    n_train: Annotated[int, Int64, Field(ge=0), Whole]
+    n_classes: Annotated[int, Int64, Field(ge=1), Whole] | None = None
+    duration_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?|\d+x(cpu|cuda))$")]
+
+
+class TrialFailure(Strict):
+    worker: WorkerName
+    error: Annotated[Text, Field(min_length=1, max_length=4000)]
+    final: bool = Field(
+        default=False, description="No retry can help (bad input): fail the verification now."
+    )
+
+
+class TrialRelease(Strict):
+    worker: WorkerName
+
+
+class TrialOut(BaseModel):
+    """One training of a verification, as the API and the page show it."""
+
+    id: int
+    verification_id: int | None = Field(description="The verification that queued it.")
+    role: str
+    rung: str
+    seed: int
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    reused: bool = Field(description="Trained for another verification, and reused by this one.")
+    worker: str | None = Field(description="Which worker trained (or trains) it.")
+    device: str | None = Field(description="Where it ran, once it ran.")
+    gpus: int
+    attempts: int
+    epochs: int
+    epochs_done: int
+    stop_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    curve: list[dict[str, Any]]
+    figures: dict[str, Any]
+    error: str | None

@@ -67,8 +67,15 @@ class Settings(BaseSettings):
     )
     metrics_token: str | None = Field(
         default=None,
-        description="A bearer token that opens /metrics, and nothing else, to a scraper that "
-        "holds no project token. When auth is required, /metrics takes it or a project's token.",
+        description="A bearer token that opens /metrics, and nothing else, with every "
+        "project's figures. When auth is required, a project's token opens it too, with that "
+        "project's figures only; while auth is off, it is open to all.",
+    )
+    worker_token: str | None = Field(
+        default=None,
+        description="A bearer token that lets a worker of the fleet claim, heartbeat and hand in "
+        "any project's trials over the worker API (a project's token limits a worker to that "
+        "project's). While auth is off and this is unset, the worker API is open, like the rest.",
     )
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"

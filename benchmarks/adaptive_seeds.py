@@ -5,7 +5,7 @@ trainings". For each case (a baseline recipe and a rung) seeds 0..4 are trained 
 and candidate per seed (as ``run_trial`` does, no server; baselines are shared by the cases of
 one recipe, as the service reuses them). The fixed protocol's verdict is ``judge`` on all five
 pairs; the adaptive protocol trains the same seeds in the same order and asks ``next_seed``
-after each pair (as ``app.worker.verify.adaptive`` does), so its verdict is ``judge`` on the
+after each pair (as ``app.advisor.protocol`` does), so its verdict is ``judge`` on the
 prefix where ``next_seed`` stops. Both criteria (best and final epoch) are judged from the same
 trainings. Trainings are counted as a fresh verification would: two per seed pair.
 

@@ -47,8 +47,8 @@ import torch
 from overfit_advisor import AdvisorError, Client, Verification, calls
 from tqdm import tqdm
 
-from app.builder.recipe import Recipe
-from app.training.trial import PRIMARY_METRIC, run_trial
+from app.builder.recipe import PRIMARY_METRIC, Recipe
+from app.training.trial import run_trial
 
 # What the suite's recipes share unless a scenario says otherwise: a plain small CNN trained at a
 # constant rate with no regularization at all, as a first attempt often is.

@@ -17,8 +17,8 @@ from statistics import fmean, pstdev
 import torch
 from rich.progress import Progress
 
-from app.builder.recipe import Recipe
-from app.training.trial import PRIMARY_METRIC, epochs
+from app.builder.recipe import PRIMARY_METRIC, Recipe
+from app.training.trial import epochs
 
 
 def main() -> None:

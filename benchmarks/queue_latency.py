@@ -1,8 +1,10 @@
 """Queue-to-start latency on PostgreSQL with an idle worker: LISTEN/NOTIFY against polling,
-side by side on one fresh database. A probe worker (the real ``Worker.run`` loop and its wake-up,
-with ``run_once`` replaced by a claim that records the time and hands the job back cancelled)
-waits idle; jobs are queued one at a time at random moments, and the time from the queuing
-commit to the claim is measured. Prints one JSON line (milliseconds).
+side by side on one fresh database. A probe worker (the real ``Worker.run`` loop and the database
+source's wait, with ``run_once`` replaced by a claim that records the time and fails the trial
+for good, which ends its verification and drops the rest of its trials) waits idle;
+verifications are requested one at a time at random moments, and the time from the commit that
+queued a verification's trials to the claim of its first trial is measured. Prints one JSON line
+(milliseconds).
 
 Usage: python -m benchmarks.queue_latency [--jobs 30] [--poll-s 1.0]
 """
@@ -23,7 +25,7 @@ from app.schemas import RunCreate, VerificationCreate
 from app.services.projects import Scope, ensure_project
 from app.services.runs import create_run, get_run
 from app.services.verifications import request
-from app.worker import queue
+from app.worker.local import LocalSource
 from app.worker.worker import Worker
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,18 +33,20 @@ RECIPE = {"arch": "simple_cnn_small", "epochs": 1, "data": {"kind": "digits", "i
 
 
 class Probe(Worker):
-    """Claims as the worker does, records when, and cancels the job instead of training it."""
+    """Claims as the worker does, records when (the first claim of each verification), and
+    fails the trial instead of training it."""
 
     def __init__(self, db: Database, poll_s: float, listen: bool) -> None:
-        super().__init__(db, poll_s=poll_s, listen=listen, name=f"probe-{listen}")
+        source = LocalSource(db, lease_s=30, listen=listen)
+        super().__init__(source, poll_s=poll_s, name=f"probe-{listen}")
         self.claimed: dict[int, float] = {}
 
     def run_once(self) -> bool:
-        job_id = queue.claim(self.db, self.name, 30)
-        if job_id is None:
+        trial = self.source.claim(self.name, len(self.devices), self.poll_s)
+        if trial is None:
             return False
-        self.claimed[job_id] = time.perf_counter()
-        queue.cancelled(self.db, job_id, self.name)
+        self.claimed.setdefault(trial.verification_id, time.perf_counter())
+        self.source.fail(trial, self.name, "probe: not trained", final=True)
         return True
 
 

@@ -1,23 +1,31 @@
 """What racing rungs saves: a 3-rung race against three separate verifications of the same rungs,
-with the same seeds and epochs, side by side on fresh SQLite databases, the worker in-process.
+with the same seeds and epochs, side by side on fresh SQLite databases, each trained by the same
+number of worker processes (``advisor worker``, one torch thread each).
 
-Separate verifications are run with a fixed number of seeds (``min_seeds = max_seeds``) so that
-both sides train the same seeds; the second and third reuse the baselines the first trained, as
-the service does. Prints one JSON line: epochs and trainings on each side, the ratios (against
-separate verifications with baselines reused, and against 2 x seeds trainings each, the cost
-without reuse), seconds, each side's winner and verdicts.
+A worker trains one trial at a time, and a race cuts a lane once every live lane has reached the
+checkpoint: the lanes must train at once for a cut to save epochs, so the fleet has by default
+one worker per training of the race (``seeds x (rungs + 1)``); ``--workers`` smaller shows what a
+smaller fleet saves. Separate verifications are run with a fixed number of seeds
+(``min_seeds = max_seeds``) so that both sides train the same seeds; the second and third reuse
+the baselines the first trained, as the service does. Prints one JSON line: epochs and trainings
+on each side, the ratios (against separate verifications with baselines reused, and against
+2 x seeds trainings each, the cost without reuse), seconds, each side's winner and verdicts.
 
 Usage: python -m benchmarks.race_cost [--epochs 12] [--seeds 3] [--rungs augment mixup dropout_head]
+       [--workers N]
 """
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from app.db import Database
 from app.migrate import upgrade
@@ -26,7 +34,6 @@ from app.schemas import RunCreate, VerificationCreate
 from app.services.projects import Scope, ensure_project
 from app.services.runs import create_run, get_run
 from app.services.verifications import request
-from app.worker.worker import Worker
 
 # A small CNN on 16x16 digits, long enough for the remedies to separate.
 RECIPE: dict[str, Any] = {
@@ -38,7 +45,7 @@ RECIPE: dict[str, Any] = {
 }
 
 
-def fresh(epochs: int) -> tuple[Database, Scope, int]:
+def fresh(epochs: int) -> tuple[str, Database, Scope, int]:
     url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'race.db'}"
     upgrade(url)
     db = Database(url)
@@ -48,18 +55,42 @@ def fresh(epochs: int) -> tuple[Database, Scope, int]:
         project = ensure_project(session, "default")
         body = RunCreate.model_validate({"recipe": recipe, "epochs": curve})
         run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    return db, Scope(project.id, project.name, True), run_id
+    return url, db, Scope(project.id, project.name, True), run_id
+
+
+@contextmanager
+def fleet(url: str, workers: int) -> Iterator[None]:
+    """``workers`` worker processes on ``url``, started and idle (torch loaded) on entry."""
+    env = {**os.environ, "ADVISOR_DATABASE_URL": url, "ADVISOR_WORKER_THREADS": "1",
+           "ADVISOR_WORKER_POLL_S": "0.1", "ADVISOR_WORKER_LEASE_S": "60",
+           "ADVISOR_LOG_LEVEL": "info"}  # fmt: skip
+    logs = [
+        Path(url.removeprefix("sqlite:///")).with_name(f"worker{i}.log") for i in range(workers)
+    ]
+    with ExitStack() as stack:
+        for log in logs:
+            out = stack.enter_context(log.open("wb"))
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--devices", "cpu"],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            stack.callback(proc.wait, 60)
+            stack.callback(proc.terminate)
+        while not all(" ready " in log.read_text() for log in logs):
+            time.sleep(0.1)
+        yield
 
 
 def verify(db: Database, scope: Scope, run_id: int, body: VerificationCreate) -> dict[str, Any]:
     with db.session() as session:
         job_id = request(session, get_run(session, scope, run_id), body, ()).id
-    assert Worker(db, devices=("cpu",)).run_once()
-    with db.session() as session:
-        job = session.get(Verification, job_id)
-        assert job is not None and job.status == JobStatus.SUCCEEDED, job and job.error
-        assert job.result is not None
-        return job.result
+    while True:
+        with db.session() as session:
+            job = session.get(Verification, job_id)
+            assert job is not None
+            if job.status.finished:
+                assert job.status == JobStatus.SUCCEEDED, job.error
+                assert job.result is not None
+                return job.result
+        time.sleep(0.1)
 
 
 def main() -> None:
@@ -67,21 +98,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rungs", nargs="+", default=["augment", "mixup", "dropout_head"])
+    parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    workers = args.workers or args.seeds * (len(args.rungs) + 1)
 
-    db, scope, run_id = fresh(args.epochs)
-    started = time.perf_counter()
-    raced = verify(db, scope, run_id, VerificationCreate(rungs=args.rungs, seeds=args.seeds))
-    race_s = time.perf_counter() - started
+    url, db, scope, run_id = fresh(args.epochs)
+    with fleet(url, workers):
+        started = time.perf_counter()
+        raced = verify(db, scope, run_id, VerificationCreate(rungs=args.rungs, seeds=args.seeds))
+        race_s = time.perf_counter() - started
 
-    db, scope, run_id = fresh(args.epochs)
+    url, db, scope, run_id = fresh(args.epochs)
     separate: dict[str, dict[str, Any]] = {}
-    started = time.perf_counter()
-    for rung in args.rungs:
-        body = VerificationCreate(rung=rung, seeds=args.seeds, min_seeds=args.seeds)
-        separate[rung] = verify(db, scope, run_id, body)
-    separate_s = time.perf_counter() - started
+    with fleet(url, workers):
+        started = time.perf_counter()
+        for rung in args.rungs:
+            body = VerificationCreate(rung=rung, seeds=args.seeds, min_seeds=args.seeds)
+            separate[rung] = verify(db, scope, run_id, body)
+        separate_s = time.perf_counter() - started
 
     separate_epochs = sum(r["epochs_trained"] for r in separate.values())
     no_reuse_epochs = 2 * args.seeds * args.epochs * len(args.rungs)
@@ -93,6 +127,7 @@ def main() -> None:
                 "rungs": args.rungs,
                 "seeds": args.seeds,
                 "epochs": args.epochs,
+                "workers": workers,
                 "criterion": criterion,
                 "race": {
                     "epochs_trained": raced["epochs_trained"],

@@ -6,6 +6,7 @@ connects lazily, inside the (sync) endpoint that uses it, and the token lookup i
 thread pool itself.
 """
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -55,10 +56,16 @@ async def get_scope(request: Request, settings: SettingsDep) -> Scope:
             default = await run_in_threadpool(_default_scope, db, settings.default_project)
             request.app.state.default_scope = default
         return default
+    return await token_scope(request)
+
+
+async def token_scope(request: Request) -> Scope:
+    """The project of the request's token (Bearer, or the pages' cookie); 401 without a valid
+    one, whatever the auth mode."""
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
-    return await run_in_threadpool(_scope_for_token, db, token)
+    return await run_in_threadpool(_scope_for_token, request.app.state.db, token)
 
 
 def _default_scope(db: Database, name: str) -> Scope:
@@ -77,12 +84,17 @@ def _scope_for_token(db: Database, token: str) -> Scope:
 ScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
-async def require_token(request: Request, settings: SettingsDep) -> None:
-    """When auth is required, a valid token of any project; for endpoints that act for no
-    project (``/metrics``), so that nothing is created or scoped when auth is off."""
-    if not settings.auth_required:
-        return
+async def worker_scope(request: Request, settings: SettingsDep) -> Scope:
+    """Whose trials a worker may take: every project's with the fleet's token
+    (``ADVISOR_WORKER_TOKEN``), a project's own with that project's token; with auth off and no
+    fleet token set, every project's."""
     token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
-    await run_in_threadpool(_scope_for_token, request.app.state.db, token)
+    fleet = settings.worker_token
+    if fleet is not None and token is not None and hmac.compare_digest(token, fleet):
+        return Scope(0, "", sees_all=True)
+    if token is None and not settings.auth_required and settings.worker_token is None:
+        return Scope(0, "", sees_all=True)
+    return await token_scope(request)
+
+
+WorkerScopeDep = Annotated[Scope, Depends(worker_scope)]

@@ -1,16 +1,18 @@
 """Liveness, readiness and Prometheus metrics."""
 
 import hmac
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from app.api.deps import SettingsDep, bearer_token, require_token
+from app.api.deps import SettingsDep, bearer_token, token_scope
 from app.api.errors import errors
 from app.db import Database
 from app.migrate import current_revision
 from app.schemas import ReadyOut
+from app.services.metrics import DatabaseCollector, Rows
 
 router = APIRouter(tags=["health"])
 
@@ -72,9 +74,10 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-async def metrics_access(request: Request, settings: SettingsDep) -> None:
-    """``ADVISOR_METRICS_TOKEN``, when set, always opens /metrics; otherwise, when auth is
-    required, a project's token must be sent."""
+async def metrics_view(request: Request, settings: SettingsDep) -> Rows | None:
+    """Whose figures /metrics shows: everything (None) to ``ADVISOR_METRICS_TOKEN``, and to
+    anyone while auth is off (on loopback, where every request acts for every project anyway);
+    with auth required, to a project's token, that project's rows only."""
     token = bearer_token(request)
     expected = settings.metrics_token
     if (
@@ -82,25 +85,32 @@ async def metrics_access(request: Request, settings: SettingsDep) -> None:
         and expected is not None
         and hmac.compare_digest(token.encode(), expected.encode())
     ):
-        return
-    await require_token(request, settings)
+        return None
+    if not settings.auth_required:
+        return None
+    return Rows((await token_scope(request)).project_id)
 
 
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[Depends(metrics_access)],
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
         **errors(401, 500, 503, 507),
     },
 )
-def metrics(request: Request) -> Response:
-    """Prometheus text format, across all projects: HTTP requests of this server (of all its
-    processes with ``PROMETHEUS_MULTIPROC_DIR``) by route template, method and status, and what
-    the database holds: runs by verdict, verification jobs by status, queue waits, job and trial
-    durations, heartbeat ages of the workers holding jobs, epochs per second by device.
+def metrics(request: Request, rows: Annotated[Rows | None, Depends(metrics_view)]) -> Response:
+    """Prometheus text format. With ``ADVISOR_METRICS_TOKEN`` (or while auth is off), across
+    all projects: HTTP requests of this server (of all its processes with
+    ``PROMETHEUS_MULTIPROC_DIR``) by route template, method and status, and what the database
+    holds: runs by verdict, verification jobs by status, queue waits, job and trial durations,
+    heartbeat ages of the workers holding jobs, epochs per second by device.
 
-    When auth is required, send a project's token or ``ADVISOR_METRICS_TOKEN`` as Bearer."""
+    With auth required, a project's token (Bearer) shows the database's figures of that project
+    only: its runs, its verifications, the trials they trained and the workers holding them. The
+    HTTP request series are left out, since they count every project's requests."""
     registry: CollectorRegistry = request.app.state.metrics
+    if rows is not None:
+        registry = CollectorRegistry()
+        registry.register(DatabaseCollector(request.app.state.db, rows))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

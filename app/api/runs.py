@@ -9,7 +9,9 @@ from app.api.errors import API_ERRORS
 from app.api.json import FastJSON, OrjsonRoute
 from app.schemas import (
     ID_MAX,
+    Cursor,
     EpochsIn,
+    ErrorOut,
     Lineage,
     RunCreate,
     RunFilters,
@@ -40,7 +42,13 @@ def _project(session: SessionDep, scope: ScopeDep, name: str | None) -> tuple[in
     status_code=status.HTTP_201_CREATED,
     response_model=RunOut,
     responses={
-        200: {"model": RunOut, "description": "The run this Idempotency-Key created before."}
+        200: {"model": RunOut, "description": "The run this Idempotency-Key created before."},
+        422: {
+            "model": ErrorOut,
+            "description": "A parameter or the body is invalid (the message names the field), "
+            "or the Idempotency-Key was already used for a request with another body "
+            "(field 'idempotency-key'): nothing is stored.",
+        },
     },
 )
 def create_run(
@@ -54,8 +62,9 @@ def create_run(
             min_length=1,
             max_length=64,
             pattern=r"^[!-~]+$",
-            description="Makes the request safe to retry: the same key answers the run it "
-            "created the first time (200 instead of 201).",
+            description="Makes the request safe to retry: the same key with the same body "
+            "answers the run it created the first time (200 instead of 201); with another body, "
+            "422.",
         ),
     ] = None,
 ) -> FastJSON:
@@ -67,6 +76,7 @@ def create_run(
         body,
         key=idempotency_key,
         max_epochs=settings.max_epochs,
+        data_roots=settings.data_roots,
         shared_evidence=settings.shared_evidence,
     )
     session.commit()
@@ -96,7 +106,11 @@ def list_runs(
     scope: ScopeDep,
     filters: Annotated[RunFilters, Query()],
     cursor: Annotated[
-        str | None, Query(max_length=64, description="next_cursor of the previous page")
+        Cursor | None,
+        Query(
+            description="Opaque: the next_cursor of the previous page, as it came (URL-safe "
+            "base64 without padding); any other value answers 422."
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     order: Literal["newest", "oldest"] = "newest",

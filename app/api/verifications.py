@@ -1,4 +1,5 @@
-"""Verifications: ask for one (202, the worker trains), follow it, cancel it."""
+"""Verifications: ask for one (202, workers train its trials), follow it and its trials, cancel
+it."""
 
 from typing import Annotated
 
@@ -10,9 +11,10 @@ from app.api.errors import API_ERRORS
 from app.api.json import FastJSON, OrjsonRoute
 from app.api.runs import RunId
 from app.models import JobStatus
-from app.schemas import ID_MAX, VerificationCreate, VerificationOut
+from app.schemas import ID_MAX, TrialOut, VerificationCreate, VerificationOut
 from app.services import verifications as service
 from app.services.runs import get_run
+from app.services.trials import of_verification
 
 router = APIRouter(tags=["verifications"], route_class=OrjsonRoute, responses=API_ERRORS)
 JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="A verification id (1 .. 2147483647).")]
@@ -40,6 +42,13 @@ def request_verification(
 @router.get("/verifications/{job_id}", response_model=VerificationOut)
 def get_verification(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
     return FastJSON(service.payload(service.get(session, scope, job_id)))
+
+
+@router.get("/verifications/{job_id}/trials", response_model=list[TrialOut])
+def verification_trials(job_id: JobId, session: SessionDep, scope: ScopeDep) -> FastJSON:
+    """The trainings the verification queued and those it reused, each with who trained it,
+    where, when, and its curve so far (it grows while the trial runs)."""
+    return FastJSON(of_verification(session, service.get(session, scope, job_id)))
 
 
 @router.get("/verifications", response_model=list[VerificationOut])

@@ -1,8 +1,9 @@
 """The model builder: fastai-style CNNs and U-Nets from a recipe.
 
-``recipe`` is plain data and imports no torch (the architecture table it reads lives in
-``app.advisor.architectures``); the torch parts load on first use, so the API process reads
-recipes without paying for torch.
+``recipe``, ``datasets`` (a recipe's dataset specs and their checks) and ``remedies`` (the
+ladder's rungs as recipe changes) are plain data and import no torch (the architecture table
+they read lives in ``app.advisor.architectures``); the torch parts load on first use, so the API
+process reads and checks recipes without paying for torch.
 """
 
 from typing import TYPE_CHECKING, Any

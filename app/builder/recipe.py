@@ -9,32 +9,47 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from app.advisor.architectures import ARCHS
 from app.advisor.ladder import Facts
 
+
+def _whole(value: Any) -> Any:
+    """2.0 as 2: JSON does not tell them apart, nor does JSON Schema's integer, though strict
+    validation (no numbers from strings or booleans) would refuse the float."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# On an integer of a request, after its bounds (so that the document states them as such): the
+# integer may be sent as 2.0.
+Whole = BeforeValidator(_whole)
 # A dropout probability, in a recipe or a reported model: 1 would zero every activation.
 DropoutP = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
 # The augmentation presets of app.training.augment, weakest first.
 Augment = Literal["none", "basic", "strong"]
 Task = Literal["classification", "segmentation"]
+# The validation metric each task is judged by (higher is better for both).
+PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
+Decoder = Literal["unet", "nearest", "transposed"]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a recipe is part of a run report, whose types are strict (app.schemas.Strict).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class HeadSpec(Frozen):
     """fastai's ``create_head`` options; the defaults reproduce it layer for layer."""
 
-    lin_ftrs: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (512,)
+    # JSON has arrays, not tuples: a list stands for one (its items stay strict).
+    lin_ftrs: tuple[Annotated[int, Field(ge=1, le=65536), Whole], ...] = Field((512,), strict=False)
     ps: DropoutP = 0.5
     concat_pool: bool = True
     first_bn: bool = True
     bn_final: bool = False
     lin_first: bool = False
-    y_range: tuple[float, float] | None = None
+    y_range: tuple[float, float] | None = Field(None, strict=False)
 
 
 class MixupSpec(Frozen):
@@ -46,24 +61,30 @@ class Recipe(Frozen):
     task: Task = "classification"
     arch: str = Field(
         description="An architecture of the table (GET /api/v1/ladder lists rungs; "
-        "app.advisor.architectures.ARCHS the architectures)."
+        "app.advisor.architectures.ARCHS the architectures).",
+        json_schema_extra={"enum": [*sorted(ARCHS)]},
     )
     pretrained: bool = False
-    n_in: Annotated[int, Field(ge=1, le=64)] = 3
-    image_size: Annotated[int, Field(ge=8, le=4096)] = 224
-    head: HeadSpec = HeadSpec()
+    n_in: Annotated[int, Field(ge=1, le=64), Whole] = 3
+    image_size: Annotated[int, Field(ge=8, le=4096), Whole] = 224
+    # JSON sends an object either way; strict=False lets Python callers build it from a dict too.
+    head: HeadSpec = Field(HeadSpec(), strict=False)
     batchnorm: bool = Field(default=True, description="Batch norm in the head.")
     body_dropout: DropoutP = 0.0
-    decoder: Literal["unet", "nearest", "transposed"] = "unet"
+    decoder: Decoder = "unet"
     augment: Augment = "none"
     mixup: MixupSpec | None = None
     weight_decay: Annotated[float, Field(allow_inf_nan=False, ge=0, le=10)] = 0.01
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
+    epochs: Annotated[int, Field(ge=1, le=10_000), Whole] = 5
     lr: Annotated[float, Field(allow_inf_nan=False, gt=0, le=10)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=65536), Whole] = 64
     schedule: Literal["one_cycle", "constant", "cosine"] = "one_cycle"
+    # Kept as sent, not as a parsed spec: the defaults a spec fills in would change the
+    # fingerprints of the trials already stored. The services check it (app.builder.datasets).
     data: dict[str, Any] | None = Field(
-        default=None, description='A dataset spec, e.g. {"kind": "digits", "image_size": 32}.'
+        default=None,
+        description='A dataset spec, e.g. {"kind": "digits", "image_size": 32}; an '
+        "image_folder's path must be a folder inside ADVISOR_DATA_ROOTS.",
     )
     data_fraction: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1)] = 1.0
 

@@ -8,8 +8,11 @@ Rows travel as mappings keyed by column name (plus ``project``, the project's na
 """
 
 import base64
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, insert, select, update
@@ -20,6 +23,7 @@ from app.advisor.curves import Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gather, profile_of
 from app.advisor.ladder import Facts, History, recommend
+from app.builder.datasets import DataError, check_spec, parse_spec, train_size
 from app.builder.recipe import Recipe
 from app.models import Project, Run, RungVerdict, RunTag, utcnow
 from app.schemas import (
@@ -32,7 +36,6 @@ from app.schemas import (
 )
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
-from app.training.data import N_DIGITS, DataError, DigitsSpec, parse_spec, split_sizes
 
 MAX_LINEAGE_DEPTH = 1000
 
@@ -199,20 +202,26 @@ def lineage_history(session: Session, run_ids: Sequence[int]) -> History:
 
 
 def recipe_n_train(recipe: Mapping[str, Any]) -> int | None:
-    """How many training examples a recipe trains on: its dataset's training split (as
-    ``app.training.data`` splits it) times its ``data_fraction``; None when the dataset's size
-    is not in the spec (an image folder) or the spec is not readable."""
+    """How many training examples a recipe trains on: its dataset's training split times its
+    ``data_fraction``; None when the dataset's size is not in the spec (an image folder) or the
+    spec is not readable."""
     try:
-        spec = parse_spec(recipe.get("data"))
+        size = train_size(parse_spec(recipe.get("data")))
     except DataError:
         return None
-    size: int | None = getattr(spec, "n_train", None)
     if size is None:
-        total = N_DIGITS if isinstance(spec, DigitsSpec) else getattr(spec, "n", None)
-        if total is None:
-            return None
-        size, _ = split_sizes(total, spec.valid_pct)
+        return None
     return max(1, round(size * float(recipe.get("data_fraction") or 1.0)))
+
+
+def check_recipe_data(data: dict[str, Any] | None, roots: Sequence[Path]) -> None:
+    """Refuse (422, naming the field) a recipe's dataset that cannot be served: an unknown kind
+    or option, a path missing or not inside the data ``roots``. Checked when a run is reported
+    and again when it is to be verified (the folder may be gone since)."""
+    try:
+        check_spec(data, roots)
+    except DataError as exc:
+        raise Invalid(exc.reason, field=exc.field) from exc
 
 
 def run_profile(row: RunRow) -> Profile:
@@ -286,6 +295,15 @@ def _check_length(n_epochs: int, max_epochs: int) -> None:
         raise Invalid(f"{n_epochs} epochs is over the limit of {max_epochs}", field="epochs")
 
 
+def request_fingerprint(body: RunCreate) -> str:
+    """SHA-256 of the report as the client sent it: the fields it set (so a field added to the
+    schema later, with its default, does not make an old retry differ), as canonical JSON (key
+    order and spacing do not count)."""
+    sent = body.model_dump(mode="json", exclude_unset=True)
+    canonical = json.dumps(sent, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def create_run_once(
     session: Session,
     project: tuple[int, str],
@@ -293,21 +311,37 @@ def create_run_once(
     *,
     key: str | None,
     max_epochs: int,
+    data_roots: Sequence[Path],
     shared_evidence: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Store a report unless the request that carried the same idempotency ``key`` already
-    did (a retry whose first answer was lost): the run, and whether it was created now."""
+    did (a retry whose first answer was lost): the run, and whether it was created now. The
+    key sent with another body is refused (422), as Stripe and the IETF Idempotency-Key draft
+    do: answering the first run would tell the client its new report was stored."""
     if key is None:
         run = create_run(
-            session, project, body, max_epochs=max_epochs, shared_evidence=shared_evidence
+            session,
+            project,
+            body,
+            max_epochs=max_epochs,
+            data_roots=data_roots,
+            shared_evidence=shared_evidence,
         )
         return run, True
+    fingerprint = request_fingerprint(body)
     existing = run_by_key(session, project[0], key)
     if existing is not None:
-        return existing, False
+        return _replayed(existing, key, fingerprint), False
     try:
         run = create_run(
-            session, project, body, max_epochs=max_epochs, key=key, shared_evidence=shared_evidence
+            session,
+            project,
+            body,
+            max_epochs=max_epochs,
+            data_roots=data_roots,
+            key=key,
+            fingerprint=fingerprint,
+            shared_evidence=shared_evidence,
         )
         return run, True
     except IntegrityError:
@@ -316,14 +350,28 @@ def create_run_once(
         existing = run_by_key(session, project[0], key)
         if existing is None:
             raise
-        return existing, False
+        return _replayed(existing, key, fingerprint), False
+
+
+def _replayed(run: dict[str, Any], key: str, fingerprint: str) -> dict[str, Any]:
+    """The run ``key`` created, when this request is the one that created it. Runs stored
+    before fingerprints were kept have none: their key answers them whatever the body."""
+    stored = run["idempotency_fingerprint"]
+    if stored is not None and stored != fingerprint:
+        raise Invalid(
+            f"'{key}' was already used for a different request; a retry must send the same "
+            "body, and a new run needs a new key",
+            field="idempotency-key",
+        )
+    return run
 
 
 def run_by_key(session: Session, project_id: int, key: str) -> dict[str, Any] | None:
+    """The run ``key`` created in the project, with the fingerprint of its request."""
     row = (
         session.connection()
         .execute(
-            select(*DETAIL_COLUMNS)
+            select(*DETAIL_COLUMNS, RUNS.c.idempotency_fingerprint)
             .join_from(RUNS, PROJECTS)
             .where(RUNS.c.project_id == project_id, RUNS.c.idempotency_key == key)
         )
@@ -339,14 +387,20 @@ def create_run(
     body: RunCreate,
     *,
     max_epochs: int,
+    data_roots: Sequence[Path] | None = None,
     source: str = "client",
     key: str | None = None,
+    fingerprint: str | None = None,
     shared_evidence: bool = False,
 ) -> dict[str, Any]:
     """Store a report with its assessment; returns the stored row (see :func:`run_payload`).
     The ladder reads the verdicts of similar runs in the project (every project's when
-    ``shared_evidence``)."""
+    ``shared_evidence``). ``key`` and ``fingerprint``: the request's idempotency key and
+    :func:`request_fingerprint`. ``data_roots``: where the recipe's data must be; None for a
+    recipe checked already (a verification's child runs, made from the checked baseline)."""
     _check_length(len(body.epochs), max_epochs)
+    if data_roots is not None and body.recipe is not None and body.recipe.data is not None:
+        check_recipe_data(body.recipe.data, data_roots)
     project_id, project_name = project
     applied = body.applied_rung.value if body.applied_rung else None
     chain: list[int] = []
@@ -385,6 +439,7 @@ def create_run(
         "metric_higher_is_better": criterion.higher_is_better if criterion else None,
         "params": body.params,
         "idempotency_key": key,
+        "idempotency_fingerprint": fingerprint,
         "epochs": body.model_dump(include={"epochs"})["epochs"],
         "n_epochs": len(body.epochs),
         "version": 1,

@@ -1,21 +1,21 @@
-"""Verification requests: checked and queued here (the worker does the training)."""
+"""Verification requests: checked here, and their trials queued (:mod:`app.services.trials`);
+workers do the training."""
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.builder.recipe import Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
 from app.models import JobStatus, Run, Verification
 from app.schemas import VerificationCreate
-from app.services.errors import Conflict, Invalid, NotFound
+from app.services.errors import Conflict, NotFound
 from app.services.projects import Scope
-from app.services.runs import RunRow, get_run
-from app.training.data import DataError, check_spec
-from app.worker.wakeup import CHANNEL
+from app.services.runs import RunRow, check_recipe_data
+from app.services.trials import advance, candidates_of, protocol_of
 
 MAX_ATTEMPTS = 3
 
@@ -42,10 +42,7 @@ def request(
     baseline = Recipe.model_validate(run["recipe"])
     if body.epochs is not None:
         baseline = baseline.changed({"epochs": body.epochs})
-    try:
-        check_spec(baseline.data, roots)
-    except DataError as exc:
-        raise Invalid(str(exc)) from exc
+    check_recipe_data(baseline.data, roots)
     seeds = body.seed_list()
     protocol: dict[str, Any] = {
         "min_seeds": min(body.min_seeds, len(seeds)),
@@ -85,8 +82,8 @@ def request(
     )
     session.add(job)
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":  # wakes idle workers at the commit
-        session.execute(text(f"NOTIFY {CHANNEL}"))
+    advance(session, job.id)  # queues its first trials and wakes idle workers
+    session.refresh(job)
     return job
 
 
@@ -126,27 +123,17 @@ def _race_recipe(baseline: Recipe, rung: str, level: int | None) -> Recipe:
     return candidate
 
 
-def protocol_of(job: Verification) -> dict[str, Any]:
-    """The seeds and criterion a job was asked with; jobs queued before they existed ran a
-    fixed number of seeds judged on the final epoch."""
-    n = len(job.seeds)
-    old = {"min_seeds": n, "max_seeds": n, "criterion": "final", "smallest_effect": 0.0}
-    return {**old, "race": False, **(job.budget or {}).get("protocol", {})}
-
-
-def candidates_of(job: Verification) -> dict[str, Any]:
-    """The job's candidate recipes by rung, in the order asked."""
-    pairs = (job.budget or {}).get("candidates")
-    if pairs is not None:
-        return dict(pairs)
-    return {job.rung: job.candidate_recipe} if job.candidate_recipe else {}
-
-
 def get(session: Session, scope: Scope, job_id: int) -> Verification:
-    job = session.get(Verification, job_id)
-    if job is None:
+    found = session.execute(
+        select(Verification, Run.project_id)
+        .join(Run, Run.id == Verification.run_id)
+        .where(Verification.id == job_id)
+    ).one_or_none()
+    if found is None or not scope.visible(found.project_id):
+        # Another project's job answers exactly like a missing one, naming only what was asked
+        # (never its run's id).
         raise NotFound(f"verification {job_id} not found")
-    get_run(session, scope, job.run_id)  # 404 unless the run is visible to this scope
+    job: Verification = found.Verification
     return job
 
 
@@ -172,21 +159,15 @@ def listing(
 
 
 def cancel(session: Session, scope: Scope, job_id: int) -> Verification:
-    """A queued job is cancelled at once; a running one when its worker next looks (between
-    epochs); a finished one cannot be."""
+    """Cancelled at once: its queued trials are dropped, its running ones stop at their
+    worker's next heartbeat; a finished verification cannot be."""
     job = get(session, scope, job_id)
     if job.status.finished:
         raise Conflict(f"verification {job_id} already {job.status}")
     session.execute(
-        update(Verification)
-        .where(Verification.id == job_id, Verification.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, cancel_requested=True)
+        update(Verification).where(Verification.id == job_id).values(cancel_requested=True)
     )
-    session.execute(
-        update(Verification)
-        .where(Verification.id == job_id, Verification.status == JobStatus.RUNNING)
-        .values(cancel_requested=True)
-    )
+    advance(session, job_id)
     session.flush()
     session.refresh(job)
     return job
@@ -206,7 +187,8 @@ def payload(job: Verification) -> dict[str, Any]:
         "epochs": job.epochs,
         "device": job.device,
         "gpus": job.gpus,
-        "attempts": job.attempts,
+        # A verification retries trial by trial: the most attempts any of its trials took.
+        "attempts": job.progress.get("attempts", job.attempts),
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested,
         "progress": job.progress,

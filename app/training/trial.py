@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 
+from app.advisor.protocol import trial_figures
 from app.builder import build_model
-from app.builder.recipe import Recipe
-from app.training.data import Split, load, parse_spec
+from app.builder.datasets import parse_spec
+from app.builder.recipe import PRIMARY_METRIC, Recipe
+from app.training.data import Split, load
 from app.training.loop import EpochResult, Shard, TrainConfig, train
-
-# The validation metric each task is judged by (higher is better for both).
-PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
 
 
 def resolve_device(device: str) -> str:
@@ -46,19 +45,7 @@ def dataset(recipe: Recipe, roots: Sequence[Path]) -> Split:
 
 
 def figures(results: Sequence[EpochResult], metric: str) -> dict[str, Any]:
-    values = [r.metrics[metric] for r in results]
-    best = max(range(len(values)), key=values.__getitem__)
-    last = results[-1]
-    return {
-        "metric": metric,
-        "final_metric": values[-1],
-        "best_metric": values[best],
-        "best_epoch": results[best].epoch,
-        "degradation": (values[best] - values[-1]) / max(abs(values[best]), 1e-12),
-        "final_valid_loss": last.valid_loss,
-        "best_valid_loss": min(r.valid_loss for r in results),
-        "gap": last.valid_loss - last.train_loss,
-    }
+    return trial_figures([r.record() for r in results], metric)
 
 
 def training(

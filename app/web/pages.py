@@ -20,13 +20,14 @@ from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
 from app.api.runs import RunId
 from app.api.verifications import JobId
-from app.builder.recipe import Recipe
+from app.builder.recipe import PRIMARY_METRIC, Recipe
 from app.models import Run, RungVerdict, Trial, Verification
 from app.schemas import RunFilters, Text, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
 from app.services.errors import ServiceError, Unauthorized
 from app.services.projects import project_for_token
+from app.services.trials import candidates_of, of_verification, protocol_of, spec_task
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -180,8 +181,8 @@ def run_page(
         has_lr=any(e.get("lr") is not None for e in run["epochs"]),
         ladder=ladder_view(session, run, run["recommendation"]),
         parent=parent[0] if parent else None, children=children, verifications=jobs, rungs=RUNG_IDS,
-        races={job.id: list(verification_service.candidates_of(job)) for job in jobs
-               if verification_service.protocol_of(job)["race"]},
+        races={job.id: list(candidates_of(job)) for job in jobs
+               if protocol_of(job)["race"]},
     )  # fmt: skip
 
 
@@ -222,7 +223,7 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
     baseline = Recipe.model_validate(job.budget["baseline_recipe"])
     stops = (result.get("race") or {}).get("checkpoints", [])
     lines: dict[str, list[str]] = {"baseline": [baseline.fingerprint()]}
-    for rung, recipe in verification_service.candidates_of(job).items():
+    for rung, recipe in candidates_of(job).items():
         candidate = Recipe.model_validate(recipe)
         lines[rung] = [candidate.fingerprint(), *(candidate.fingerprint(s) for s in stops)]
     seeds = sorted({s["seed"] for s in result["per_seed"]}, key=job.seeds.index)
@@ -245,6 +246,16 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
                 x["values"] += [None] * (n - len(x["values"]))
             curves.append({"seed": seed, "epochs": list(range(n)), "series": series})
     return curves
+
+
+def trial_charts(trials: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Each trial's validation metric epoch by epoch, for its small chart (the page's script
+    redraws it from the trials API while the trial runs)."""
+    return [
+        {"id": t["id"], "epochs": [e["epoch"] for e in t["curve"]],
+         "values": [e.get("metrics", {}).get(metric) for e in t["curve"]]}
+        for t in trials
+    ]  # fmt: skip
 
 
 MEANING = {"confirmed": "helps", "refuted": "does not help", "inconclusive": "may or may not help"}
@@ -289,11 +300,14 @@ def verification_page(
              "candidate": by_role[("candidate", seed)], "difference": diff}
             for seed, diff in zip(seeds, result["differences"], strict=True)
         ]  # fmt: skip
+    trials = of_verification(session, job)
+    metric = result["metric"] if result else PRIMARY_METRIC[spec_task(job)]
     return render(
         request, "verification.html", job=job, result=result, pairs=pairs,
-        curves=overlay_curves(session, job),
-        protocol=verification_service.protocol_of(job),
-        verification_rungs=list(verification_service.candidates_of(job)) or [job.rung],
+        curves=overlay_curves(session, job), trials=trials, metric=metric,
+        trial_charts={"metric": metric, "trials": trial_charts(trials, metric)},
+        protocol=protocol_of(job),
+        verification_rungs=list(candidates_of(job)) or [job.rung],
         sentence=verdict_sentence(result, job.rung) if result else None,
     )  # fmt: skip
 

@@ -1,6 +1,7 @@
 """/metrics through prometheus-client, on SQLite and PostgreSQL: requests counted under their
-route template (one shared label for paths that match none), the database's figures after jobs
-went through the real queue, several server processes adding up, and who may read it."""
+route template (one shared label for paths that match none), the database's figures after
+verifications' trials went through the real queue, several server processes adding up, and who
+may read it."""
 
 import os
 import subprocess
@@ -18,11 +19,11 @@ from sqlalchemy import update
 
 from app.advisor.diagnosis import Verdict
 from app.db import Database
-from app.models import Trial, Verification, utcnow
+from app.models import Base, Trial, Verification, utcnow
+from app.services import trials
 from app.services.projects import create_project
-from app.worker import queue
 from tests.conftest import healthy_epochs, make_client, overfit_epochs
-from tests.worker.test_verification_api import report
+from tests.worker.test_verification_api import RECIPE, report
 
 REQUESTS = "advisor_http_requests_total"
 LATENCY = "advisor_http_request_duration_seconds"
@@ -75,20 +76,37 @@ def buckets(samples: list[Sample], name: str, *bounds: str) -> list[float | None
     return [value(samples, f"{name}_bucket", le=le) for le in bounds]
 
 
-def verify(client: TestClient, run_id: int) -> int:
-    r = client.post(f"/api/v1/runs/{run_id}/verifications", json={"rung": "augment"})
+def verify(client: TestClient, run_id: int, seeds: list[int]) -> int:
+    body = {"rung": "augment", "seeds": seeds}
+    r = client.post(f"/api/v1/runs/{run_id}/verifications", json=body)
     assert r.status_code == 202, r.text
     job_id: int = r.json()["id"]
     return job_id
 
 
-def shift(db: Database, job_id: int, **seconds: float) -> None:
-    """Move timestamps of a job by so many seconds, as if that much time had passed."""
+def shift(db: Database, model: type[Base], row_id: int, **seconds: float) -> None:
+    """Move timestamps of a row by so many seconds, as if that much time had passed."""
     with db.session() as session:
-        job = session.get(Verification, job_id)
-        assert job is not None
+        row = session.get(model, row_id)
+        assert row is not None
         for column, by in seconds.items():
-            setattr(job, column, getattr(job, column) + timedelta(seconds=by))
+            setattr(row, column, getattr(row, column) + timedelta(seconds=by))
+
+
+def claim(db: Database, worker: str) -> trials.Claimed:
+    with db.session() as session:
+        trial = trials.claim(session, worker, devices=1, lease_s=60)
+    assert trial is not None
+    return trial
+
+
+def hand_in(db: Database, trial: trials.Claimed, worker: str) -> None:
+    """The trial trained, as a worker reports it (the curve made up)."""
+    curve = [{"epoch": i, "train_loss": 1.0, "valid_loss": 1.0, "metrics": {"accuracy": 0.5}}
+             for i in range(trial.epochs)]  # fmt: skip
+    with db.session() as session:
+        trials.complete(session, trial.id, worker, curve=curve, n_train=100, n_classes=10,
+                        duration_s=1.0, device="cpu")  # fmt: skip
 
 
 # --- HTTP requests --------------------------------------------------------------------------
@@ -143,10 +161,11 @@ def test_runs_by_verdict(client: TestClient) -> None:
 
 
 def test_jobs_through_the_queue(client: TestClient, db_url: str) -> None:
-    """Five jobs: one succeeded, one failed, one running, one queued, one cancelled; all queued
-    1000 s ago, the succeeded one started 600 s before it ended."""
+    """Five verifications (seeds of their own, so that they share no trial): one succeeded, one
+    failed, one running, one queued, one cancelled; all queued 1000 s ago, the succeeded one
+    started 600 s before it ended."""
     run = report(client)
-    jobs = [verify(client, run["id"]) for _ in range(5)]
+    jobs = [verify(client, run["id"], [2 * i, 2 * i + 1]) for i in range(5)]
     assert client.post(f"/api/v1/verifications/{jobs[4]}/cancel").status_code == 200
     db = Database(db_url)
     try:
@@ -155,13 +174,19 @@ def test_jobs_through_the_queue(client: TestClient, db_url: str) -> None:
             session.execute(
                 update(Verification).where(Verification.id.in_(jobs)).values(created_at=queued_at)
             )
-        assert queue.claim(db, "w-done", lease_s=60) == jobs[0]
-        shift(db, jobs[0], started_at=-600)
-        assert queue.complete(db, jobs[0], "w-done", {"verdict": "confirmed", "effect": 0.02})
-        assert queue.claim(db, "w-failed", lease_s=60) == jobs[1]
-        assert queue.fail(db, jobs[1], "w-failed", "RuntimeError: boom", final=True)
-        assert queue.claim(db, "w-busy", lease_s=60) == jobs[2]
-        shift(db, jobs[2], heartbeat_at=-45)
+        # The oldest trials first: the first verification's two pairs, trained by one worker.
+        pairs = [claim(db, "w-done") for _ in range(4)]
+        assert {t.verification_id for t in pairs} == {jobs[0]}
+        shift(db, Verification, jobs[0], started_at=-600)
+        for trial in pairs:
+            hand_in(db, trial, "w-done")
+        doomed = claim(db, "w-failed")
+        assert doomed.verification_id == jobs[1]
+        with db.session() as session:
+            trials.fail(session, doomed.id, "w-failed", error="RuntimeError: boom", final=True)
+        busy = claim(db, "w-busy")
+        assert busy.verification_id == jobs[2]
+        shift(db, Trial, busy.id, heartbeat_at=-45)
     finally:
         db.dispose()
 
@@ -267,3 +292,76 @@ def test_metrics_need_a_project_or_the_metrics_token_when_auth_is_required(db_ur
         scrape(client, token)
     with make_client(db_url, metrics_token=metrics_token) as client:  # auth off on loopback
         scrape(client)
+
+
+def test_a_project_token_sees_only_its_projects_figures(db_url: str) -> None:
+    """Alice has two overfitting runs; Bob a healthy one, verified by a job that a worker holds,
+    which trained one trial; one more trial belongs to no job. The metrics token (and anyone
+    while auth is off) sees everything; a project's token its own rows, and no request counts
+    (they count every project's requests)."""
+    db = Database(db_url)
+    with db.session() as session:
+        _, alice = create_project(session, "alice")
+        _, bob = create_project(session, "bob")
+    metrics_token = "m-" + uuid.uuid4().hex
+    with make_client(db_url, auth="required", metrics_token=metrics_token) as client:
+
+        def post(token: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+            r = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == status, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
+
+        for _ in range(2):
+            post(alice, "/api/v1/runs", {"epochs": overfit_epochs()}, 201)
+        run = post(bob, "/api/v1/runs", {"recipe": RECIPE, "epochs": healthy_epochs()}, 201)
+        job_id = post(bob, f"/api/v1/runs/{run['id']}/verifications", {"rung": "augment"}, 202)[
+            "id"
+        ]
+        try:
+            assert claim(db, "w-bob").verification_id == job_id
+            curve = [{"epoch": i, "train_loss": 1.0, "valid_loss": 1.0} for i in range(10)]
+            with db.session() as session:
+                session.add_all(
+                    Trial(verification_id=job, role="baseline", recipe_fingerprint=f"r{job}",
+                          seed=0, recipe={}, curve=curve[:n], figures={}, duration_s=seconds,
+                          device=device)
+                    for job, device, n, seconds in ((job_id, "cpu", 4, 2.0),
+                                                    (None, "cuda:0", 10, 0.5))
+                )  # fmt: skip
+        finally:
+            db.dispose()
+        everything = scrape(client, metrics_token)
+        hers, his = scrape(client, alice), scrape(client, bob)
+    with make_client(db_url) as client:  # auth off on loopback: everything, as before
+        client.get("/healthz")
+        open_view = scrape(client)
+
+    def figures(samples: list[Sample]) -> dict[str, Any]:
+        return {
+            "runs": {v: value(samples, "advisor_runs", verdict=v)
+                     for v in ("overfitting", "healthy")},
+            "jobs": {s: value(samples, "advisor_verifications", status=s)
+                     for s in ("queued", "running")},
+            "waits": value(samples, "advisor_verification_queue_wait_seconds_count"),
+            "trials": value(samples, "advisor_trial_duration_seconds_count"),
+            "rates": {s.labels["device"]: s.value for s in samples
+                      if s.name == "advisor_trial_epochs_per_second"},
+            "workers": [s.labels["worker"] for s in samples
+                        if s.name == "advisor_worker_heartbeat_age_seconds"],
+            "requests": any(s.name.startswith("advisor_http_") for s in samples),
+        }  # fmt: skip
+
+    assert figures(everything) == figures(open_view) == {
+        "runs": {"overfitting": 2, "healthy": 1}, "jobs": {"queued": 0, "running": 1},
+        "waits": 1, "trials": 2, "rates": {"cpu": 2.0, "cuda:0": 20.0}, "workers": ["w-bob"],
+        "requests": True,
+    }  # fmt: skip
+    assert figures(hers) == {
+        "runs": {"overfitting": 2, "healthy": 0}, "jobs": {"queued": 0, "running": 0},
+        "waits": 0, "trials": 0, "rates": {}, "workers": [], "requests": False,
+    }  # fmt: skip
+    assert figures(his) == {
+        "runs": {"overfitting": 0, "healthy": 1}, "jobs": {"queued": 0, "running": 1},
+        "waits": 1, "trials": 1, "rates": {"cpu": 2.0}, "workers": ["w-bob"], "requests": False,
+    }  # fmt: skip

@@ -98,6 +98,10 @@ def test_start_a_verification_from_the_page(server: str, page: Page) -> None:
     sentence = page.inner_text("#verdict-sentence")
     assert "dropout_head" in sentence and "paired seeds" in sentence
     assert page.locator("table.per-seed tbody tr").count() == 2
+    # The four trainings, each with the embedded worker that trained it, on the CPU.
+    assert page.locator("table.trials .t-status.done").count() == 4
+    assert set(page.locator("table.trials .t-device").all_inner_texts()) == {"cpu"}
+    assert "—" not in page.locator("table.trials .t-worker").all_inner_texts()
     page.wait_for_function("(window.advisorCharts || []).length === 2")
     page.screenshot(path=SHOTS / "verification.png", full_page=True)
 

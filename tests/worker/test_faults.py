@@ -1,7 +1,8 @@
-"""A job's effects happen exactly once, whatever happens to its worker: SIGKILL, or SIGSTOP past
-its lease and SIGCONT after another worker finished the job, at each step — just after the claim,
-mid-training, and after the last epoch. The stalled worker notices it lost the lease, says so and
-writes nothing more: one result, one set of rung verdicts, one set of child runs."""
+"""A verification's effects happen exactly once, whatever happens to a worker: SIGKILL, or SIGSTOP
+past its lease and SIGCONT after another worker took its trial over and finished the
+verification, at each step of a trial — just after the claim, mid-training, and after the last
+epoch. The stalled worker notices it lost the lease, says so and writes nothing more: one result,
+one set of rung verdicts, one set of child runs."""
 
 import signal
 import time
@@ -11,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Database
-from app.models import Run, RungVerdict
+from app.models import Run, RungVerdict, Trial, TrialStatus
 from tests.conftest import make_client
 from tests.worker.test_verification_api import RECIPE, report, wait
-from tests.worker.test_workers import job_row, wait_for, worker_process
+from tests.worker.test_workers import job_row, trial_rows, wait_for, worker_process
 
 FAULT = {**RECIPE, "epochs": 6, "data": {"kind": "digits", "image_size": 16}}
 
@@ -23,16 +24,17 @@ def finished(url: str, job_id: int) -> bool:
     return job_row(url, job_id).status.finished
 
 
-def progress(url: str, job_id: int) -> dict[str, int]:
-    return dict(job_row(url, job_id).progress or {})
+def running(trials: list[Trial]) -> list[Trial]:
+    return [t for t in trials if t.status == TrialStatus.RUNNING]
 
 
 QUICK = {("SIGKILL", "claimed"), ("SIGSTOP", "mid-training"), ("SIGSTOP", "after the last epoch")}
 STEPS = {
-    # the worker holds the lease and has started training, but not finished an epoch
-    "claimed": lambda p: p.get("epochs_total", 0) > 0,
-    "mid-training": lambda p: p.get("epochs_done", 0) >= 3,
-    "after the last epoch": lambda p: p.get("epochs_done", -1) == p.get("epochs_total"),
+    # the worker holds a trial's lease and has started training it, but not finished an epoch
+    "claimed": lambda trials: any(not t.curve for t in running(trials)),
+    "mid-training": lambda trials: any(len(t.curve) >= 3 for t in running(trials)),
+    # a trial's last epoch was reported: it is being handed in, or was, and the next one claimed
+    "after the last epoch": lambda trials: any(len(t.curve) == FAULT["epochs"] for t in trials),
 }
 
 
@@ -46,13 +48,15 @@ MATRIX = [
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("fault", "step"), MATRIX)
-def test_each_jobs_effects_happen_once(db_url: str, tmp_path: Path, fault: str, step: str) -> None:
+def test_each_verifications_effects_happen_once(
+    db_url: str, tmp_path: Path, fault: str, step: str
+) -> None:
     with make_client(db_url) as client:
         run = report(client, FAULT)
         job_id = client.post(f"/api/v1/runs/{run['id']}/verifications",
                              json={"rung": "dropout_head", "seeds": 1}).json()["id"]  # fmt: skip
         with worker_process(db_url, tmp_path / "a.log", lease_s=1.5) as first:
-            wait_for(lambda: STEPS[step](progress(db_url, job_id)), timeout=240)
+            wait_for(lambda: STEPS[step](trial_rows(db_url, job_id)), timeout=240)
             first.send_signal(getattr(signal, fault))
             with worker_process(db_url, tmp_path / "b.log", lease_s=1.5):
                 if fault == "SIGSTOP":
@@ -67,8 +71,13 @@ def test_each_jobs_effects_happen_once(db_url: str, tmp_path: Path, fault: str, 
                 time.sleep(4)  # its heartbeat finds the lease gone; it must write nothing
         job = wait(client, job_id)
         assert job["status"] == "succeeded", job
-        # Either the first worker finished before the fault took hold, or the second did.
-        assert job["attempts"] in (1, 2)
+        # Either the first worker finished its trial before the fault took hold, or the second
+        # took it over: once, and only that one trial.
+        trials = trial_rows(db_url, job_id)
+        assert len(trials) == 2 and all(t.status == TrialStatus.DONE for t in trials)
+        assert all(len(t.curve) == FAULT["epochs"] for t in trials)
+        taken_over = [t for t in trials if t.attempts == 2]
+        assert len(taken_over) <= 1 and all(t.attempts in (1, 2) for t in trials)
         children = job["result"]["child_runs"]
         assert len(children) == 1
         db = Database(db_url)
@@ -80,6 +89,6 @@ def test_each_jobs_effects_happen_once(db_url: str, tmp_path: Path, fault: str, 
         db.dispose()
         assert derived == children, "one child run per candidate training, stored once"
         assert verdicts == ["dropout_head"]
-        if fault == "SIGSTOP" and job["attempts"] == 2:
+        if fault == "SIGSTOP" and taken_over:
             said = (tmp_path / "a.log").read_text()
-            assert f"verification {job_id}: the lease was lost" in said, said[-2000:]
+            assert f"trial {taken_over[0].id}: the lease was lost" in said, said[-2000:]

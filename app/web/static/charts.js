@@ -29,11 +29,17 @@ function markEpochs(stop, onset, last, shade) {
   };
 }
 
+// Tick steps for the x axis: whole epochs (or steps) only. uPlot's default steps include 0.5 and
+// 0.25, which label a few-epoch chart "0, 0.5, 1, 1.5" though nothing happens between epochs.
+const WHOLE_INCRS = [];
+for (let p = 1; p <= 1e9; p *= 10) WHOLE_INCRS.push(p, 2 * p, 5 * p);
+
 function chart(el, series, data, plugins, xLabel) {
   // xLabel: "epoch", or "step" for a run evaluated every so many steps.
   const x = xLabel || "epoch";
   const opts = { width: el.clientWidth || 520, height: 260, series: [{ label: x }, ...series],
-                 scales: { x: { time: false } }, axes: [{ label: x }, {}], plugins: plugins || [] };
+                 scales: { x: { time: false } }, axes: [{ label: x, incrs: WHOLE_INCRS }, {}],
+                 plugins: plugins || [] };
   const plot = new uPlot(opts, data, el);
   (window.advisorCharts = window.advisorCharts || []).push(plot);
   return plot;
@@ -69,27 +75,86 @@ function overlayCharts() {
   });
 }
 
+const trialPlots = {};
+
+function trialCharts() {
+  // A small chart of each trial's validation metric; live progress redraws it.
+  const node = document.getElementById("trial-data");
+  if (!node) return;
+  const d = JSON.parse(node.textContent);
+  const small = { font: "10px system-ui, sans-serif", stroke: "#667085", ticks: { size: 3 } };
+  d.trials.forEach(t => {
+    const el = document.querySelector(`.chart.trial[data-trial="${t.id}"]`);
+    if (!el) return;
+    const opts = { width: 200, height: 90, legend: { show: false }, cursor: { show: false },
+                   series: [{ label: "epoch" }, { label: d.metric, stroke: "#2457c5", width: 1.5 }],
+                   scales: { x: { time: false } },
+                   axes: [{ ...small, size: 22, incrs: WHOLE_INCRS, space: 20 }, { ...small, size: 36, space: 20 }] };
+    const plot = new uPlot(opts, [t.epochs, t.values], el);
+    trialPlots[t.id] = { plot, metric: d.metric, n: t.epochs.length };
+    (window.advisorTrialCharts = window.advisorTrialCharts || []).push(plot);
+  });
+}
+
+function clock(iso) {
+  // The page shows UTC wall-clock times, as the server renders them.
+  return iso ? iso.slice(11, 19) : "—";
+}
+
+function showTrial(t) {
+  const row = document.querySelector(`tr[data-trial="${t.id}"]`);
+  if (!row) return;
+  const cell = name => row.querySelector(name);
+  const badge = cell(".t-status");
+  badge.textContent = t.status; badge.className = `badge t-status ${t.status}`;
+  cell(".t-epochs-text").textContent = `${t.epochs_done}/${t.epochs}`;
+  const bar = cell(".t-progress"); bar.max = t.epochs || 1; bar.value = t.epochs_done;
+  cell(".t-worker").textContent = t.worker || "—";
+  cell(".t-device").textContent = t.device || "—";
+  cell(".t-started").textContent = clock(t.started_at);
+  cell(".t-finished").textContent = clock(t.finished_at);
+  cell(".t-duration").textContent = t.duration_s != null ? `${t.duration_s.toFixed(1)} s` : "—";
+  const chart = trialPlots[t.id];
+  if (chart && chart.n !== t.curve.length) {
+    chart.plot.setData([t.curve.map(e => e.epoch), t.curve.map(e => (e.metrics || {})[chart.metric] ?? null)]);
+    chart.n = t.curve.length;
+  }
+}
+
+function progressText(p) {
+  if (!p || !p.trials) return "Waiting for a worker…";
+  return `${p.trials_done} of ${p.trials} trainings done, ${p.trials_running} running, ` +
+    `${p.trials_queued} queued · ${p.epochs_done} of ${p.epochs_total} epochs`;
+}
+
 function liveProgress() {
   const live = document.getElementById("live");
   if (!live) return;
   const id = live.dataset.job;
   const text = document.getElementById("progress-text"), bar = document.getElementById("progress-bar");
   const status = document.getElementById("status");
+  const table = document.getElementById("trials");
   const tick = async () => {
-    const r = await fetch(`/api/v1/verifications/${id}`, { credentials: "same-origin" });
-    if (!r.ok) return;
-    const job = await r.json();
-    status.textContent = job.status;
-    const p = job.progress || {};
-    if (p.trial) {
-      text.textContent = `Trial ${p.trial} of ${p.trials} so far (${p.role}, seed ${p.seed}), epoch ${p.epoch} of ${p.epochs}` +
-        ` · ${p.elapsed_s} s elapsed` + (p.eta_s != null ? ` · about ${p.eta_s} s left` : "");
-      bar.max = p.epochs_total || 1; bar.value = p.epochs_done || 0;
-    }
-    if (job.finished) { window.location.reload(); return; }
+    try {
+      const [r, rt] = await Promise.all([
+        fetch(`/api/v1/verifications/${id}`, { credentials: "same-origin" }),
+        fetch(`/api/v1/verifications/${id}/trials`, { credentials: "same-origin" }),
+      ]);
+      if (r.ok && rt.ok) {
+        const job = await r.json(), trials = await rt.json();
+        if (job.finished) { window.location.reload(); return; }
+        status.textContent = job.status; status.className = `badge ${job.status}`;
+        const p = job.progress || {};
+        text.textContent = progressText(p);
+        bar.max = p.epochs_total || 1; bar.value = p.epochs_done || 0;
+        // The protocol queued more trials (another seed pair): the page lays them out anew.
+        if (trials.map(t => t.id).join(",") !== table.dataset.ids) { window.location.reload(); return; }
+        trials.forEach(showTrial);
+      }
+    } catch (e) { /* the service is briefly unreachable: the next tick tries again */ }
     setTimeout(tick, 1000);
   };
   setTimeout(tick, 1000);
 }
 
-document.addEventListener("DOMContentLoaded", () => { runCharts(); overlayCharts(); liveProgress(); });
+document.addEventListener("DOMContentLoaded", () => { runCharts(); overlayCharts(); trialCharts(); liveProgress(); });
