@@ -39,11 +39,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
-from statistics import mean, median, quantiles
+from statistics import mean
 from typing import Any
 
 import httpx
 from tqdm import tqdm
+
+from benchmarks.queue_latency import figures
 
 SEEDS = 3
 # A plain CNN on 16x16 digits: about 3 s a training on one CPU thread, so training dominates.
@@ -210,14 +212,6 @@ def latency(http: httpx.Client, jobs: int) -> list[float]:
         first = min(at(t["started_at"]) for t in trials_of(http, job["id"]))
         out.append(1000 * (first - at(job["created_at"])))
     return out
-
-
-def figures(latencies: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(median(latencies), 1),
-        "p90_ms": round(quantiles(latencies, n=10)[-1], 1),
-        "max_ms": round(max(latencies), 1),
-    }
 
 
 def main() -> None:

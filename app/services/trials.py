@@ -28,12 +28,14 @@ from app.advisor.protocol import (
     BASELINE,
     CANDIDATE,
     FRACTION,
+    FRACTIONS,
     PRUNED,
     Kind,
     Known,
     Spec,
     TrialKey,
     checkpoints,
+    learning_curve_seeds,
     step,
     trial_figures,
 )
@@ -274,18 +276,14 @@ def complete(
     row = _held(session, trial_id, worker, scope)
     check_curve(row, curve)
     recipe = Recipe.model_validate(row.recipe)
-    ended = {"lease_owner": None, "lease_expires_at": None, "finished_at": clock(session)}
     records = [dict(e) for e in curve]
+    handed = _Handed(n_train, n_classes, duration_s, device)
     if len(records) == recipe.epochs:
-        _store(session, row, records, recipe, n_train, n_classes, duration_s)
-        session.execute(update(T).where(T.id == trial_id).values(device=device, **ended))
+        _store(session, row, records, recipe, handed)
+    elif (cut := _cut_of(session, row)) is not None and len(records) >= cut:
+        _keep_cut(session, row, records[:cut], recipe, cut, handed)
     else:
-        cut = _cut_of(session, row)
-        if cut is not None and len(records) >= cut:
-            _keep_cut(session, row, records[:cut], recipe, cut, n_train, n_classes, duration_s)
-            session.execute(update(T).where(T.id == trial_id).values(device=device, **ended))
-        else:
-            _requeue(session, trial_id, counted=False)
+        _requeue(session, trial_id, counted=False)
     if row.verification_id is not None:
         advance(session, row.verification_id)
 
@@ -369,18 +367,26 @@ def _expire_exhausted(session: Session) -> None:
         _give_up(session, row, "the worker training it stopped answering, on every attempt")
 
 
+@dataclass(frozen=True)
+class _Handed:
+    """What a worker hands in besides the curve."""
+
+    n_train: int
+    n_classes: int | None
+    duration_s: float
+    device: str
+
+
 def _store(
-    session: Session,
-    row: Trial,
-    curve: list[dict[str, Any]],
-    recipe: Recipe,
-    n_train: int,
-    n_classes: int | None,
-    duration_s: float,
+    session: Session, row: Trial, curve: list[dict[str, Any]], recipe: Recipe, handed: _Handed
 ) -> None:
-    figures = {**trial_figures(curve, PRIMARY_METRIC[recipe.task]), "n_train": n_train}
-    if n_classes is not None:
-        figures["n_classes"] = n_classes
+    """The trial done, with its curve, the figures read from it, and no lease any more."""
+    figures: dict[str, Any] = {
+        **trial_figures(curve, PRIMARY_METRIC[recipe.task]),
+        "n_train": handed.n_train,
+    }
+    if handed.n_classes is not None:
+        figures["n_classes"] = handed.n_classes
     session.execute(
         update(T)
         .where(T.id == row.id)
@@ -388,8 +394,12 @@ def _store(
             status=TrialStatus.DONE,
             curve=curve,
             figures=figures,
-            duration_s=duration_s,
+            duration_s=handed.duration_s,
+            device=handed.device,
             error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=clock(session),
         )
     )
 
@@ -409,9 +419,7 @@ def _keep_cut(
     curve: list[dict[str, Any]],
     recipe: Recipe,
     cut: int,
-    n_train: int,
-    n_classes: int | None,
-    duration_s: float,
+    handed: _Handed,
 ) -> None:
     """A lane cut at a checkpoint is kept under that checkpoint's fingerprint (a race that
     goes further trains it afresh), unless another race stored the same stop first."""
@@ -420,7 +428,7 @@ def _keep_cut(
         session.execute(delete(T).where(T.id == row.id))
         return
     session.execute(update(T).where(T.id == row.id).values(recipe_fingerprint=stopped, role=PRUNED))
-    _store(session, row, curve, recipe, n_train, n_classes, duration_s)
+    _store(session, row, curve, recipe, handed)
 
 
 # --- the protocol's side -----------------------------------------------------------------------
@@ -470,8 +478,6 @@ def recipe_of(job: Verification, key: TrialKey) -> Recipe:
 
 def _every_key(spec: Spec) -> list[TrialKey]:
     if spec.kind == "learning_curve":
-        from app.advisor.protocol import FRACTIONS, learning_curve_seeds
-
         return [
             TrialKey(FRACTION, s, fraction=f) for s in learning_curve_seeds(spec) for f in FRACTIONS
         ]
