@@ -155,7 +155,7 @@ def train(
     """Train a recipe here, report the run to the service, print the diagnosis and remedy."""
     import httpx
 
-    from app.builder.recipe import Recipe
+    from app.builder.recipe import PRIMARY_METRIC, Recipe
     from app.training.trial import resolve_device, run_trial
 
     recipe = Recipe.model_validate_json(recipe_file.read_text())
@@ -169,7 +169,7 @@ def train(
         on_epoch=lambda result: typer.echo(result.summary(recipe.epochs)),
         label=recipe_file.name,
     )
-    metric = {"classification": "accuracy", "segmentation": "iou"}[recipe.task]
+    metric = PRIMARY_METRIC[recipe.task]
     body = {
         "name": name or recipe_file.stem,
         "recipe": recipe.model_dump(mode="json"),

@@ -58,7 +58,28 @@ class Settings(BaseSettings):
         "processes hold made small trainings up to 40x slower here.",
     )
     data_roots: list[Path] = Field(
-        default_factory=list, description="Folders image_folder datasets may live in."
+        default_factory=list,
+        description="Folders the datasets read from files (image_folder, image_csv, "
+        "segmentation_folder) may live in.",
+    )
+    # The three below are read by the loader (app.training.data) from the environment, in the
+    # worker's process; they are declared here so that they are validated and documented.
+    data_cache_mb: float = Field(
+        default=512,
+        ge=0,
+        description="Decoded images (uint8, at the recipe's size) are kept in memory up to this "
+        "many MB a dataset; a larger dataset is resized once into an on-disk cache.",
+    )
+    data_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the on-disk cache of resized images goes (default: the system's "
+        "temporary folder, advisor-data-cache).",
+    )
+    data_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes decoding images (default: the cores, at most 4).",
     )
     shared_evidence: bool = Field(
         default=False,

@@ -107,6 +107,7 @@ VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
 KNOWN_METRICS: dict[str, bool] = {
     "accuracy": True,
     "acc": True,
+    "accuracy_multi": True,
     "top1": True,
     "top5": True,
     "balanced_accuracy": True,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from app.advisor.architectures import ARCHS
 from app.advisor.ladder import Facts
+from app.builder.datasets import task_of
 
 
 def _whole(value: Any) -> Any:
@@ -28,9 +29,14 @@ Whole = BeforeValidator(_whole)
 DropoutP = Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1)]
 # The augmentation presets of app.training.augment, weakest first.
 Augment = Literal["none", "basic", "strong"]
-Task = Literal["classification", "segmentation"]
-# The validation metric each task is judged by (higher is better for both).
-PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "iou"}
+# multi_label: several classes an image (a CSV's label_delim), a sigmoid per class.
+Task = Literal["classification", "segmentation", "multi_label"]
+# The validation metric each task is judged by (higher is better for all).
+PRIMARY_METRIC = {
+    "classification": "accuracy",
+    "segmentation": "iou",
+    "multi_label": "accuracy_multi",
+}
 Decoder = Literal["unet", "nearest", "transposed"]
 
 
@@ -101,6 +107,30 @@ class Recipe(Frozen):
         if data is not None and not isinstance(data.get("kind"), str):
             raise ValueError("a dataset spec needs a 'kind'")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_from_data(cls, values: Any) -> Any:
+        """A recipe that names no task trains the one its data can only serve (masks: a
+        segmentation; labels split by a delimiter: multi-label), as fastai infers it."""
+        if (
+            isinstance(values, dict)
+            and "task" not in values
+            and isinstance(values.get("data"), dict)
+        ):
+            task = task_of(values["data"])
+            if task is not None:
+                return {**values, "task": task}
+        return values
+
+    @model_validator(mode="after")
+    def _task_fits_the_data(self) -> "Recipe":
+        needed = task_of(self.data) if self.data is not None else None
+        if needed is not None and self.task != needed:
+            raise ValueError(f"task: this dataset serves '{needed}', not '{self.task}'")
+        if self.task == "multi_label" and self.data is not None and needed is None:
+            raise ValueError("task: multi_label needs an image_csv dataset with a label_delim")
+        return self
 
     @model_validator(mode="after")
     def _mixup_is_for_labels(self) -> "Recipe":

@@ -1,6 +1,12 @@
 """The training loop: AdamW, one-cycle (or constant / cosine) schedule, augmentation and
 MixUp/CutMix, per-epoch train loss, valid loss and metrics — accuracy for classification, IoU
-and Dice for segmentation.
+and Dice for segmentation, ``accuracy_multi`` (each label's sigmoid at 0.5) and F-beta (beta 2,
+averaged over images, as fastai's ``FBetaMulti``) for multi-label, trained with binary cross
+entropy on a sigmoid per class.
+
+The data are float tensors (bundled and generated data), augmented per sample on the host, or
+:class:`app.training.data.Images` (read from files): uint8 batches read by DataLoader workers,
+copied to the device and normalised and augmented there, the whole batch at once.
 
 One code path for every device and for one process or several. On CUDA it adds what pays there:
 bf16 autocast, channels-last memory, pinned host batches copied without blocking, and cuDNN
@@ -12,8 +18,9 @@ repeats exactly on the CPU.
 
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,7 +31,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from app.builder.recipe import Augment, Task
-from app.training.augment import Augmenter, batch_mixer
+from app.training.augment import Augmenter, BatchAugmenter, batch_mixer
+from app.training.data import Images, normalize
+
+# Images whose labels F-beta weighs: recall counts beta^2 times as much as precision.
+FBETA = 2.0
 
 
 @dataclass
@@ -107,11 +118,23 @@ class Metrics:
     def __init__(self, task: Task, n_classes: int) -> None:
         self.task, self.n_classes = task, n_classes
         self.correct = self.total = 0
+        self.fbeta = 0.0  # summed over images (multi-label)
         self.confusion = torch.zeros(n_classes, n_classes, dtype=torch.int64)
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        pred = logits.argmax(dim=1).cpu()
         target = target.cpu()
+        if self.task == "multi_label":
+            said, truth = logits.cpu() > 0, target > 0.5  # a sigmoid above 0.5
+            self.correct += int((said == truth).sum())
+            self.total += truth.numel()
+            tp = (said & truth).sum(1).double()
+            fp, fn = (said & ~truth).sum(1).double(), (~said & truth).sum(1).double()
+            b2 = FBETA**2
+            score = (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp).clamp(min=1)
+            # An image with no label that got none is right, not undefined.
+            self.fbeta += float(torch.where(tp + fp + fn == 0, 1.0, score).sum())
+            return
+        pred = logits.argmax(dim=1).cpu()
         if self.task == "classification":
             self.correct += int((pred == target).sum())
             self.total += target.numel()
@@ -124,10 +147,18 @@ class Metrics:
     def reduce(self, shard: Shard) -> None:
         """Gather the counts of every process's share of the validation set."""
         counts = torch.tensor([self.correct, self.total])
-        counts, self.confusion = shard.reduce(counts, self.confusion)
-        self.correct, self.total = int(counts[0]), int(counts[1])
+        counts, self.confusion, (fbeta,) = shard.reduce(
+            counts, self.confusion, torch.tensor([self.fbeta], dtype=torch.float64)
+        )
+        self.correct, self.total, self.fbeta = int(counts[0]), int(counts[1]), float(fbeta)
 
     def result(self) -> dict[str, float]:
+        if self.task == "multi_label":
+            images = self.total // max(self.n_classes, 1)
+            return {
+                "accuracy_multi": self.correct / max(self.total, 1),
+                "fbeta": self.fbeta / max(images, 1),
+            }
         if self.task == "classification":
             return {"accuracy": self.correct / max(self.total, 1)}
         # Foreground classes only (class 0 is the background), averaged over classes present.
@@ -161,36 +192,59 @@ class Device:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda)
 
 
+def loss_of(task: Task, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross entropy over classes (or pixels' classes); binary cross entropy for each label of
+    a multi-label image (a sigmoid per class)."""
+    if task == "multi_label":
+        return F.binary_cross_entropy_with_logits(logits, target.float())
+    return F.cross_entropy(logits, target)
+
+
+Reader = Callable[[Sequence[torch.Tensor]], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def reader(x: torch.Tensor | Images, y: torch.Tensor, dev: Device) -> Reader:
+    """What reads batches (each given as a tensor of positions) of ``x`` and ``y``."""
+    if isinstance(x, Images):
+        return x.batches(pin=dev.cuda)
+    return lambda chunks: ((x[idx], y[idx]) for idx in chunks)
+
+
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Images,
     y: torch.Tensor,
     task: Task,
     n_classes: int,
     dev: Device,
     batch_size: int = 256,
     shard: Shard = Shard(),
+    read: Reader | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Validation loss and metrics; across processes each takes every ``world``-th sample and
-    the sums are gathered, so every process gets the figures of the whole set."""
+    the sums are gathered, so every process gets the figures of the whole set. ``read``: the
+    reader of ``x`` (made here unless given, to keep its workers across epochs)."""
     model.eval()
     metrics = Metrics(task, n_classes)
     loss_sum = 0.0
-    x, y = x[shard.rank :: shard.world], y[shard.rank :: shard.world]
+    mine = torch.arange(shard.rank, len(x), shard.world)
+    files = isinstance(x, Images)
     with torch.no_grad(), dev.autocast():
-        for i in range(0, len(x), batch_size):
-            xb, yb = dev.batch(x[i : i + batch_size], y[i : i + batch_size])
+        for batch in (read or reader(x, y, dev))(torch.split(mine, batch_size)):
+            xb, yb = dev.batch(*batch)
+            if files:
+                xb = normalize(xb)
             logits = model(xb).float()
-            loss_sum += float(F.cross_entropy(logits, yb)) * len(yb)
+            loss_sum += float(loss_of(task, logits, yb)) * len(yb)
             metrics.update(logits, yb)
     metrics.reduce(shard)
-    (total,) = shard.reduce(torch.tensor([loss_sum, len(x)], dtype=torch.float64))
+    (total,) = shard.reduce(torch.tensor([loss_sum, len(mine)], dtype=torch.float64))
     return float(total[0]) / max(float(total[1]), 1.0), metrics.result()
 
 
 def fit(
     model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    data: tuple[Any, Any, Any, Any],
     config: TrainConfig,
     *,
     task: Task,
@@ -223,7 +277,7 @@ def fit(
 
 def train(
     model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    data: tuple[Any, Any, Any, Any],
     config: TrainConfig,
     *,
     task: Task,
@@ -244,7 +298,11 @@ def train(
     torch.manual_seed(config.seed + 7919 * shard.rank)
     # Same seed on every process: their shares of an epoch are disjoint.
     sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
-        TensorDataset(train_y), shard.world, shard.rank, shuffle=True, seed=config.seed
+        TensorDataset(torch.empty(len(train_x), 0)),
+        shard.world,
+        shard.rank,
+        shuffle=True,
+        seed=config.seed,
     )
     local_batch = max(1, config.batch_size // shard.world)
     model = model.to(dev.device).to(memory_format=dev.memory_format)
@@ -256,8 +314,24 @@ def train(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     sched = scheduler(optimizer, config.schedule, config.lr, config.epochs * steps)
+    files = isinstance(train_x, Images)
+    # Images read from files are augmented on the device, a batch at once; tensors on the host,
+    # per sample, as they always were.
     augment = Augmenter(config.augment, train_x.shape[-1], task)
-    mix = batch_mixer(*config.mixup, n_classes) if config.mixup else None
+    on_device = BatchAugmenter(config.augment, task)
+    mix = batch_mixer(*config.mixup, n_classes, task) if config.mixup else None
+    read_train, read_valid = reader(train_x, train_y, dev), reader(valid_x, valid_y, dev)
+
+    def ready(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch augmented, mixed and on the device."""
+        if files:
+            xb, yb = on_device(*dev.batch(xb, yb), normalize)
+        else:
+            xb, yb = augment(xb, yb)
+        if mix is not None:
+            xb, yb = mix(xb, yb)
+        return (xb, yb) if files else dev.batch(xb, yb)
+
     # Interleaved trainings draw from the global generator too: each keeps its own state.
     rng = torch.get_rng_state()
     shown = label is not None and sys.stderr.isatty()
@@ -272,24 +346,21 @@ def train(
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler))
             loss_sum = torch.zeros((), device=dev.device)
-            for i in range(steps):
-                idx = order[i * local_batch : (i + 1) * local_batch]
-                xb, yb = augment(train_x[idx], train_y[idx])
-                if mix is not None:
-                    xb, yb = mix(xb, yb)
-                xb, yb = dev.batch(xb, yb)
+            chunks = [order[i * local_batch : (i + 1) * local_batch] for i in range(steps)]
+            for batch in read_train(chunks):
+                xb, yb = ready(*batch)
                 with dev.autocast():
-                    loss = F.cross_entropy(trained(xb).float(), yb)
+                    loss = loss_of(task, trained(xb).float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 sched.step()
                 # Summed on the device: no host sync per step.
-                loss_sum += loss.detach() * len(idx)
+                loss_sum += loss.detach() * len(xb)
                 progress.advance(bar)
             # The bare model: its forward has no collectives, so uneven shares cannot hang.
             valid_loss, metrics = evaluate(
-                model, valid_x, valid_y, task, n_classes, dev, shard=shard
+                model, valid_x, valid_y, task, n_classes, dev, shard=shard, read=read_valid
             )
             (seen,) = shard.reduce(torch.tensor([float(loss_sum), len(order)], dtype=torch.float64))
             rng = torch.get_rng_state()

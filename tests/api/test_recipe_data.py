@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.builder.data_folders import image_csv, image_folder, segmentation_folder
 from tests.conftest import make_client, overfit_epochs
 from tests.worker.test_verification_api import RECIPE
 
@@ -20,9 +21,12 @@ def report(data: dict[str, Any] | None) -> dict[str, Any]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A data root holding ``pets/cat`` and ``escape``, a symlink out of it."""
+    """A data root holding ``pets`` (class folders), ``csvpets`` (a CSV), ``camvid`` (a
+    segmentation folder) and ``escape``, a symlink out of it."""
     root = tmp_path / "root"
-    (root / "pets" / "cat").mkdir(parents=True)
+    image_folder(root, "pets", per_class=2)
+    image_csv(root, "csvpets", n=4)
+    segmentation_folder(root, "camvid", n=2)
     (root / "escape").symlink_to(tmp_path)
     return root
 
@@ -47,6 +51,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "not a folder inside the data roots"),
     ("missing folder", {"kind": "image_folder", "path": "dogs"}, "recipe.data.path",
      "not a folder inside the data roots"),
+    ("csv out of the root", {"kind": "image_csv", "path": "escape"}, "recipe.data.path",
+     "not a folder inside the data roots"),
+    ("csv without the column", {"kind": "image_csv", "path": "csvpets", "label_col": "tags"},
+     "recipe.data.label_col", "labels.csv has no column 'tags' (its columns: fname, labels)"),
+    ("csv row naming a missing file", {"kind": "image_csv", "path": "csvpets"},
+     "recipe.data.csv", "labels.csv line 2: '0.png' does not exist"),
+    ("no codes", {"kind": "segmentation_folder", "path": "camvid", "codes": "codes"},
+     "recipe.data.codes", "'codes' is not a file in 'camvid'"),
+    ("no masks", {"kind": "segmentation_folder", "path": "camvid"}, "recipe.data.masks",
+     "'images/0.png': no mask '0.*' in 'labels'"),
+    ("unknown csv option", {"kind": "image_csv", "path": "csvpets", "delimiter": ";"},
+     "recipe.data.delimiter", "not permitted"),
 ]  # fmt: skip
 
 
@@ -63,7 +79,13 @@ def test_a_recipe_naming_data_that_cannot_be_served_is_refused_and_nothing_store
 
 
 def test_servable_data_and_recipes_without_data_are_stored(client: TestClient) -> None:
-    for data in ({"kind": "image_folder", "path": "pets"}, {"kind": "digits"}, None):
+    for data in (
+        {"kind": "image_folder", "path": "pets"},
+        {"kind": "image_csv", "path": "csvpets", "folder": "images"},
+        {"kind": "segmentation_folder", "path": "camvid", "mask_suffix": "_P"},
+        {"kind": "digits"},
+        None,
+    ):
         r = client.post("/api/v1/runs", json=report(data))
         assert r.status_code == 201, r.text
         assert r.json()["recipe"]["data"] == data
