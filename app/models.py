@@ -130,6 +130,8 @@ class Run(Base):
     source: Mapped[str] = mapped_column(String(16), default="client")
     task: Mapped[str] = mapped_column(String(32), default="classification")
     recipe: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # A user's script's settings and knobs (overfit_advisor.trial): verified by its agents.
+    trainer: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     model_facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     data_facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     constraints: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -276,3 +278,5 @@ class Trial(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Who trains it: the model builder's worker, or an agent running the user's script.
+    runner: Mapped[str] = mapped_column(String(16), default="builder", server_default="builder")

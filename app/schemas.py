@@ -21,6 +21,7 @@ from pydantic.config import JsonDict
 
 from app.advisor.curves import KNOWN_METRICS
 from app.advisor.diagnosis import Verdict
+from app.advisor.knobs import KNOBS, SMALLER_MODEL
 from app.advisor.ladder import RungId
 from app.builder.recipe import Augment, DropoutP, MixupSpec, Recipe, Task, Whole
 from app.models import JobStatus
@@ -191,6 +192,7 @@ class DataFacts(Open):
     mixup: MixupSpec | None = None
     more_data_available: bool | None = None
     data_fraction: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1)] | None = None
+    modality: Literal["image", "text", "tabular", "audio", "time_series"] | None = None
 
 
 class Constraints(Strict):
@@ -282,6 +284,8 @@ class EpochsIn(Strict):
 
 
 MAX_PARAMS = 200
+# How many of a training's skipped bad files it names (it counts them all).
+MAX_SKIPPED = 20
 MAX_PARAM_STRING = 500
 MAX_TAGS = 50
 
@@ -346,6 +350,54 @@ FREE_FORM = (
 )
 
 
+Knob = Literal[KNOBS]  # type: ignore[valid-type]
+
+
+class TrainerIn(Strict):
+    """A user's own training script, as ``overfit_advisor.trial(defaults, knobs)`` reports it:
+    the settings it ran with, and the changes it can make (its knobs), in the ladder's terms.
+    With knobs, the run can be verified by ``overfit-advisor agent`` running the script."""
+
+    settings: dict[Key, ParamValue | list[ParamValue]] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        json_schema_extra=_keys_without_nul,
+        description="The settings the script read (trial()'s defaults): flat, values as in "
+        "`params`, or lists of them; at most 200. The knobs' settings are read from here.",
+    )
+    knobs: list[Knob] = Field(
+        default_factory=list,
+        max_length=len(KNOBS),
+        json_schema_extra={"uniqueItems": True},
+        description="The ladder's changes the script can make; each once. `smaller_model` "
+        "switches `settings.arch` between `models`: with it, `models` has at least two "
+        "architectures and `settings.arch` is one of them (else 422).",
+    )
+    models: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="For `smaller_model`: the architectures the script can build, from large to "
+        "small; `settings.arch` is one of them.",
+    )
+
+    @model_validator(mode="after")
+    def _knobs_usable(self) -> "TrainerIn":
+        if len(set(self.knobs)) != len(self.knobs):
+            raise ValueError("knobs: each knob is named once")
+        if SMALLER_MODEL in self.knobs:
+            if len(self.models) < 2:
+                raise ValueError(
+                    "models: the smaller_model knob needs the architectures it switches "
+                    "between, from large to small (at least two)"
+                )
+            if self.settings.get("arch") not in self.models:
+                raise ValueError(
+                    f"settings.arch: {self.settings.get('arch')!r} is not one of models "
+                    f"{self.models}"
+                )
+        return self
+
+
 class RunCreate(Strict):
     name: Text = Field(default="", max_length=200)
     project: Text | None = Field(
@@ -378,7 +430,13 @@ class RunCreate(Strict):
         default=None,
         description="Present when the run is reproducible by the model builder. Its `data` (the "
         f"dataset spec) must be plain JSON as in `model`, nested at most {FREE_FORM_LEVELS} "
-        "levels deep (`data` being the first).",
+        "levels deep (`data` being the first). It must agree with the report's `task`, "
+        "`model.arch` and `data.n_train`.",
+    )
+    trainer: TrainerIn | None = Field(
+        default=None,
+        description="Present when the run came from a user's script that declares knobs "
+        "(`overfit_advisor.trial`): such a run is verified by the project's agents.",
     )
     params: dict[Key, ParamValue] = Field(
         default_factory=dict,
@@ -456,6 +514,12 @@ class StepOut(BaseModel):
     evidence: EvidenceOut | None = Field(
         default=None, description="Null when no similar run verified this rung."
     )
+    verifiable: bool = Field(
+        default=False, description="Whether a verification can try this rung on the run."
+    )
+    verify_hint: str | None = Field(
+        default=None, description="For an open rung that cannot be verified: what would allow it."
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -469,6 +533,12 @@ class RecommendationOut(BaseModel):
     ladder: list[StepOut]
     evidence: EvidenceOut | None = Field(
         default=None, description="The recommended rung's record on similar runs."
+    )
+    verifiable: bool = Field(
+        default=False, description="Whether a verification can try the recommended rung."
+    )
+    verify_hint: str | None = Field(
+        default=None, description="When it cannot: what would allow it (a knob, a recipe)."
     )
 
 
@@ -526,6 +596,9 @@ class RunOut(RunSummary):
     data: dict[str, Any]
     constraints: dict[str, Any]
     recipe: dict[str, Any] | None
+    trainer: dict[str, Any] | None = Field(
+        default=None, description="The script's settings and knobs, when it declared them."
+    )
     epochs: list[dict[str, Any]]
     diagnosis: DiagnosisOut
     recommendation: RecommendationOut
@@ -846,6 +919,14 @@ class TrialClaim(Strict):
     devices: Annotated[int, Field(ge=1, le=64), Whole] = Field(
         default=1, description="How many devices the worker offers."
     )
+    runner: Literal["builder", "script"] = Field(
+        default="builder",
+        description="builder: `advisor worker`, which trains model builder recipes; script: "
+        "`overfit-advisor agent`, which runs the user's own script. Each gets its own trials.",
+    )
+    project: Annotated[Text, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Only this project's trials (a project's token: its own)."
+    )
     wait_s: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)] = Field(
         default=0.0,
         description="Wait up to this long for a trial (a long poll): the answer comes as soon "
@@ -859,19 +940,36 @@ class ClaimedOut(BaseModel):
     role: str = Field(description="baseline, candidate, or 'fraction 0.25' (a learning curve).")
     rung: str
     seed: int
-    recipe: dict[str, Any] = Field(description="What the model builder trains.")
+    recipe: dict[str, Any] = Field(
+        description="What to train: a model builder recipe, or a script trial's spec."
+    )
     epochs: int
     device: str = Field(description="The device kind or device the trial asks for.")
     gpus: int = Field(description="Devices one training spreads over.")
     attempt: int
     lease_s: float = Field(description="Heartbeat well within this, or the trial is taken over.")
+    runner: Literal["builder", "script"] = "builder"
+    settings: dict[str, Any] | None = Field(
+        default=None,
+        description="A script trial's settings: the run's, with the trial's change applied.",
+    )
+    change: dict[str, Any] | None = Field(
+        default=None,
+        description="A script trial's change to the run's settings ({} for a baseline).",
+    )
+    run_name: str | None = Field(default=None, description="The verified run's name (scripts).")
+    metric: str | None = Field(
+        default=None, description="The metric a script trial's evaluations must carry."
+    )
 
 
 # What JSON Schema cannot say of a trial's curve; the service checks it against the trial.
 TRIAL_CURVE = (
     "As a run report's epochs, and the trial's own: one record per epoch from epoch 0 (so "
-    "strictly increasing), no more than the trial's recipe trains, each with its training loss "
-    "and the task's metric (accuracy; iou for segmentation). Else 422 naming the record."
+    "strictly increasing), each with the metric the trial is judged by (accuracy; iou for "
+    "segmentation; a script trial's `metric`, none when that is valid_loss); a builder trial's "
+    "also with its training loss, and no more than its recipe trains. Else 422 naming the "
+    "record."
 )
 
 
@@ -895,10 +993,20 @@ class TrialDone(_WithCurve):
         description="The epochs trained: all of them, or those up to where the heartbeat's "
         f"answer said to stop. {TRIAL_CURVE}"
     )
-    n_train: Annotated[int, Int64, Field(ge=0), Whole]
+    n_train: Annotated[int, Int64, Field(ge=0), Whole] | None = Field(
+        default=None, description="Training examples, where the worker knows (a script may not)."
+    )
     n_classes: Annotated[int, Int64, Field(ge=1), Whole] | None = None
     duration_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?|\d+x(cpu|cuda))$")]
+    n_skipped: Annotated[int, Int64, Field(ge=0), Whole] = Field(
+        default=0, description="Bad data files skipped (a dataset spec's skip_bad)."
+    )
+    skipped: list[Annotated[Text, Field(max_length=500)]] = Field(
+        default_factory=list,
+        max_length=MAX_SKIPPED,
+        description="The first of them, each as 'file: why'.",
+    )
 
 
 class TrialFailure(Strict):

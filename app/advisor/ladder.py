@@ -14,8 +14,15 @@ refuted on most similar runs (at least three verdicts, none confirmed) is tried 
 open rung, listed right after it as ``demoted`` with the reason. It never skips a rung and never
 moves one up.
 
+Each rung means what it should for the run's modality (image, text, tabular, audio, time series:
+:mod:`app.advisor.modality`): the rungs read their keys, levels and words from the modality's row
+of :mod:`app.advisor.modal_remedies` (text masks tokens where images are cropped, skips batch norm
+for a transformer, and drops out hidden and attention units). The order is the same for all.
+
 Changes are keyed by recipe field paths (``head.ps``, ``mixup``, ``arch``…) so the model builder
-can apply them as they are.
+can apply them as they are; a modality the builder does not train speaks its own settings
+(``token_mask``, ``hidden_dropout_prob``…). Skip reasons and actions quote the values the report
+gave, never a level's nominal figure.
 """
 
 from collections.abc import Callable, Mapping
@@ -23,9 +30,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from app.advisor.architectures import ARCHS, sibling, smaller_sibling
+from app.advisor.architectures import ARCHS, sibling
 from app.advisor.diagnosis import Diagnosis, Verdict
 from app.advisor.evidence import Evidence, RungEvidence, demoted
+from app.advisor.modal_remedies import REMEDIES, Augmentation, Remedies
+from app.advisor.modality import (
+    chain_of_family,
+    family_of,
+    in_chain,
+    model_key,
+    named_sibling,
+    resolve,
+)
 
 
 class RungId(StrEnum):
@@ -56,6 +72,10 @@ class Facts:
     data_fraction: float | None = None
     time_limited: bool = False
     memory_limited: bool = False
+    # image, text, tabular, audio or time_series; None: the architecture's name tells, else image.
+    modality: str | None = None
+    # The trainer's own architectures, large to small: the smaller model is the next of these.
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +169,39 @@ class Rung:
     blocked: Callable[[Facts], str | None]
     level: Callable[[Facts], int]
     option: Callable[[Facts, int], Change]
+    # The rung's setting as the report gave it, quoted when the rung is skipped for being in place.
+    said: Callable[[Facts], str] = lambda f: "as reported"
 
 
 def _level_of(value: float | None, steps: tuple[float, ...]) -> int:
-    """Index of the highest step ``value`` reaches; -1 when absent (None or 0)."""
-    if not value:
+    """Index of the highest of the ascending ``steps`` that ``value`` reaches; -1 when it reaches
+    none (None, 0, or below the first step: head dropout 0.01 is not the 0.25 level, and the first
+    step is offered as an increase)."""
+    if value is None:
         return -1
-    reached = [i for i, s in enumerate(steps) if value >= s]
-    return reached[-1] if reached else 0
+    return sum(value >= s for s in steps) - 1
+
+
+def _remedies(f: Facts) -> Remedies:
+    """The modality's row of the rungs' keys, levels and words."""
+    return REMEDIES[resolve(f.modality, f.arch)]
+
+
+def _move(what: str, current: float | None, new: float, where: str = "", unit: str = "") -> str:
+    """A setting going to ``new``, worded from what the report says it is: "use" when it said
+    nothing, "add" from 0, "raise" from less, "keep" what already reaches ``new``."""
+    tail = f" {where}" if where else ""
+    if current is None:
+        return f"use {what} {unit}{new:g}{tail}"
+    if not current:
+        return f"add {what} {unit}{new:g}{tail}"
+    if current < new:
+        return f"raise {what} from {unit}{current:g} to {unit}{new:g}{tail}"
+    return f"keep {what} at {unit}{current:g}{tail}"
+
+
+def _sentence(text: str) -> str:
+    return f"{text[0].upper()}{text[1:]}."
 
 
 # --- more data ---------------------------------------------------------------------------------
@@ -187,22 +232,20 @@ def _more_data_option(f: Facts, level: int) -> Change:
 
 # --- augmentation ------------------------------------------------------------------------------
 
-_AUGMENT_LEVELS = ("basic", "strong")
+# What the report says of its augmentation, whatever the modality's transforms are.
+AUGMENT_LEVELS = ("basic", "strong")
+
+
+def _augmentation(f: Facts) -> Augmentation:
+    found = _remedies(f).augment
+    if found is None:  # the modality's skip answers before any level is asked for
+        raise LookupError(f"{f.modality} data has no augmentation rung")
+    return found
 
 
 def _augment_option(f: Facts, level: int) -> Change:
-    kind = _AUGMENT_LEVELS[level]
-    what = (
-        "random resized crop, horizontal flip, small rotation"
-        if kind == "basic"
-        else "basic augmentation plus colour jitter and random erasing"
-    )
-    return (
-        f"Use {kind} data augmentation ({what}).",
-        {"augment": kind},
-        "Augmentation shows the model new variants of each image every epoch, so it cannot "
-        "memorise the training set as easily; it needs no new labels.",
-    )
+    row = _augmentation(f)
+    return row.actions[level], {row.key: row.values[level]}, row.why
 
 
 # --- mixup -------------------------------------------------------------------------------------
@@ -219,11 +262,13 @@ def _mixup_blocked(f: Facts) -> str | None:
 def _mixup_option(f: Facts, level: int) -> Change:
     alpha = _MIXUP_ALPHAS[level]
     kind = f.mixup_kind or "mixup"
+    reported = f.mixup_alpha if f.mixup_kind and f.mixup_alpha else None
+    said = f"{reported:g} -> {alpha:g}" if reported is not None else f"{alpha:g}"
     return (
-        f"Train with {kind} (alpha {alpha}).",
+        f"Train with {kind} (alpha {said}).",
         {"mixup": {"kind": kind, "alpha": alpha}},
-        "Mixup blends pairs of images and their labels, a regularizer that works on nearly any "
-        "data and needs no domain knowledge.",
+        f"Mixup blends pairs of {_remedies(f).noun} and their labels, a regularizer that works "
+        "on nearly any data and needs no domain knowledge.",
     )
 
 
@@ -234,11 +279,19 @@ def _batchnorm_blocked(f: Facts) -> str | None:
     if f.batchnorm:
         return "the model already uses batch normalization"
     meta = ARCHS.get(f.arch or "")
-    if f.batchnorm is None and meta is not None:
-        if meta.norm == "batch":
+    if meta is not None:
+        if f.batchnorm is None and meta.norm == "batch":
             return f"{meta.name} already uses batch normalization"
-        if meta.norm == "layer":
-            return f"{meta.name} normalizes with layer norm throughout"
+        if f.batchnorm is None and meta.norm == "layer":
+            return f"{meta.name} already normalizes with layer norm throughout"
+        return None
+    # A model outside the builder's table: a transformer's "no batch norm" agrees with its layer
+    # norm (the builder can put batch norm in its own head; a user's transformer has none to add).
+    family = family_of(f.arch)
+    if family is not None and family.norm == "layer":
+        return f"{f.arch} already normalizes with layer norm throughout"
+    if family is not None and family.norm == "batch" and f.batchnorm is None:
+        return f"{f.arch} already uses batch normalization"
     return None
 
 
@@ -259,8 +312,6 @@ def _batchnorm_option(f: Facts, level: int) -> Change:
 
 # --- dropout in the head -----------------------------------------------------------------------
 
-_HEAD_PS = (0.25, 0.5)
-
 
 def _dropout_head_blocked(f: Facts) -> str | None:
     if f.task == "segmentation":
@@ -268,68 +319,114 @@ def _dropout_head_blocked(f: Facts) -> str | None:
     return None
 
 
+def _dropout_head_level(f: Facts) -> int:
+    return _level_of(f.head_dropout, _remedies(f).head.ps)
+
+
 def _dropout_head_option(f: Facts, level: int) -> Change:
-    ps = _HEAD_PS[level]
-    return (
-        f"Add dropout p={ps} to the last layers (head).",
-        {"head.ps": ps},
-        "Dropout in the last layer or two is the cheapest architectural regularizer and "
-        "leaves the pretrained body untouched.",
-    )
+    head = _remedies(f).head
+    ps = head.ps[level]
+    action = _move("dropout", f.head_dropout, ps, head.name, "p=")
+    return _sentence(action), {head.key: ps}, head.why
+
+
+def _dropout_head_said(f: Facts) -> str:
+    return f"p={f.head_dropout:g}" if f.head_dropout is not None else "not reported"
 
 
 # --- dropout throughout and weight decay -------------------------------------------------------
 
-_BODY_DROPOUT = ((0.1, 0.05), (0.2, 0.1))  # (body dropout, weight decay) per level
+
+def _dropout_body_level(f: Facts) -> int:
+    # Read from the dropout: a recipe keeps its weight decay whatever its dropout, so weight decay
+    # below the level's is quoted (wd=0), not counted against the level.
+    return _level_of(f.body_dropout, tuple(p for p, _ in _remedies(f).body.levels))
 
 
 def _dropout_body_option(f: Facts, level: int) -> Change:
-    p, wd = _BODY_DROPOUT[level]
-    wd = max(wd, f.weight_decay or 0.0)
-    meta = ARCHS.get(f.arch or "")
-    kind = (
-        "stochastic depth on the residual blocks"
-        if meta is not None and meta.body_dropout == "stochastic_depth"
-        else "Dropout2d between stages"
-    )
+    body = _remedies(f).body
+    p, wd = body.levels[level]
+    # Never weaken what the report has: a level raises each setting to at least its figure.
+    p, wd = max(p, f.body_dropout or 0.0), max(wd, f.weight_decay or 0.0)
+    kind = body.kind(f.arch)
+    dropout = _move("dropout", f.body_dropout, p, f"throughout the body ({kind})", "p=")
+    decay = _move("weight decay", f.weight_decay, wd)
     return (
-        f"Add dropout throughout the body ({kind}, p={p}) and weight decay {wd:g}.",
-        {"body_dropout": p, "weight_decay": wd},
-        "With the head regularized, dropout of another kind throughout the model and weight "
-        "decay constrain the whole network, not just its last layers.",
+        _sentence(f"{dropout}, and {decay}"),
+        {**dict.fromkeys(body.keys, p), "weight_decay": wd},
+        body.why,
     )
+
+
+def _dropout_body_said(f: Facts) -> str:
+    p = f"p={f.body_dropout:g}" if f.body_dropout is not None else "dropout not reported"
+    wd = f"wd={f.weight_decay:g}" if f.weight_decay is not None else "weight decay not reported"
+    return f"{p}, {wd}"
 
 
 # --- smaller model -----------------------------------------------------------------------------
 
 
+def _position(f: Facts) -> int | None:
+    """Where the report's arch is among the trainer's own models (names compared as model_key
+    compares them)."""
+    names = [model_key(m) for m in f.models]
+    key = model_key(f.arch) if f.arch else None
+    return names.index(key) if key in names else None
+
+
+def _sized(f: Facts, step: int) -> str | None:
+    """The model ``step`` sizes away (-1: smaller): along the trainer's own list when it gave one
+    (large to small), else the builder's table, else the named models' chains."""
+    if f.models:
+        at = _position(f)
+        # The list runs large to small: a smaller model is further down it.
+        i = None if at is None else at - step
+        return f.models[i] if i is not None and 0 <= i < len(f.models) else None
+    if f.arch in ARCHS:
+        return sibling(f.arch, step)
+    return named_sibling(f.arch, step)
+
+
 def _smaller_blocked(f: Facts) -> str | None:
-    if f.arch in ARCHS and smaller_sibling(f.arch) is None:
+    if f.models:
+        listed = ", ".join(f.models)
+        if f.arch is None:
+            return f"the report does not say which of your models ({listed}) this run trained"
+        if _position(f) is None:
+            return f"{f.arch} is not one of your models ({listed}), so none is known to be smaller"
+        if _sized(f, -1) is None:
+            return f"{f.arch} is already the last (smallest) of your models ({listed})"
+        return None
+    if (f.arch in ARCHS or in_chain(f.arch)) and _sized(f, -1) is None:
         return f"{f.arch} is already the smallest of its family"
     return None
 
 
 def _smaller_option(f: Facts, level: int) -> Change:
-    smaller = smaller_sibling(f.arch) if f.arch in ARCHS else None
+    smaller = _sized(f, -1)
+    remedies = _remedies(f)
     if smaller is None:
         name = f.arch or "the architecture"
-        return (
-            f"Use a smaller version of {name}.",
-            {},
-            "A smaller model has less capacity to memorise; it is the last resort because it "
-            "usually costs accuracy as well.",
-        )
+        action = remedies.smaller.format(arch=name)
+        family = chain_of_family(f.arch)  # "bert", as Hugging Face's model_type names it
+        if family:
+            action += f" Its family, smallest first: {', '.join(family)}."
+        action += " To verify it, list your models, large to small, in the smaller_model knob."
+        return action, {}, remedies.smaller_why
     return (
         f"Use the smaller {smaller} instead of {f.arch}.",
         {"arch": smaller},
-        "A smaller model has less capacity to memorise; it comes last because it usually "
-        "costs accuracy as well, but it trains faster and needs less memory.",
+        remedies.smaller_why,
     )
 
 
 def _never(f: Facts) -> str | None:
     return None
 
+
+# The listing's levels are the image model's, the builder's vocabulary; every modality has as many.
+IMAGE_HEAD, IMAGE_BODY = REMEDIES["image"].head, REMEDIES["image"].body
 
 RUNGS: tuple[Rung, ...] = (
     Rung(
@@ -347,10 +444,11 @@ RUNGS: tuple[Rung, ...] = (
         "Data augmentation",
         "Random transformations of the training images every epoch.",
         "augment: none -> basic -> strong",
-        _AUGMENT_LEVELS,
+        AUGMENT_LEVELS,
         _never,
-        lambda f: _AUGMENT_LEVELS.index(f.augment) if f.augment in _AUGMENT_LEVELS else -1,
+        lambda f: AUGMENT_LEVELS.index(f.augment) if f.augment in AUGMENT_LEVELS else -1,
         _augment_option,
+        lambda f: str(f.augment),
     ),
     Rung(
         RungId.MIXUP,
@@ -361,6 +459,7 @@ RUNGS: tuple[Rung, ...] = (
         _mixup_blocked,
         lambda f: _level_of(f.mixup_alpha, _MIXUP_ALPHAS) if f.mixup_kind else -1,
         _mixup_option,
+        lambda f: f"alpha {f.mixup_alpha:g}" if f.mixup_alpha is not None else "alpha not reported",
     ),
     Rung(
         RungId.BATCHNORM,
@@ -377,10 +476,11 @@ RUNGS: tuple[Rung, ...] = (
         "Dropout in the head",
         "Dropout in the last layer or two.",
         "head.ps: 0 -> 0.25 -> 0.5",
-        tuple(f"p={p}" for p in _HEAD_PS),
+        tuple(f"p={p}" for p in IMAGE_HEAD.ps),
         _dropout_head_blocked,
-        lambda f: _level_of(f.head_dropout, _HEAD_PS),
+        _dropout_head_level,
         _dropout_head_option,
+        _dropout_head_said,
     ),
     Rung(
         RungId.DROPOUT_BODY,
@@ -388,10 +488,11 @@ RUNGS: tuple[Rung, ...] = (
         "Dropout of other kinds throughout the model (stochastic depth, Dropout2d) and "
         "weight decay.",
         "body_dropout 0 -> 0.1 -> 0.2, weight_decay -> 0.05 -> 0.1",
-        tuple(f"p={p}, wd={wd}" for p, wd in _BODY_DROPOUT),
+        tuple(f"p={p}, wd={wd}" for p, wd in IMAGE_BODY.levels),
         _never,
-        lambda f: _level_of(f.body_dropout, tuple(p for p, _ in _BODY_DROPOUT)),
+        _dropout_body_level,
         _dropout_body_option,
+        _dropout_body_said,
     ),
     Rung(
         RungId.SMALLER_MODEL,
@@ -413,17 +514,18 @@ def next_step(rung: Rung, facts: Facts, level: int | None = None) -> Option | Sk
     facts already have; a Skip when it cannot change anything. The model builder applies rungs
     with this same function."""
     rid = rung.id.value
-    reason = rung.blocked(facts)
+    # The architecture's reason first (bert already has layer norm), then the modality's.
+    reason = rung.blocked(facts) or _remedies(facts).skips.get(rid)
     if reason:
         return Skip(rid, reason)
     current = rung.level(facts)
     level = current + 1 if level is None else level
     if level >= len(rung.levels):
         if current == len(rung.levels) - 1:
-            return Skip(rid, f"already in the recipe at its strongest level ({rung.levels[-1]})")
+            return Skip(rid, f"already in the recipe at its strongest level ({rung.said(facts)})")
         return Skip(rid, f"{rid} has no level {level}")
     if level <= current:
-        return Skip(rid, f"already in the recipe at {rung.levels[current]}")
+        return Skip(rid, f"already in the recipe at {rung.said(facts)}")
     action, change, why = rung.option(facts, level)
     return Option(rid, level, action, change, why)
 
@@ -440,7 +542,7 @@ def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
         return step
     if rid not in history.confirmed:
         if current >= 0:
-            return Skip(rid, f"already in the recipe ({rung.levels[current]})")
+            return Skip(rid, f"already in the recipe ({rung.said(facts)})")
         return Skip(rid, "already applied in this run's lineage")
     go_on = "Verified as helping in this lineage; the model still overfits, so go stronger."
     return step._replace(rationale=f"{go_on} {step.rationale}")
@@ -593,7 +695,7 @@ def _no_remedy(diagnosis: Diagnosis, facts: Facts) -> Recommendation:
         if diagnosis.evidence.still_improving:
             action += " It is still improving, so more epochs may help."
     elif verdict == Verdict.UNDERFITTING:
-        larger = sibling(facts.arch, +1) if facts.arch in ARCHS else None
+        larger = _sized(facts, +1)
         action = "Train longer, use a larger model"
         if larger:
             action += f" ({larger})"

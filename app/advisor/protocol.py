@@ -37,22 +37,37 @@ def checkpoints(total: int) -> list[int]:
     return sorted({c for c in (max(1, round(total * f)) for f in CHECKPOINTS) if c < total})
 
 
-def trial_figures(curve: Sequence[Mapping[str, Any]], metric: str) -> dict[str, Any]:
+def metric_value(record: Mapping[str, Any], metric: str) -> float:
+    """One epoch record's value of ``metric``; ``valid_loss`` is a metric too (for a script's
+    run that reported no other)."""
+    if metric == "valid_loss":
+        return float(record["valid_loss"])
+    return float(record["metrics"][metric])
+
+
+def trial_figures(
+    curve: Sequence[Mapping[str, Any]], metric: str, higher_is_better: bool = True
+) -> dict[str, Any]:
     """What a verification compares of one training, from its curve (epoch records as a run
-    report has them): the best and final ``metric``, where the best was, the losses."""
-    values = [float(e["metrics"][metric]) for e in curve]
-    best = max(range(len(values)), key=values.__getitem__)
+    report has them): the best and final ``metric``, where the best was, the losses. A metric
+    where lower is better says so (``higher_is_better: false``), and comparisons turn it round."""
+    values = [metric_value(e, metric) for e in curve]
+    sign = 1.0 if higher_is_better else -1.0
+    best = max(range(len(values)), key=lambda i: sign * values[i])
     last = curve[-1]
-    return {
+    figures = {
         "metric": metric,
         "final_metric": values[-1],
         "best_metric": values[best],
         "best_epoch": curve[best]["epoch"],
-        "degradation": (values[best] - values[-1]) / max(abs(values[best]), 1e-12),
+        "degradation": sign * (values[best] - values[-1]) / max(abs(values[best]), 1e-12),
         "final_valid_loss": last["valid_loss"],
         "best_valid_loss": min(e["valid_loss"] for e in curve),
-        "gap": last["valid_loss"] - last["train_loss"],
+        "gap": None if last.get("train_loss") is None else last["valid_loss"] - last["train_loss"],
     }
+    if not higher_is_better:
+        figures["higher_is_better"] = False
+    return figures
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -75,7 +90,8 @@ class TrialKey:
 @dataclass(frozen=True, slots=True)
 class Known:
     """What is known of one needed training: its figures once it finished (or stopped at a
-    checkpoint, ``stopped_at``), and the primary metric of every epoch seen so far."""
+    checkpoint, ``stopped_at``), and the primary metric of every epoch seen so far (negated
+    where lower is better: higher is better here)."""
 
     metrics: tuple[float, ...] = ()
     figures: Mapping[str, Any] | None = None
@@ -132,8 +148,14 @@ def _finished(known: Mapping[TrialKey, Known], key: TrialKey) -> Mapping[str, An
 
 
 def _paired(seed: int, base: Mapping[str, Any], cand: Mapping[str, Any]) -> Paired:
+    # Turned round where lower is better, so that a positive effect is always an improvement.
+    sign = 1.0 if base.get("higher_is_better", True) else -1.0
     return Paired(
-        seed, base["best_metric"], base["final_metric"], cand["best_metric"], cand["final_metric"]
+        seed,
+        sign * base["best_metric"],
+        sign * base["final_metric"],
+        sign * cand["best_metric"],
+        sign * cand["final_metric"],
     )
 
 
@@ -297,7 +319,8 @@ def _learning_curve(spec: Spec, known: Mapping[TrialKey, Known]) -> Step:
     for key, figures in found.items():
         assert figures is not None
         points.setdefault(key.fraction, []).append(figures[f"{spec.criterion}_metric"])
-    n_train = int((found[TrialKey(FRACTION, seeds[0], fraction=1.0)] or {})["n_train"])
+    # Only ratios of sizes enter the fit: a script that does not know its size counts in units.
+    n_train = int((found[TrialKey(FRACTION, seeds[0], fraction=1.0)] or {}).get("n_train") or 1)
     verdict = learning_curve_verdict(points, n_train)
     result = {
         **verdict,

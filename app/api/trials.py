@@ -1,5 +1,7 @@
 """The worker API: workers claim trials (a long poll), heartbeat them with the epochs trained so
-far, and hand in what came of them. Behind a worker token: the fleet's, or a project's."""
+far, and hand in what came of them. Behind a worker token: the fleet's, or a project's. The
+model builder's workers (``advisor worker``) and the agents running users' scripts
+(``overfit-advisor agent``) speak it alike, each claiming its own trials."""
 
 import time
 from typing import Annotated
@@ -45,7 +47,13 @@ def claim(
     session.commit()
     while True:
         found = service.claim(
-            session, body.worker, devices=body.devices, lease_s=settings.worker_lease_s, scope=scope
+            session,
+            body.worker,
+            devices=body.devices,
+            lease_s=settings.worker_lease_s,
+            scope=scope,
+            runner=body.runner,
+            project=body.project,
         )
         session.commit()
         if found is not None:
@@ -88,6 +96,8 @@ def complete(
         n_classes=body.n_classes,
         duration_s=body.duration_s,
         device=body.device,
+        n_skipped=body.n_skipped,
+        skipped=body.skipped,
         scope=scope,
     )
     session.commit()

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from app.advisor.curves import Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gather, profile_of
-from app.advisor.ladder import Facts, History, recommend
+from app.advisor.knobs import RECIPE, SCRIPT, facts_of_settings, why_not_verifiable
+from app.advisor.ladder import RUNG_BY_ID, Facts, History, Option, next_step, recommend
 from app.builder.datasets import DataError, check_spec, parse_spec, train_size
 from app.builder.recipe import Recipe
 from app.models import Project, Run, RungVerdict, RunTag, utcnow
@@ -69,6 +70,7 @@ DETAIL_COLUMNS = (
     RUNS.c.data_facts,
     RUNS.c.constraints,
     RUNS.c.recipe,
+    RUNS.c.trainer,
     RUNS.c.params,
     RUNS.c.epochs,
     RUNS.c.diagnosis,
@@ -104,6 +106,8 @@ def facts_of(row: RunRow) -> Facts:
     """The ladder's facts: the recipe's when the run has one, with what only the report can say
     (more data on hand, time and memory limits); else the reported model and data facts."""
     model, data, constraints = row["model_facts"], row["data_facts"], row["constraints"]
+    if row.get("trainer"):
+        model, data = facts_of_settings(model, data, row["trainer"]["settings"])
     limits = {
         "more_data_available": data.get("more_data_available"),
         "time_limited": bool(constraints.get("time_limited")),
@@ -112,6 +116,9 @@ def facts_of(row: RunRow) -> Facts:
     if row["recipe"] is not None:
         return replace(Recipe.model_validate(row["recipe"]).facts(), **limits)
     mixup = data.get("mixup") or {}
+    # The modality the report says, else the one a callback found from the model's classes (an
+    # undeclared key of `model`, so checked here); failing both, the ladder reads the arch's name.
+    found = model.get("modality")
     return Facts(
         task=row["task"],
         arch=model.get("arch"),
@@ -124,6 +131,8 @@ def facts_of(row: RunRow) -> Facts:
         mixup_kind=mixup.get("kind"),
         mixup_alpha=mixup.get("alpha"),
         data_fraction=data.get("data_fraction"),
+        modality=data.get("modality") or (found if isinstance(found, str) else None),
+        models=tuple((row.get("trainer") or {}).get("models") or ()),  # large to small
         **limits,
     )
 
@@ -155,13 +164,40 @@ def assess(
     found = (
         evidence(row) if evidence is not None and diagnosis.verdict == Verdict.OVERFITTING else None
     )
-    rec = recommend(diagnosis, facts_of(row), history, found)
+    facts = facts_of(row)
+    rec = recommend(diagnosis, facts, history, found)
     return {
         "verdict": diagnosis.verdict.value,
         "rung": rec.rung,
         "diagnosis": diagnosis.to_dict(),
-        "recommendation": rec.to_dict(),
+        "recommendation": with_verifiability(rec.to_dict(), facts, row),
     }
+
+
+def how_verified(row: RunRow) -> tuple[str | None, list[str]]:
+    """How the run can be trained again: its recipe by the builder, or its script (with the
+    knobs it declared) by an agent; None when neither."""
+    if row["recipe"] is not None:
+        return RECIPE, []
+    knobs = list((row.get("trainer") or {}).get("knobs") or [])
+    return (SCRIPT, knobs) if knobs else (None, [])
+
+
+def with_verifiability(rec: dict[str, Any], facts: Facts, row: RunRow) -> dict[str, Any]:
+    """The recommendation with, for its rung and each open rung of its ladder, whether a
+    verification can try it on this run, and if not what would make it possible."""
+    how, knobs = how_verified(row)
+    for step in rec["ladder"]:
+        if step["status"] == "skipped":
+            continue
+        option = next_step(RUNG_BY_ID[step["rung"]], facts)
+        change = option.change if isinstance(option, Option) else {}
+        step["verify_hint"] = why_not_verifiable(step["rung"], change, how, knobs)
+        step["verifiable"] = step["verify_hint"] is None
+    if rec["rung"] is not None:
+        rec["verify_hint"] = why_not_verifiable(rec["rung"], rec["change"], how, knobs)
+        rec["verifiable"] = rec["verify_hint"] is None
+    return rec
 
 
 def ancestor_ids(session: Session, parent_id: int | None) -> list[int]:
@@ -222,6 +258,40 @@ def check_recipe_data(data: dict[str, Any] | None, roots: Sequence[Path]) -> Non
         check_spec(data, roots)
     except DataError as exc:
         raise Invalid(exc.reason, field=exc.field) from exc
+
+
+# How far a reported training-set size may be from the recipe's own before the two are taken to
+# be different data (a report may count after its own filtering, or round).
+N_TRAIN_TOLERANCE = 0.1
+
+
+def check_recipe_agrees(body: RunCreate) -> None:
+    """A recipe is what a verification trains in place of the reported model: refuse (422,
+    naming the field) one that contradicts the report's own facts, the task, the architecture or
+    the training-set size, rather than verify a model that was never trained."""
+    recipe = body.recipe
+    assert recipe is not None
+    if "task" in body.model_fields_set and body.task != recipe.task:
+        raise Invalid(
+            f"the recipe trains {recipe.task} but the report's task is {body.task}",
+            field="recipe.task",
+        )
+    arch = body.model.arch
+    if arch is not None and arch != recipe.arch:
+        raise Invalid(
+            f"the recipe builds {recipe.arch} but the report's model is {arch}: a verification "
+            "would train a different model (report the recipe of this model, or leave the "
+            "recipe out)",
+            field="recipe.arch",
+        )
+    reported = body.data.n_train
+    trains = recipe_n_train(recipe.model_dump(mode="json"))
+    if reported and trains and abs(trains - reported) > N_TRAIN_TOLERANCE * reported:
+        raise Invalid(
+            f"the recipe trains on {trains} examples but the report's data.n_train is "
+            f"{reported}: a verification would train on different data",
+            field="recipe.data",
+        )
 
 
 def run_profile(row: RunRow) -> Profile:
@@ -399,6 +469,9 @@ def create_run(
     :func:`request_fingerprint`. ``data_roots``: where the recipe's data must be; None for a
     recipe checked already (a verification's child runs, made from the checked baseline)."""
     _check_length(len(body.epochs), max_epochs)
+    if body.recipe is not None and source != "verification":
+        # A verification's child runs carry what the worker counted: the server made them.
+        check_recipe_agrees(body)
     if data_roots is not None and body.recipe is not None and body.recipe.data is not None:
         check_recipe_data(body.recipe.data, data_roots)
     project_id, project_name = project
@@ -432,6 +505,7 @@ def create_run(
         "source": source,
         "task": body.recipe.task if body.recipe else body.task,
         "recipe": body.recipe.model_dump(mode="json") if body.recipe else None,
+        "trainer": body.trainer.model_dump(mode="json") if body.trainer else None,
         "model_facts": body.model.model_dump(exclude_none=True),
         "data_facts": body.data.model_dump(exclude_none=True),
         "constraints": body.constraints.model_dump(),
@@ -570,6 +644,7 @@ def run_payload(row: RunRow) -> dict[str, Any]:
         "data": row["data_facts"],
         "constraints": row["constraints"],
         "recipe": row["recipe"],
+        "trainer": row["trainer"],
         "params": row["params"],
         "epochs": row["epochs"],
         "diagnosis": row["diagnosis"],

@@ -36,10 +36,10 @@ from app.advisor.protocol import (
     TrialKey,
     checkpoints,
     learning_curve_seeds,
+    metric_value,
     step,
     trial_figures,
 )
-from app.builder.recipe import PRIMARY_METRIC, Recipe
 from app.models import (
     JobStatus,
     Project,
@@ -54,6 +54,17 @@ from app.schemas import RunCreate
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.projects import Scope
 from app.services.runs import create_run, get_run
+from app.services.trainings import (
+    BUILDER,
+    SCRIPT,
+    Measure,
+    Runner,
+    Script,
+    Training,
+    measure_of,
+    runner_of,
+    training_of,
+)
 
 log = logging.getLogger("advisor.trials")
 
@@ -79,7 +90,8 @@ class LeaseLost(Conflict):
 
 @dataclass(frozen=True)
 class Claimed:
-    """What a worker needs to train a trial, and nothing of the run it verifies."""
+    """What a worker needs to train a trial, and nothing of the run it verifies beyond, for a
+    script's trial, the run's name and the settings its script reads."""
 
     id: int
     verification_id: int
@@ -92,6 +104,11 @@ class Claimed:
     gpus: int
     attempt: int
     lease_s: float
+    runner: Runner = BUILDER
+    settings: dict[str, Any] | None = None
+    change: dict[str, Any] | None = None
+    run_name: str | None = None
+    metric: str | None = None
 
 
 # --- the worker's side -------------------------------------------------------------------------
@@ -115,22 +132,36 @@ def _runnable(now: Any) -> Any:
 
 
 def claim(
-    session: Session, worker: str, *, devices: int, lease_s: float, scope: Scope = EVERYONE
+    session: Session,
+    worker: str,
+    *,
+    devices: int,
+    lease_s: float,
+    scope: Scope = EVERYONE,
+    runner: Runner = BUILDER,
+    project: str | None = None,
 ) -> Claimed | None:
     """Take the oldest runnable trial of an active verification whose devices fit (a trial that
     wants more waits for a worker that has them), for ``worker``; None when there is none. A
-    project's worker (``scope``) sees only that project's trials."""
+    project's worker (``scope``) sees only that project's trials, and ``project`` narrows any
+    worker to one project. A builder worker takes builder trials only, an agent (``runner``
+    script) its scripts' only: neither can train the other's."""
     _expire_exhausted(session)
     now = clock(session)
     fits = and_(
         _runnable(now),
         T.gpus <= devices,
+        T.runner == runner,
         V.status.in_(ACTIVE),
         V.cancel_requested.is_(False),
     )
     oldest = select(T.id).join(V, V.id == T.verification_id).where(fits)
+    if not scope.sees_all or project is not None:
+        oldest = oldest.join(Run, Run.id == V.run_id)
     if not scope.sees_all:
-        oldest = oldest.join(Run, Run.id == V.run_id).where(Run.project_id == scope.project_id)
+        oldest = oldest.where(Run.project_id == scope.project_id)
+    if project is not None:
+        oldest = oldest.join(Project, Project.id == Run.project_id).where(Project.name == project)
     oldest = oldest.order_by(T.created_at, T.id).limit(1)
     claimed = {
         "status": TrialStatus.RUNNING,
@@ -166,6 +197,17 @@ def claim(
         .where(V.id == row.verification_id, V.status == JobStatus.QUEUED)
         .values(status=JobStatus.RUNNING, started_at=now)
     )
+    training = training_of(row.recipe)
+    script: dict[str, Any] = (
+        {
+            "settings": training.settings,
+            "change": training.change,
+            "run_name": training.run_name,
+            "metric": training.metric,
+        }
+        if isinstance(training, Script)
+        else {}
+    )
     return Claimed(
         id=row.id,
         verification_id=row.verification_id or 0,
@@ -173,11 +215,13 @@ def claim(
         rung=row.rung,
         seed=row.seed,
         recipe=row.recipe,
-        epochs=int(row.recipe["epochs"]),
+        epochs=training.epochs,
         device=row.wants_device,
         gpus=row.gpus,
         attempt=row.attempts,
         lease_s=lease_s,
+        runner=runner_of(row.recipe),
+        **script,
     )
 
 
@@ -204,13 +248,16 @@ def _held(session: Session, trial_id: int, worker: str, scope: Scope) -> Trial:
 
 def check_curve(row: Trial, curve: Sequence[Mapping[str, Any]]) -> None:
     """A curve a worker sends must be this trial's training: one record per epoch from epoch 0,
-    no more epochs than its recipe trains, each with its training loss and the task's metric
-    (the figures a verification compares). Else :class:`Invalid` (422), naming the field."""
-    epochs = int(row.recipe["epochs"])
-    metric = PRIMARY_METRIC[str(row.recipe.get("task") or "classification")]
-    if len(curve) > epochs:
+    each with the metric a verification compares; a builder trial's also with its training loss,
+    and no more epochs than its recipe trains (a user's script decides how many evaluations it
+    reports). Else :class:`Invalid` (422), naming the field."""
+    training = training_of(row.recipe)
+    metric = measure_of(training).name
+    builder = not isinstance(training, Script)
+    if builder and len(curve) > training.epochs:
         raise Invalid(
-            f"{len(curve)} epochs, more than the {epochs} trial {row.id} trains", field="curve"
+            f"{len(curve)} epochs, more than the {training.epochs} trial {row.id} trains",
+            field="curve",
         )
     for i, record in enumerate(curve):
         if record.get("epoch") != i:
@@ -219,11 +266,11 @@ def check_curve(row: Trial, curve: Sequence[Mapping[str, Any]]) -> None:
                 "curve has one record per epoch, from 0)",
                 field=f"curve[{i}].epoch",
             )
-        if record.get("train_loss") is None:
+        if builder and record.get("train_loss") is None:
             raise Invalid(
                 "a trial's epochs carry their training loss", field=f"curve[{i}].train_loss"
             )
-        if metric not in (record.get("metrics") or {}):
+        if metric != "valid_loss" and metric not in (record.get("metrics") or {}):
             raise Invalid(
                 f"the trial's metric '{metric}' is missing", field=f"curve[{i}].metrics.{metric}"
             )
@@ -263,25 +310,28 @@ def complete(
     worker: str,
     *,
     curve: Sequence[Mapping[str, Any]],
-    n_train: int,
+    n_train: int | None,
     n_classes: int | None,
     duration_s: float,
     device: str,
+    n_skipped: int = 0,
+    skipped: Sequence[str] = (),
     scope: Scope = EVERYONE,
 ) -> None:
     """Store what the worker trained, in one transaction with the protocol's next step. A
     training stopped before its last epoch is kept only as a race lane cut at a checkpoint
     (under that checkpoint's fingerprint); otherwise it was stopped for nothing worth keeping
-    (a cancelled verification) and the trial goes back to the queue."""
+    (a cancelled verification) and the trial goes back to the queue. A script that ended on its
+    own is done however many evaluations it reported (it may stop early by its own rule)."""
     row = _held(session, trial_id, worker, scope)
     check_curve(row, curve)
-    recipe = Recipe.model_validate(row.recipe)
+    training = training_of(row.recipe)
     records = [dict(e) for e in curve]
-    handed = _Handed(n_train, n_classes, duration_s, device)
-    if len(records) == recipe.epochs:
-        _store(session, row, records, recipe, handed)
+    handed = _Handed(n_train, n_classes, duration_s, device, n_skipped, tuple(skipped))
+    if len(records) == training.epochs or (isinstance(training, Script) and not row.stop_requested):
+        _store(session, row, records, training, handed)
     elif (cut := _cut_of(session, row)) is not None and len(records) >= cut:
-        _keep_cut(session, row, records[:cut], recipe, cut, handed)
+        _keep_cut(session, row, records[:cut], training, cut, handed)
     else:
         _requeue(session, trial_id, counted=False)
     if row.verification_id is not None:
@@ -371,20 +421,24 @@ def _expire_exhausted(session: Session) -> None:
 class _Handed:
     """What a worker hands in besides the curve."""
 
-    n_train: int
+    n_train: int | None
     n_classes: int | None
     duration_s: float
     device: str
+    n_skipped: int = 0  # bad data files skipped (skip_bad), and the first of them
+    skipped: tuple[str, ...] = ()
 
 
 def _store(
-    session: Session, row: Trial, curve: list[dict[str, Any]], recipe: Recipe, handed: _Handed
+    session: Session, row: Trial, curve: list[dict[str, Any]], training: Training, handed: _Handed
 ) -> None:
     """The trial done, with its curve, the figures read from it, and no lease any more."""
-    figures: dict[str, Any] = {
-        **trial_figures(curve, PRIMARY_METRIC[recipe.task]),
-        "n_train": handed.n_train,
-    }
+    figures: dict[str, Any] = trial_figures(curve, *measure_of(training))
+    if handed.n_train is not None:
+        figures["n_train"] = handed.n_train
+    if handed.n_skipped:
+        figures["skipped_bad"] = handed.n_skipped
+        figures["skipped_files"] = list(handed.skipped)
     if handed.n_classes is not None:
         figures["n_classes"] = handed.n_classes
     session.execute(
@@ -417,18 +471,18 @@ def _keep_cut(
     session: Session,
     row: Trial,
     curve: list[dict[str, Any]],
-    recipe: Recipe,
+    training: Training,
     cut: int,
     handed: _Handed,
 ) -> None:
     """A lane cut at a checkpoint is kept under that checkpoint's fingerprint (a race that
     goes further trains it afresh), unless another race stored the same stop first."""
-    stopped = recipe.fingerprint(stopped_at=cut)
+    stopped = training.fingerprint(stopped_at=cut)
     if session.scalar(select(T.id).where(T.recipe_fingerprint == stopped, T.seed == row.seed)):
         session.execute(delete(T).where(T.id == row.id))
         return
     session.execute(update(T).where(T.id == row.id).values(recipe_fingerprint=stopped, role=PRUNED))
-    _store(session, row, curve, recipe, handed)
+    _store(session, row, curve, training, handed)
 
 
 # --- the protocol's side -----------------------------------------------------------------------
@@ -454,7 +508,7 @@ def spec_of(job: Verification) -> Spec:
     protocol = protocol_of(job)
     rungs = tuple(candidates_of(job))
     kind: Kind = "learning_curve" if not rungs else "race" if protocol["race"] else "adaptive"
-    baseline = Recipe.model_validate(job.budget["baseline_recipe"])
+    baseline = baseline_of(job)
     return Spec(
         kind=kind,
         seeds=tuple(job.seeds),
@@ -467,10 +521,18 @@ def spec_of(job: Verification) -> Spec:
     )
 
 
-def recipe_of(job: Verification, key: TrialKey) -> Recipe:
-    baseline = Recipe.model_validate(job.budget["baseline_recipe"])
+def baseline_of(job: Verification) -> Training:
+    return training_of(job.budget["baseline_recipe"])
+
+
+def measure_of_job(job: Verification) -> Measure:
+    return measure_of(baseline_of(job))
+
+
+def recipe_of(job: Verification, key: TrialKey) -> Training:
+    baseline = baseline_of(job)
     if key.role == CANDIDATE:
-        return Recipe.model_validate(candidates_of(job)[key.rung])
+        return training_of(candidates_of(job)[key.rung])
     if key.role == FRACTION:
         return baseline.changed({"data_fraction": key.fraction * baseline.data_fraction})
     return baseline
@@ -487,10 +549,17 @@ def _every_key(spec: Spec) -> list[TrialKey]:
     ]
 
 
-def _known(row: Trial, metric: str, epochs: int) -> Known | None:
-    metrics = tuple(float(e["metrics"][metric]) for e in row.curve)
+def _signed(curve: Sequence[Mapping[str, Any]], measure: Measure) -> tuple[float, ...]:
+    sign = 1.0 if measure.higher_is_better else -1.0
+    return tuple(sign * metric_value(e, measure.name) for e in curve)
+
+
+def _known(row: Trial, measure: Measure, epochs: int) -> Known | None:
+    metrics = _signed(row.curve, measure)
     if row.status == TrialStatus.DONE:
-        stopped = None if len(row.curve) >= epochs else len(row.curve)
+        # A script's training is whole however many evaluations it made (it decides).
+        whole = len(row.curve) >= epochs or row.runner == SCRIPT
+        stopped = None if whole else len(row.curve)
         return Known(metrics, row.figures, stopped)
     if row.status in (TrialStatus.QUEUED, TrialStatus.RUNNING):
         return Known(metrics)
@@ -517,7 +586,7 @@ def gather(session: Session, job: Verification, spec: Spec) -> _Trials:
                 wanted[(recipe.fingerprint(stopped_at=at), key.seed)] = (key, at)
     prints = {fingerprint for fingerprint, _ in wanted}
     found = session.scalars(select(T).where(T.recipe_fingerprint.in_(prints))).all()
-    metric = PRIMARY_METRIC[spec_task(job)]
+    measure = measure_of_job(job)
     out = _Trials({}, {}, {})
     for row in found:
         hit = wanted.get((row.recipe_fingerprint, row.seed))
@@ -532,24 +601,20 @@ def gather(session: Session, job: Verification, spec: Spec) -> _Trials:
             out.stops[key] = row  # the longest stored stop
     for key in keys:
         whole = out.rows.get(key)
-        seen = _known(whole, metric, spec.epochs) if whole is not None else None
+        seen = _known(whole, measure, spec.epochs) if whole is not None else None
         stopped = out.stops.get(key)
         # A stored stop stands in while the whole training is not further along.
         if stopped is not None and (
             seen is None or (not seen.finished and len(seen.metrics) < len(stopped.curve))
         ):
             seen = Known(
-                tuple(float(e["metrics"][metric]) for e in stopped.curve),
+                _signed(stopped.curve, measure),
                 stopped.figures,
                 len(stopped.curve),
             )
         if seen is not None:
             out.known[key] = seen
     return out
-
-
-def spec_task(job: Verification) -> str:
-    return str(job.budget["baseline_recipe"].get("task") or "classification")
 
 
 def advance(session: Session, verification_id: int) -> None:
@@ -631,6 +696,7 @@ def _ensure(
         recipe_fingerprint=recipe.fingerprint(),
         seed=key.seed,
         recipe=recipe.model_dump(mode="json"),
+        runner=runner_of(recipe.model_dump(mode="json")),
         status=TrialStatus.QUEUED,
         wants_device=job.device,
         gpus=job.gpus,
@@ -758,7 +824,7 @@ def _succeed(
         entry["epochs_trained"] = sum(
             len(row.curve) for row in mine if row.rung == entry["rung"] and row.role != BASELINE
         )
-    metric = PRIMARY_METRIC[spec_task(job)]
+    metric = measure_of_job(job).name
     stored = {
         "metric": metric,
         "criterion": spec.criterion,
@@ -770,6 +836,18 @@ def _succeed(
         "trials_reused": len(result.get("per_seed", [])) - len(mine),
         "epochs_trained": sum(len(row.curve) for row in mine),
     }
+    skipped = max((line.get("skipped_bad", 0) for line in result.get("per_seed", [])), default=0)
+    if skipped:
+        # Every training of a verification reads the same data: it says so once.
+        stored["skipped_bad"] = skipped
+        stored["skipped_reason"] = (
+            f"{skipped} bad data file(s) were skipped (skip_bad), e.g. "
+            + "; ".join(
+                next(
+                    line["skipped_files"] for line in result["per_seed"] if line.get("skipped_bad")
+                )[:3]
+            )
+        )
     # The judged candidates only: a lane cut at a checkpoint is not judged, even when a worker
     # had trained it to the end before the cut was decided.
     judged = [
@@ -819,19 +897,36 @@ def _children(
     project = session.execute(
         select(Project.id, Project.name).where(Project.id == run["project_id"])
     ).one()
-    metric = PRIMARY_METRIC[spec_task(job)]
+    measure = measure_of_job(job)
     name = run["name"] or f"run {job.run_id}"
-    facts = {key: run["data_facts"].get(key) for key in ("more_data_available", "n_classes")}
+    facts = {
+        key: run["data_facts"].get(key)
+        for key in ("more_data_available", "n_classes", "modality")
+        if run["data_facts"].get(key) is not None
+    }
     made: dict[str, list[int]] = {}
     for key, row in judged:
+        training = training_of(row.recipe)
+        # A script's child is the same script with the candidate's settings; a builder's, the
+        # candidate's recipe.
+        made_by = (
+            {
+                "trainer": {**(run["trainer"] or {}), "settings": training.settings},
+                "model": {**run["model_facts"], **_arch_of(training.settings)},
+                "task": run["task"],
+            }
+            if isinstance(training, Script)
+            else {"recipe": row.recipe}
+        )
         body = RunCreate.model_validate(
             {
                 "name": f"{name} + {key.rung} (seed {key.seed})"[:200],
                 "parent_id": job.run_id,
                 "applied_rung": key.rung,
-                "recipe": row.recipe,
-                "metric": {"name": metric, "higher_is_better": True},
-                "epochs": row.curve,
+                **made_by,
+                "metric": {"name": measure.name, "higher_is_better": measure.higher_is_better},
+                # A script's evaluation may have no training loss (stored without the key).
+                "epochs": [{"train_loss": None, **e} for e in row.curve],
                 "data": {**facts, "n_train": row.figures.get("n_train")},
                 "constraints": run["constraints"],
                 "params": run["params"],
@@ -843,6 +938,11 @@ def _children(
         )
         made.setdefault(key.rung, []).append(child["id"])
     return made
+
+
+def _arch_of(settings: Mapping[str, Any]) -> dict[str, Any]:
+    arch = settings.get("arch")
+    return {"arch": arch} if isinstance(arch, str) else {}
 
 
 # --- what a verification's page and API show ---------------------------------------------------

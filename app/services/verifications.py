@@ -1,5 +1,7 @@
 """Verification requests: checked here, and their trials queued (:mod:`app.services.trials`);
-workers do the training."""
+workers do the training: the model builder's workers for a run with a recipe, the project's
+agents (running the user's own script with a settings change) for a run whose script declared
+its knobs."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,21 +10,27 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.advisor.curves import Curves, infer_criterion, resolve_criterion
+from app.advisor.knobs import NO_WAY, translate, unverifiable
+from app.advisor.ladder import RUNG_BY_ID, Skip, next_step
 from app.builder.recipe import Recipe
 from app.builder.remedies import NotApplicable, apply_remedy
 from app.models import JobStatus, Run, Verification
 from app.schemas import VerificationCreate
 from app.services.errors import Conflict, NotFound
 from app.services.projects import Scope
-from app.services.runs import RunRow, check_recipe_data
+from app.services.runs import RunRow, check_recipe_data, facts_of, how_verified
+from app.services.trainings import Script, Training
 from app.services.trials import advance, candidates_of, protocol_of
 
 MAX_ATTEMPTS = 3
 
 
-def candidate_for(baseline: Recipe, rung: str, level: int | None) -> Recipe | None:
-    """The recipe to train against the baseline; None for more data that is not on disk (the
-    worker then measures a learning curve instead)."""
+def candidate_for(run: RunRow, baseline: Training, rung: str, level: int | None) -> Training | None:
+    """What to train against the baseline; None for more data that is not on disk (the
+    workers then measure a learning curve instead)."""
+    if isinstance(baseline, Script):
+        return _script_candidate(run, baseline, rung, level)
     try:
         return apply_remedy(baseline, rung, level)
     except NotApplicable as exc:
@@ -31,18 +39,61 @@ def candidate_for(baseline: Recipe, rung: str, level: int | None) -> Recipe | No
         raise Conflict(f"rung '{rung}' cannot change this run's recipe: {exc.reason}") from exc
 
 
+def _script_candidate(run: RunRow, baseline: Script, rung: str, level: int | None) -> Script | None:
+    """The script's settings with the rung's change, through the knobs it declared."""
+    step = next_step(RUNG_BY_ID[rung], facts_of(run), level)
+    if isinstance(step, Skip):
+        raise Conflict(f"rung '{rung}' cannot change this run: {step.reason}")
+    knobs = (run["trainer"] or {}).get("knobs") or []
+    why = unverifiable(rung, step.change, knobs)
+    if why is not None:
+        raise Conflict(f"rung '{rung}' cannot be verified on run {run['id']}: {why}")
+    if step.change:
+        return baseline.changed(translate(rung, step.change).settings)
+    if not baseline.higher_is_better:
+        raise Conflict(
+            f"rung '{rung}' is measured as a learning curve, which needs a metric where higher "
+            f"is better (accuracy, ...); run {run['id']} is judged by {baseline.metric}"
+        )
+    return None
+
+
+def baseline_of(run: RunRow, body: VerificationCreate, roots: Sequence[Path]) -> Training:
+    """What the verification retrains as it was: the run's recipe, or its script's settings."""
+    how, _ = how_verified(run)
+    if how is None:
+        raise Conflict(f"run {run['id']} cannot be verified: {NO_WAY}")
+    if run["recipe"] is not None:
+        recipe = Recipe.model_validate(run["recipe"])
+        if body.epochs is not None:
+            recipe = recipe.changed({"epochs": body.epochs})
+        check_recipe_data(recipe.data, roots)
+        return recipe
+    settings = dict(run["trainer"]["settings"])
+    reported = settings.get("epochs")
+    epochs = body.epochs or (reported if isinstance(reported, int) else run["n_epochs"])
+    if "epochs" in settings:
+        settings["epochs"] = epochs
+    name = run["metric_name"]
+    criterion = (
+        infer_criterion(Curves.of(run["epochs"]))
+        if name is None
+        else resolve_criterion(name, run["metric_higher_is_better"])
+    )
+    return Script(
+        run_id=run["id"],
+        run_name=run["name"] or f"run {run['id']}",
+        settings=settings,
+        epochs=epochs,
+        metric=criterion.name,
+        higher_is_better=criterion.higher_is_better,
+    )
+
+
 def request(
     session: Session, run: RunRow, body: VerificationCreate, roots: Sequence[Path]
 ) -> Verification:
-    if run["recipe"] is None:
-        raise Conflict(
-            f"run {run['id']} has no recipe: only a run the model builder can reproduce "
-            "can be verified (report it with a 'recipe')"
-        )
-    baseline = Recipe.model_validate(run["recipe"])
-    if body.epochs is not None:
-        baseline = baseline.changed({"epochs": body.epochs})
-    check_recipe_data(baseline.data, roots)
+    baseline = baseline_of(run, body, roots)
     seeds = body.seed_list()
     protocol: dict[str, Any] = {
         "min_seeds": min(body.min_seeds, len(seeds)),
@@ -60,7 +111,7 @@ def request(
         rung = body.rung.value if body.rung else run["rung"]
         if rung is None:
             raise Conflict(f"run {run['id']} has no recommended remedy; name the 'rung' to verify")
-        candidate = candidate_for(baseline, rung, body.level)
+        candidate = candidate_for(run, baseline, rung, body.level)
         candidates = {rung: candidate.model_dump(mode="json")} if candidate else {}
         candidate_recipe = candidates.get(rung, {})
     job = Verification(
@@ -87,12 +138,12 @@ def request(
     return job
 
 
-def _race_candidates(run: RunRow, baseline: Recipe, body: VerificationCreate) -> dict[str, Any]:
-    """The racing rungs and their recipes: those named, or the next open rungs of the run's
-    ladder that change the recipe (more data that is not on disk cannot race)."""
+def _race_candidates(run: RunRow, baseline: Training, body: VerificationCreate) -> dict[str, Any]:
+    """The racing rungs and what each trains: those named, or the next open rungs of the run's
+    ladder that it can change (more data that is not on disk cannot race)."""
     if body.rungs is not None:
         return {
-            r.value: _race_recipe(baseline, r.value, body.level).model_dump(mode="json")
+            r.value: _race_entry(run, baseline, r.value, body.level).model_dump(mode="json")
             for r in body.rungs
         }
     assert body.race is not None
@@ -102,19 +153,21 @@ def _race_candidates(run: RunRow, baseline: Recipe, body: VerificationCreate) ->
         if step["status"] == "skipped" or len(found) == body.race:
             continue
         try:
-            found[step["rung"]] = apply_remedy(baseline, step["rung"]).model_dump(mode="json")
-        except NotApplicable:
+            candidate = candidate_for(run, baseline, step["rung"], None)
+        except Conflict:
             continue
+        if candidate is not None:
+            found[step["rung"]] = candidate.model_dump(mode="json")
     if len(found) < 2:
         raise Conflict(
-            f"run {run['id']} has {len(found)} open rung(s) that change its recipe; "
+            f"run {run['id']} has {len(found)} open rung(s) that change what it trains; "
             "a race needs at least two"
         )
     return found
 
 
-def _race_recipe(baseline: Recipe, rung: str, level: int | None) -> Recipe:
-    candidate = candidate_for(baseline, rung, level)
+def _race_entry(run: RunRow, baseline: Training, rung: str, level: int | None) -> Training:
+    candidate = candidate_for(run, baseline, rung, level)
     if candidate is None:
         raise Conflict(
             f"rung '{rung}' cannot race: there is no more data on disk (verify it alone for a "

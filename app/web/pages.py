@@ -15,19 +15,21 @@ from pydantic import model_validator
 from sqlalchemy import select
 
 from app.advisor.diagnosis import Verdict
+from app.advisor.knobs import NO_WAY
 from app.advisor.ladder import RUNGS, RungId
+from app.advisor.protocol import metric_value
 from app.api.deps import ScopeDep, SessionDep, SettingsDep
 from app.api.ladder import ladder_rungs
 from app.api.runs import RunId
 from app.api.verifications import JobId
-from app.builder.recipe import PRIMARY_METRIC, Recipe
 from app.models import Run, RungVerdict, Trial, Verification
 from app.schemas import RunFilters, Text, VerificationCreate
 from app.services import runs as runs_service
 from app.services import verifications as verification_service
 from app.services.errors import ServiceError, Unauthorized
 from app.services.projects import project_for_token
-from app.services.trials import candidates_of, of_verification, protocol_of, spec_task
+from app.services.trainings import training_of
+from app.services.trials import candidates_of, measure_of_job, of_verification, protocol_of
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -146,6 +148,7 @@ def ladder_view(
             "reason": step["reason"],
             "verdicts": verdicts.get(step["rung"], []),
             "evidence": step.get("evidence"),
+            "verify_hint": step.get("verify_hint"),
         }
         for step in steps
     ]
@@ -174,12 +177,23 @@ def run_page(
         select(Verification).where(Verification.run_id == run_id).order_by(Verification.id)
     ).all()
     steps = evaluation_steps(run["epochs"])
+    how, _ = runs_service.how_verified(row)
+    ladder = ladder_view(session, run, run["recommendation"])
+    settings_of = (run["trainer"] or {}).get("settings") or {}
     return render(
         request, "run.html", status_code=422 if error else 200, run=run, error=error,
+        how=how, no_way=NO_WAY,
+        # The rungs a verification can try here; a recommendation stored before it said so lists
+        # them all, as before.
+        verify_rungs=[s["rung"] for s in ladder if s["status"] != "skipped"
+                      and not s["verify_hint"]] if "verifiable" in run["recommendation"]
+        else RUNG_IDS,
+        default_epochs=(run["recipe"] or {}).get("epochs") or settings_of.get("epochs")
+        or run["n_epochs"],
         steps=steps, chart=chart_data(run, steps),
         metric_name=run["metric"]["name"] if run["metric"] else None,
         has_lr=any(e.get("lr") is not None for e in run["epochs"]),
-        ladder=ladder_view(session, run, run["recommendation"]),
+        ladder=ladder,
         parent=parent[0] if parent else None, children=children, verifications=jobs, rungs=RUNG_IDS,
         races={job.id: list(candidates_of(job)) for job in jobs
                if protocol_of(job)["race"]},
@@ -220,11 +234,11 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
     if not result or "fractions" in result:
         return []
     metric = result["metric"]
-    baseline = Recipe.model_validate(job.budget["baseline_recipe"])
+    baseline = training_of(job.budget["baseline_recipe"])
     stops = (result.get("race") or {}).get("checkpoints", [])
     lines: dict[str, list[str]] = {"baseline": [baseline.fingerprint()]}
     for rung, recipe in candidates_of(job).items():
-        candidate = Recipe.model_validate(recipe)
+        candidate = training_of(recipe)
         lines[rung] = [candidate.fingerprint(), *(candidate.fingerprint(s) for s in stops)]
     seeds = sorted({s["seed"] for s in result["per_seed"]}, key=job.seeds.index)
     prints = [p for ps in lines.values() for p in ps]
@@ -238,7 +252,7 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
         for label, ps in lines.items():
             curve = next((by_key[(p, seed)] for p in ps if (p, seed) in by_key), None)
             if curve:
-                values: list[float | None] = [e["metrics"][metric] for e in curve]
+                values: list[float | None] = [metric_value(e, metric) for e in curve]
                 series.append({"label": label, "values": values})
         if len(series) > 1:
             n = max(len(x["values"]) for x in series)
@@ -248,12 +262,20 @@ def overlay_curves(session: SessionDep, job: Verification) -> list[dict[str, Any
     return curves
 
 
+def _value(record: dict[str, Any], metric: str) -> float | None:
+    """A record's ``metric``, or None where a running trial's record lacks it."""
+    try:
+        return metric_value(record, metric)
+    except (KeyError, TypeError):
+        return None
+
+
 def trial_charts(trials: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """Each trial's validation metric epoch by epoch, for its small chart (the page's script
     redraws it from the trials API while the trial runs)."""
     return [
         {"id": t["id"], "epochs": [e["epoch"] for e in t["curve"]],
-         "values": [e.get("metrics", {}).get(metric) for e in t["curve"]]}
+         "values": [_value(e, metric) for e in t["curve"]]}
         for t in trials
     ]  # fmt: skip
 
@@ -301,7 +323,7 @@ def verification_page(
             for seed, diff in zip(seeds, result["differences"], strict=True)
         ]  # fmt: skip
     trials = of_verification(session, job)
-    metric = result["metric"] if result else PRIMARY_METRIC[spec_task(job)]
+    metric = result["metric"] if result else measure_of_job(job).name
     return render(
         request, "verification.html", job=job, result=result, pairs=pairs,
         curves=overlay_curves(session, job), trials=trials, metric=metric,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.builder.recipe import Recipe
+from app.schemas import MAX_SKIPPED
 from app.services.trials import Claimed, LeaseLost
 
 log = logging.getLogger("advisor.worker")
@@ -203,6 +204,8 @@ class _Training:
             "n_classes": split.n_out if recipe.task == "classification" else None,
             "duration_s": time.monotonic() - self.started,
             "device": placement(self.devices),
+            "skipped": split.skipped[:MAX_SKIPPED],
+            "n_skipped": len(split.skipped),
         }
         try:
             self.worker.source.complete(self.trial, self.worker.name, outcome)

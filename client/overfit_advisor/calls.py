@@ -10,7 +10,7 @@ from typing import Any, Generic, SupportsFloat, SupportsIndex, TypeVar
 import httpx
 
 from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
-from overfit_advisor.types import EpochNumber, Lineage, Run, Verification
+from overfit_advisor.types import ClaimedTrial, EpochNumber, Lineage, Run, Verification
 
 T = TypeVar("T")
 Epoch = Mapping[str, Any]
@@ -24,12 +24,15 @@ class Call(Generic[T]):
     body: Any = None
     query: Mapping[str, Any] | None = None
     headers: Mapping[str, str] | None = None
+    # Seconds to wait for the answer, where the client's own timeout would not do (a long poll).
+    timeout: float | None = None
 
 
 def answer(call: Call[T], response: httpx.Response) -> T:
     """The parsed answer, or the service's refusal as an exception naming its field."""
     if response.status_code < 400:
-        return call.read(response.json())
+        # 204 (no trial to claim, a hand-in taken) has no body: the reader gets None.
+        return call.read(response.json() if response.content else None)
     try:
         detail = response.json()
     except ValueError:
@@ -203,3 +206,72 @@ def verification(verification_id: int) -> Call[Verification]:
 
 def cancel(verification_id: int) -> Call[Verification]:
     return Call("POST", f"/api/v1/verifications/{verification_id}/cancel", Verification.of)
+
+
+# --- the worker API, as the agent speaks it: script trials only ---------------------------------
+
+TRIALS = "/api/v1/trials"
+# How long the service holds a claim open at most; the answer is awaited this long and more.
+LONG_POLL_S = 20.0
+# The longest failure message the service takes.
+ERROR_MAX = 4000
+
+
+def _handed_in(_: Any) -> None:
+    return None
+
+
+def claim(
+    worker: str, devices: SupportsIndex = 1, wait_s: float = 0.0, project: str | None = None
+) -> Call[ClaimedTrial | None]:
+    """The oldest queued script trial (of ``project``, or of the token's project) whose devices
+    fit, leased to ``worker``; waits up to ``wait_s`` (at most 20 s) for one. None: none came."""
+    wait = min(max(float(wait_s), 0.0), LONG_POLL_S)
+    body: dict[str, Any] = {"worker": worker, "devices": max(operator.index(devices), 1),
+                            "wait_s": wait, "runner": "script"}  # fmt: skip
+    if project is not None:
+        body["project"] = project
+    return Call(
+        "POST",
+        f"{TRIALS}/claim",
+        lambda found: None if found is None else ClaimedTrial.of(found),
+        body,
+        timeout=wait + 30.0,
+    )
+
+
+def heartbeat(trial_id: int, worker: str, curve: Sequence[Epoch] | None) -> Call[bool]:
+    """Renew the lease with the evaluations so far (None: the lease alone); answers whether to
+    stop (409 once the lease is lost: stop, and hand in nothing)."""
+    body: dict[str, Any] = {"worker": worker}
+    if curve is not None:
+        body["curve"] = plain(list(curve))
+    # Short: a beat that hangs would hold up stopping the script; the next beat tries again.
+    return Call("POST", f"{TRIALS}/{trial_id}/heartbeat", lambda a: bool(a["stop"]), body,
+                timeout=10.0)  # fmt: skip
+
+
+def complete(
+    trial_id: int,
+    worker: str,
+    curve: Sequence[Epoch],
+    duration_s: float,
+    device: str,
+    n_train: SupportsIndex | None = None,
+) -> Call[None]:
+    """Hand in the evaluations trained: all of them, or those until the service said stop."""
+    body = {"worker": worker, "curve": plain(list(curve)), "n_train": _count(n_train),
+            "duration_s": max(float(duration_s), 0.0), "device": device}  # fmt: skip
+    return Call("POST", f"{TRIALS}/{trial_id}/complete", _handed_in, body)
+
+
+def fail(trial_id: int, worker: str, error: str, final: bool = False) -> Call[None]:
+    """The training failed: queued again within its attempts, unless ``final``. The service
+    takes at most :data:`ERROR_MAX` characters."""
+    body = {"worker": worker, "error": error[:ERROR_MAX] or "failed", "final": final}
+    return Call("POST", f"{TRIALS}/{trial_id}/fail", _handed_in, body)
+
+
+def release(trial_id: int, worker: str) -> Call[None]:
+    """Hand the trial back untrained (the agent is stopping): the attempt does not count."""
+    return Call("POST", f"{TRIALS}/{trial_id}/release", _handed_in, {"worker": worker})

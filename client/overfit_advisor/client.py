@@ -14,6 +14,12 @@ from overfit_advisor import calls
 from overfit_advisor.errors import AdvisorUnavailable
 from overfit_advisor.types import Run, Verification
 
+
+def _timeout(call: calls.Call[Any]) -> Any:
+    """The call's own timeout (a long poll's), else the client's."""
+    return httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -94,7 +100,12 @@ class Client(_Service):
     def send(self, call: calls.Call[T]) -> T:
         try:
             response = self._http.request(
-                call.method, call.path, json=call.body, params=call.query, headers=call.headers
+                call.method,
+                call.path,
+                json=call.body,
+                params=call.query,
+                headers=call.headers,
+                timeout=_timeout(call),
             )
         except httpx.HTTPError as exc:
             raise AdvisorUnavailable(f"{self.url}: {exc}") from exc
@@ -109,6 +120,12 @@ class Client(_Service):
     verify = _sync(calls.verify)
     verification = _sync(calls.verification)
     cancel = _sync(calls.cancel)
+    # The worker API, for the agent (a project's token or the fleet's worker token).
+    claim = _sync(calls.claim)
+    heartbeat = _sync(calls.heartbeat)
+    complete = _sync(calls.complete)
+    fail = _sync(calls.fail)
+    release = _sync(calls.release)
 
     def runs(self, **filters: Any) -> Iterator[Run]:
         """Every run matching ``filters``, newest first, page after page."""
@@ -160,7 +177,12 @@ class AsyncClient(_Service):
     async def send(self, call: calls.Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, json=call.body, params=call.query, headers=call.headers
+                call.method,
+                call.path,
+                json=call.body,
+                params=call.query,
+                headers=call.headers,
+                timeout=_timeout(call),
             )
         except httpx.HTTPError as exc:
             raise AdvisorUnavailable(f"{self.url}: {exc}") from exc
@@ -175,6 +197,12 @@ class AsyncClient(_Service):
     verify = _async(calls.verify)
     verification = _async(calls.verification)
     cancel = _async(calls.cancel)
+    # The worker API, for the agent (a project's token or the fleet's worker token).
+    claim = _async(calls.claim)
+    heartbeat = _async(calls.heartbeat)
+    complete = _async(calls.complete)
+    fail = _async(calls.fail)
+    release = _async(calls.release)
 
     async def runs(self, **filters: Any) -> AsyncIterator[Run]:
         cursor = None

@@ -14,6 +14,19 @@ _NOT_AUGMENTING = {
 _STRONG = {"RandAugment", "TrivialAugmentWide", "AutoAugment", "AugMix", "RandomErasing"}
 _MIXERS = {"MixUp": "mixup", "CutMix": "cutmix"}
 
+# The modality a model's classes make plain. A Hugging Face model names its input
+# (``main_input_name``), which says what it reads whatever its architecture; a module from a
+# vision, tabular, text or audio package says it by where its class lives. A model built from
+# plain torch layers says nothing (a Linear reads rows, pixels or embeddings alike).
+_INPUT_MODALITY = {
+    "input_ids": "text", "pixel_values": "image", "input_values": "audio",
+    "input_features": "audio", "past_values": "time_series",
+}  # fmt: skip
+_PACKAGE_MODALITY = (
+    ("torchvision.models.", "image"), ("timm.", "image"), ("fastai.vision.", "image"),
+    ("fastai.tabular.", "tabular"), ("fastai.text.", "text"), ("torchaudio.models.", "audio"),
+)  # fmt: skip
+
 
 def facts_from_layers(
     arch: str, n_params: int, layers: Iterable[tuple[str, float | None]]
@@ -36,11 +49,32 @@ def facts_from_layers(
 
 
 def torch_model_facts(model: Any) -> dict[str, Any]:
-    """``model`` facts of a ``torch.nn.Module`` (and the builder's recipe, when it made it)."""
-    layers = [(type(m).__name__, getattr(m, "p", None)) for m in model.modules()]
+    """``model`` facts of a ``torch.nn.Module`` (and the builder's recipe, when it made it), with
+    its ``modality`` when its classes make it plain (the service reads it where the report's
+    ``data.modality`` is absent)."""
+    modules = list(model.modules())
+    layers = [(type(m).__name__, getattr(m, "p", None)) for m in modules]
     n_params = sum(p.numel() for p in model.parameters())
     arch = getattr(model, "arch", None) or type(model).__name__
-    return facts_from_layers(str(arch), int(n_params), layers)
+    facts = facts_from_layers(str(arch), int(n_params), layers)
+    modality = modality_of(modules)
+    if modality is not None:
+        facts["modality"] = modality
+    return facts
+
+
+def modality_of(modules: Iterable[Any]) -> str | None:
+    """``image``, ``text``, ``tabular``, ``audio`` or ``time_series`` from the first of
+    ``modules`` (a model's, outermost first) whose class makes it plain; None when none does."""
+    for module in modules:
+        main_input = getattr(module, "main_input_name", None)
+        if isinstance(main_input, str) and main_input in _INPUT_MODALITY:
+            return _INPUT_MODALITY[main_input]
+        where = type(module).__module__ or ""
+        for package, modality in _PACKAGE_MODALITY:
+            if where.startswith(package):
+                return modality
+    return None
 
 
 def augment_of(transforms: Iterable[Any]) -> str:

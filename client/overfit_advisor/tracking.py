@@ -2,7 +2,8 @@
 
 The training loop comes first: a report never raises into it. Epochs wait in memory while the
 service is unreachable and go out, in order and once, when it answers again; a refusal (a bad
-token, a bad field) is said once and reporting stops for the run.
+token, a bad field) is said once and reporting stops for the run. Run by ``overfit-advisor
+agent``, the evaluations go to the agent's trial instead (:mod:`overfit_advisor.trials`).
 """
 
 import logging
@@ -19,6 +20,7 @@ from overfit_advisor.calls import Epoch, epoch_record
 from overfit_advisor.client import Client
 from overfit_advisor.errors import AdvisorError, AdvisorUnavailable
 from overfit_advisor.stopping import LiveStop
+from overfit_advisor.trials import Trial, append_record, current, trainer
 from overfit_advisor.types import Diagnosis, EpochNumber, Recommendation, Run
 
 log = logging.getLogger("overfit_advisor")
@@ -29,6 +31,27 @@ RESERVED = frozenset({"step", "lr"})
 
 def _say(text: str) -> None:
     print(f"overfit-advisor: {text}", file=sys.stderr, flush=True)
+
+
+def running_trial() -> Trial | None:
+    """The trial an agent runs this script for, if any; a malformed ``ADVISOR_TRIAL`` is said
+    and ignored rather than raised into training."""
+    try:
+        return current()
+    except ValueError as exc:
+        log.warning("overfit-advisor: %s", exc)
+        return None
+
+
+_said: set[str] = set()  # what is said once per process
+
+
+def _no_live_stop(say: Callable[[str], None]) -> None:
+    """Under an agent the verification decides how long a trial trains (its stop comes from
+    the service through the agent); said once per process."""
+    if "no live stop" not in _said:
+        _said.add("no live stop")
+        say("running a verification's trial: stop_when_overfitting is off (the agent stops it)")
 
 
 def logged_metrics(
@@ -64,7 +87,11 @@ def merge_facts(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 class TrackedRun:
     """A run being reported evaluation by evaluation; made by :func:`track` and the
-    callbacks."""
+    callbacks.
+
+    Run by ``overfit-advisor agent`` (``ADVISOR_TRIAL`` set), it reports to the agent instead:
+    each evaluation becomes a line of the trial's epochs file, nothing is sent to the service
+    and live stopping is off. Otherwise a report carries the trainer :func:`trial` declared."""
 
     def __init__(
         self,
@@ -82,8 +109,14 @@ class TrackedRun:
     ) -> None:
         self.client = client or Client(url, token, timeout=5.0)
         self.name = name
+        self.trial = running_trial()
+        declared = trainer()
+        if self.trial is None and declared is not None and "trainer" not in facts:
+            facts["trainer"] = declared
         self.facts = facts
-        self.stop_when_overfitting = stop_when_overfitting
+        self.stop_when_overfitting = stop_when_overfitting and self.trial is None
+        if stop_when_overfitting and self.trial is not None:
+            _no_live_stop(say)
         # ``confirm_epochs`` diagnoses in a row must say stop (see LiveStop).
         self.live = LiveStop(confirm_epochs)
         self._judged = 0
@@ -167,6 +200,9 @@ class TrackedRun:
                     "not reported"
                 )
                 return self._latest()
+            if self.trial is not None:
+                append_record(self.trial.epochs_file, record)
+                return None
             self.pending.append(record)
             self._send()
         except Exception:  # the training loop must go on, whatever happens here
@@ -174,7 +210,10 @@ class TrackedRun:
         return self._latest()
 
     def finish(self) -> Run | None:
-        """Send what is left (retrying for a bounded time) and print the diagnosis."""
+        """Send what is left (retrying for a bounded time) and print the diagnosis; under an
+        agent, nothing (the agent hands the trial in)."""
+        if self.trial is not None:
+            return None
         try:
             deadline = time.monotonic() + self._finish_timeout
             while self.pending and not self._refused and time.monotonic() < deadline:
@@ -353,6 +392,10 @@ class Reporting:
         self.metric = rest.pop("metric", None)
         self.facts = dict(rest.pop("facts", None) or {})
         self.stop_when_overfitting = bool(rest.pop("stop_when_overfitting", False))
+        if self.stop_when_overfitting and running_trial() is not None:
+            # Nor do the callbacks copy weights for a stop that will not come.
+            _no_live_stop(_say)
+            self.stop_when_overfitting = False
         self.options = rest  # url, token, client, retry_s, finish_timeout_s
 
     def start(self, default_name: str) -> TrackedRun:

@@ -166,3 +166,42 @@ class Lineage:
             ancestors=[Run.of(r) for r in d.get("ancestors", [])],
             descendants=[Run.of(r) for r in d.get("descendants", [])],
         )
+
+
+@dataclass(frozen=True)
+class ClaimedTrial:
+    """A script trial leased to an agent: which training of which verification, and the
+    settings the script trains with (the baseline's, with the trial's ``change`` applied)."""
+
+    id: int
+    verification_id: int
+    role: str
+    rung: str
+    seed: int
+    epochs: int
+    attempt: int
+    lease_s: float
+    settings: dict[str, Any]
+    change: dict[str, Any]
+    run_name: str
+    # The metric the verification compares; "valid_loss" when the run named none.
+    metric: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> "ClaimedTrial":
+        return cls(
+            id=d["id"],
+            verification_id=d["verification_id"],
+            role=d.get("role", ""),
+            rung=d.get("rung", ""),
+            seed=d["seed"],
+            epochs=d.get("epochs", 0),
+            attempt=d.get("attempt", 1),
+            lease_s=float(d.get("lease_s", 30.0)),
+            settings=dict(d.get("settings") or {}),
+            change=dict(d.get("change") or {}),
+            run_name=d.get("run_name") or "",
+            metric=d.get("metric") or "valid_loss",
+            raw=d,
+        )

@@ -3,13 +3,14 @@
 import math
 import sys
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from app.advisor.architectures import ARCHS, sibling, smaller_sibling
 from app.advisor.curves import Curves
 from app.advisor.diagnosis import Verdict, diagnose
-from app.advisor.ladder import RUNGS, Facts, History, Recommendation, evaluate, recommend
+from app.advisor.ladder import RUNGS, Facts, History, Recommendation, Step, evaluate, recommend
 from tests.conftest import RUNG_ORDER, overfitting_diagnosis
 
 ORDER = [r.id.value for r in RUNGS]
@@ -46,6 +47,10 @@ def walk(facts: Facts, history: History = History()) -> Recommendation:
 
 def skipped(rec: Recommendation) -> dict[str, str]:
     return {s.rung: s.reason for s in rec.skipped}
+
+
+def steps(facts: Facts) -> dict[str, Step]:
+    return {s.rung: s for s in walk(facts).ladder}
 
 
 def test_the_seven_rungs_in_order() -> None:
@@ -274,3 +279,100 @@ def test_evaluate_reports_reasons_for_every_rung() -> None:
     for rung in RUNGS:
         result = evaluate(rung, SATURATED, History(refuted=frozenset({rung.id.value})))
         assert getattr(result, "reason", "").endswith("(refuted)")
+
+
+# --- skip reasons quote the report -------------------------------------------------------------
+
+
+def test_head_dropout_below_the_first_step_is_raised_not_skipped() -> None:
+    """Head dropout 0.01 is not the 0.25 level: the first step is offered as an increase."""
+    facts = Facts(arch="resnet34", head_dropout=0.01, more_data_available=False,
+                  augment="strong", mixup_kind="mixup", mixup_alpha=0.4)  # fmt: skip
+    rec = walk(facts)
+    assert rec.rung == "dropout_head" and rec.change == {"head.ps": 0.25}
+    assert rec.action == "Raise dropout from p=0.01 to p=0.25 in the last layers (head)."
+    assert all("0.25" not in s.reason for s in rec.skipped)
+
+
+def test_skip_reasons_quote_the_values_the_report_gave() -> None:
+    facts = Facts(arch="resnet34", head_dropout=0.3, body_dropout=0.1, weight_decay=0.0,
+                  more_data_available=False, augment="strong", mixup_kind="mixup",
+                  mixup_alpha=0.3)  # fmt: skip
+    said = steps(facts)
+    assert said["mixup"].reason == "already in the recipe (alpha 0.3)"
+    assert said["dropout_head"].reason == "already in the recipe (p=0.3)"
+    # Not "(p=0.1, wd=0.05)": the report's weight decay was 0.
+    assert said["dropout_body"].reason == "already in the recipe (p=0.1, wd=0)"
+    unsaid = Facts(arch="resnet34", head_dropout=0.7, body_dropout=0.25, more_data_available=False)
+    said = steps(unsaid)
+    assert said["dropout_head"].reason == "already in the recipe at its strongest level (p=0.7)"
+    assert said["dropout_body"].reason == (
+        "already in the recipe at its strongest level (p=0.25, weight decay not reported)"
+    )
+
+
+def test_actions_word_each_setting_from_what_the_report_says() -> None:
+    """Nothing said: "use"; 0: "add"; less: "raise from"; enough: "keep". Never weakened."""
+    base = replace(BASE, arch="resnet34", head_dropout=0.5)
+    cases: list[tuple[dict[str, Any], str, dict[str, float]]] = [
+        ({}, "use dropout p=0.1 throughout the body (stochastic depth on the residual blocks), "
+         "and use weight decay 0.05", {"body_dropout": 0.1, "weight_decay": 0.05}),
+        ({"body_dropout": 0.0, "weight_decay": 0.0}, "add dropout p=0.1", {"body_dropout": 0.1,
+         "weight_decay": 0.05}),
+        ({"body_dropout": 0.05, "weight_decay": 0.01}, "raise dropout from p=0.05 to p=0.1",
+         {"body_dropout": 0.1, "weight_decay": 0.05}),
+        ({"body_dropout": 0.0, "weight_decay": 0.3}, "keep weight decay at 0.3",
+         {"body_dropout": 0.1, "weight_decay": 0.3}),
+    ]  # fmt: skip
+    for more, words, change in cases:
+        rec = walk(replace(base, **more))
+        assert rec.rung == "dropout_body"
+        assert words in rec.action.lower(), rec.action
+        assert rec.change == change
+    mixup = walk(Facts(arch="resnet34", more_data_available=False, augment="strong",
+                                  mixup_kind="cutmix", mixup_alpha=0.1))  # fmt: skip
+    assert mixup.action == "Train with cutmix (alpha 0.1 -> 0.2)."
+    assert mixup.change == {"mixup": {"kind": "cutmix", "alpha": 0.2}}
+
+
+# --- the trainer's own models ------------------------------------------------------------------
+
+MODELS = ("convnext_base", "my_net_large", "my_net_small")
+
+
+def test_the_trainers_models_decide_the_smaller_model() -> None:
+    rec = walk(replace(SATURATED, arch="convnext_base", models=MODELS))
+    assert rec.rung == "smaller_model"
+    assert rec.change == {"arch": "my_net_large"}  # the list's next, not the table's convnext_small
+    rec = walk(replace(SATURATED, arch="my_net_large", models=MODELS))
+    assert rec.change == {"arch": "my_net_small"}
+    last = replace(SATURATED, arch="my_net_small", models=MODELS)
+    assert walk(last).rung is None
+    assert steps(last)["smaller_model"].reason == (
+        "my_net_small is already the last (smallest) of your models "
+        "(convnext_base, my_net_large, my_net_small)"
+    )
+    stranger = steps(replace(SATURATED, arch="resnet50", models=MODELS))["smaller_model"]
+    assert stranger.status == "skipped" and "resnet50 is not one of your models" in stranger.reason
+    unnamed = steps(replace(SATURATED, arch=None, models=MODELS))["smaller_model"]
+    assert "does not say which of your models" in unnamed.reason
+    # Without a list, the tables decide, as before.
+    assert walk(replace(SATURATED, arch="convnext_base")).change == {"arch": "convnext_small"}
+
+
+def test_an_underfitting_run_gets_the_next_larger_model_of_the_list_or_the_chain() -> None:
+    flat = [2.3] * 10
+    under = diagnose(Curves(list(range(10)), flat, flat, [{}] * 10))
+    assert under.verdict == Verdict.UNDERFITTING
+    rec = recommend(under, Facts(arch="my_net_small", models=MODELS))
+    assert rec.change == {"arch": "my_net_large"} and "(my_net_large)" in rec.action
+    assert recommend(under, Facts(arch="convnext_base", models=MODELS)).change == {}
+    assert recommend(under, Facts(arch="distilbert-base-uncased")).change == {
+        "arch": "bert-base-uncased"
+    }
+
+
+def test_a_constrained_run_gets_the_next_of_its_models_first() -> None:
+    facts = Facts(arch="my_net_large", models=MODELS, time_limited=True, more_data_available=True)
+    rec = walk(facts)
+    assert rec.rung == "smaller_model" and rec.change == {"arch": "my_net_small"}

@@ -36,7 +36,9 @@ from tests.worker.test_verification_api import RECIPE
 # (within a request, and after the stored ones when appended; a trial's curve too), a named
 # metric in every epoch, a trial's curve that is its own (one record per epoch from 0, no more
 # than it trains, each with its training loss and its task's metric), a parent run and a
-# project that exist in the token's project, seed counts that agree with each other, an
+# project that exist in the token's project, seed counts that agree with each other, a recipe
+# that agrees with its report (task, architecture, training-set size), a script's trainer whose
+# smaller_model knob has the models it switches between, an
 # Idempotency-Key sent again with the body it came with, a cursor that some page gave (the
 # fuzzing phase draws those, the coverage phase any string of the cursor's pattern), what
 # free-form JSON may hold (model and data facts beyond the keys declared, a recipe's dataset
@@ -60,6 +62,8 @@ RULE_IN_WORDS = (
     r"|(model|data)[.\[].*: (must be a finite number|integer outside the 64-bit range)"
     r"|(model|data)[.\[].*: nested more than \d+ levels deep"
     r"|recipe\.data(\..*)?: .*"
+    r"|recipe\.(task|arch): the recipe (trains|builds) .*"
+    r"|trainer: (models|settings\.arch): .*"
 )
 # A refusal's message: its errors, each by such a rule, joined by "; ".
 RULES_IN_WORDS = re.compile(f"({RULE_IN_WORDS})(; ({RULE_IN_WORDS}))*", re.DOTALL)

@@ -20,7 +20,7 @@ def test_numpy_and_torch_scalars_go_out_as_json_numbers_and_booleans(server: str
             "numpy-facts",
             epochs,
             model={"batchnorm": np.bool_(True), "head_dropout": torch.tensor(0.25)},
-            data={"n_train": np.int64(5000), "sizes": [np.int32(3), np.float16(0.5)]},
+            data={"n_train": np.int64(1438), "sizes": [np.int32(3), np.float16(0.5)]},
             constraints={"time_limited": np.bool_(False)},
             recipe={**RECIPE, "epochs": np.int64(2)},
             params={"seed": np.uint8(7), "lr": np.float32(0.5)},
@@ -34,7 +34,7 @@ def test_numpy_and_torch_scalars_go_out_as_json_numbers_and_booleans(server: str
     assert run.n_epochs == 9
     assert [e["epoch"] for e in run.epochs] == list(range(9))
     assert run.raw["model"] == {"batchnorm": True, "head_dropout": 0.25}
-    assert run.raw["data"] == {"n_train": 5000, "sizes": [3, 0.5]}
+    assert run.raw["data"] == {"n_train": 1438, "sizes": [3, 0.5]}
     assert run.raw["constraints"]["time_limited"] is False
     assert run.raw["recipe"]["epochs"] == 2
     assert run.raw["params"] == {"seed": 7, "lr": 0.5}

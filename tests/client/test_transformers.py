@@ -195,6 +195,7 @@ def test_every_epoch_arrives_with_the_facts_the_callback_read(
         "body_dropout": 0.0,
         "lr": 3e-3,
         "weight_decay": 0.01,
+        "modality": "image",  # a Hugging Face model reading pixel_values
     }
     assert run.raw["data"] == {
         "n_train": 100,
@@ -297,6 +298,7 @@ def test_evaluations_by_steps_carry_their_steps_and_an_untrained_one_is_skipped(
     assert all("accuracy" in e["metrics"] for e in run.epochs)
     model = run.raw["model"]
     assert model["arch"] == "bert" and model["batchnorm"] is False
+    assert model["modality"] == "text"  # it reads input_ids
     assert model["head_dropout"] == pytest.approx(0.3)
     assert model["body_dropout"] == pytest.approx(0.1)
     assert run.raw["data"]["n_classes"] == 10 and run.raw["data"]["n_train"] == 64

@@ -80,7 +80,29 @@ def test_run_page_shows_curves_diagnosis_ladder_lineage_and_recipe(client: TestC
     assert f'href="/runs/{parent["id"]}"' in child_page
     assert "applied" in child_page
     no_recipe = post(client, name="plain")
-    assert "Verify this remedy" not in client.get(f"/runs/{no_recipe['id']}").text
+    plain = client.get(f"/runs/{no_recipe['id']}").text
+    # No form, but what would make the run verifiable.
+    assert 'class="verify"' not in plain
+    assert "Not verifiable:" in plain and "overfit-advisor agent" in plain
+
+
+def test_a_script_run_offers_the_rungs_its_knobs_can_verify(client: TestClient) -> None:
+    trainer = {"settings": {"augment": "none", "head_dropout": 0.0, "epochs": 12},
+               "knobs": ["augment", "head_dropout"]}  # fmt: skip
+    run = post(client, name="mine", trainer=trainer, data={"more_data_available": False})
+    text = client.get(f"/runs/{run['id']}").text
+    assert "overfit-advisor agent --project default -- python train.py" in text
+    form = text[text.index('class="verify"') : text.index("</form>")]
+    options = re.findall(r'<option value="(\w+)"', form.split("Seeds")[0])
+    assert options == ["augment", "dropout_head"]
+    assert 'name="epochs" min="1" max="10000" value="12"' in form
+    assert "Not verifiable here: declare the &#39;mixup&#39; knob" in text
+    assert "Script settings" in text
+    r = client.post(f"/runs/{run['id']}/verify", data={"rung": "dropout_head", "seeds": "2"},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    job = client.get(r.headers["location"].replace("/verifications", "/api/v1/verifications"))
+    assert job.json()["candidate_recipe"]["settings"]["head_dropout"] == 0.25
 
 
 def test_verify_form_starts_a_verification(client: TestClient) -> None:

@@ -115,7 +115,10 @@ def test_requests_that_cannot_be_verified(client: TestClient) -> None:
     no_recipe = client.post("/api/v1/runs", json={"epochs": overfit_epochs()}).json()
     r = client.post(f"/api/v1/runs/{no_recipe['id']}/verifications", json={})
     assert r.status_code == 409
-    assert "no recipe" in r.json()["message"]
+    # It says what to do: declare knobs and start an agent, or report a recipe.
+    message = r.json()["message"]
+    assert "trial(defaults, knobs=" in message and "overfit-advisor agent" in message
+    assert "Verify on your own code" in message and "recipe" in message
     run = report(client)
     r = client.post(f"/api/v1/runs/{run['id']}/verifications", json={"rung": "smaller_model"})
     assert r.status_code == 409
