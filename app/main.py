@@ -1,5 +1,6 @@
 """The application factory: routers, error handling, limits and start-up."""
 
+import asyncio
 import logging
 import re
 import threading
@@ -288,7 +289,7 @@ def install_exact_bounds(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def start_embedded_worker(settings: Settings, db: Database) -> Worker:
+def start_embedded_worker(settings: Settings, db: Database) -> tuple[Worker, threading.Thread]:
     worker = Worker(
         LocalSource(db, lease_s=settings.worker_lease_s),
         devices=settings.worker_devices,
@@ -297,8 +298,9 @@ def start_embedded_worker(settings: Settings, db: Database) -> Worker:
         poll_s=settings.worker_poll_s,
         threads=settings.worker_threads,
     )
-    threading.Thread(target=worker.run, name="embedded-worker", daemon=True).start()
-    return worker
+    thread = threading.Thread(target=worker.run, name="embedded-worker", daemon=True)
+    thread.start()
+    return worker, thread
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -310,10 +312,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The database is not touched here: a server whose database is down or not migrated
         # still starts and says so on /readyz. The embedded worker runs in its own thread and
         # imports torch only when it takes its first job.
-        worker = start_embedded_worker(settings, db) if settings.worker == "embedded" else None
+        embedded = start_embedded_worker(settings, db) if settings.worker == "embedded" else None
         yield
-        if worker is not None:
+        if embedded is not None:
+            worker, thread = embedded
             worker.stop.set()
+            # Its trial's next epoch sees the stop and hands the trial back; waited for (within a
+            # lease), so that no worker of a stopped app goes on with its database.
+            await asyncio.to_thread(thread.join, settings.worker_lease_s)
         db.dispose()
 
     app = FastAPI(

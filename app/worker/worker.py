@@ -88,6 +88,11 @@ class Worker:
         trial = self.source.claim(self.name, len(self.devices), self.poll_s)
         if trial is None:
             return False
+        if self.stop.is_set():
+            # Told to stop while it waited for work: a trial claimed on the way out goes back
+            # untouched, for a worker that stays (an app shut down must not train for the next).
+            self.source.release(trial, self.name)
+            return False
         log.info(
             "worker %s: trial %s claimed (%s %s, seed %s, verification %s)",
             self.name, trial.id, trial.role, trial.rung, trial.seed, trial.verification_id,

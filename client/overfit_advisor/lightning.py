@@ -309,6 +309,10 @@ class AdvisorCallback(Callback):
         recipe = _found(lambda: _recipe(pl_module))
         if recipe is not None:
             found["recipe"] = recipe
+            # The builder made the model inside this module: its architecture is the recipe's,
+            # whatever the module's class is called (the service refuses a report whose model
+            # and recipe disagree).
+            found["model"] = {**model, "arch": recipe["arch"]}
         return found
 
     def _late_facts(self, trainer: Any) -> dict[str, Any]:
