@@ -514,6 +514,9 @@ class StepOut(BaseModel):
     evidence: EvidenceOut | None = Field(
         default=None, description="Null when no similar run verified this rung."
     )
+    change: dict[str, Any] | None = Field(
+        default=None, description="The change the rung would make; null when it is skipped."
+    )
     verifiable: bool = Field(
         default=False, description="Whether a verification can try this rung on the run."
     )

@@ -104,12 +104,14 @@ class Skip(NamedTuple):
 
 class Step(NamedTuple):
     """One rung as seen from one run: recommended, alternative, skipped (with why), demoted (with
-    why) or open; with the record of its verifications on similar runs, when there is one."""
+    why) or open; with the record of its verifications on similar runs, when there is one, and
+    the change it would make (None when skipped)."""
 
     rung: str
     status: str
     reason: str
     evidence: RungEvidence | None = None
+    change: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,7 @@ class Recommendation:
                     "status": s.status,
                     "reason": s.reason,
                     "evidence": None if s.evidence is None else s.evidence.to_dict(),
+                    "change": s.change,
                 }
                 for s in self.ladder
             ],
@@ -668,7 +671,7 @@ def _steps(
             status, reason = "open", r.action
         if r.rung in history.inconclusive:
             reason += " (A verification in this lineage was inconclusive; it stays on the ladder.)"
-        steps.append(Step(r.rung, status, reason))
+        steps.append(Step(r.rung, status, reason, change=r.change))
     if not evidence:
         return steps
     steps = [s._replace(evidence=evidence.get(s.rung)) for s in steps]

@@ -23,7 +23,7 @@ from app.advisor.curves import Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gather, profile_of
 from app.advisor.knobs import RECIPE, SCRIPT, facts_of_settings, why_not_verifiable
-from app.advisor.ladder import RUNG_BY_ID, Facts, History, Option, next_step, recommend
+from app.advisor.ladder import Facts, History, recommend
 from app.builder.datasets import DataError, check_spec, parse_spec, train_size
 from app.builder.recipe import Recipe
 from app.models import Project, Run, RungVerdict, RunTag, utcnow
@@ -164,13 +164,12 @@ def assess(
     found = (
         evidence(row) if evidence is not None and diagnosis.verdict == Verdict.OVERFITTING else None
     )
-    facts = facts_of(row)
-    rec = recommend(diagnosis, facts, history, found)
+    rec = recommend(diagnosis, facts_of(row), history, found)
     return {
         "verdict": diagnosis.verdict.value,
         "rung": rec.rung,
         "diagnosis": diagnosis.to_dict(),
-        "recommendation": with_verifiability(rec.to_dict(), facts, row),
+        "recommendation": with_verifiability(rec.to_dict(), row),
     }
 
 
@@ -183,16 +182,14 @@ def how_verified(row: RunRow) -> tuple[str | None, list[str]]:
     return (SCRIPT, knobs) if knobs else (None, [])
 
 
-def with_verifiability(rec: dict[str, Any], facts: Facts, row: RunRow) -> dict[str, Any]:
+def with_verifiability(rec: dict[str, Any], row: RunRow) -> dict[str, Any]:
     """The recommendation with, for its rung and each open rung of its ladder, whether a
     verification can try it on this run, and if not what would make it possible."""
     how, knobs = how_verified(row)
     for step in rec["ladder"]:
         if step["status"] == "skipped":
             continue
-        option = next_step(RUNG_BY_ID[step["rung"]], facts)
-        change = option.change if isinstance(option, Option) else {}
-        step["verify_hint"] = why_not_verifiable(step["rung"], change, how, knobs)
+        step["verify_hint"] = why_not_verifiable(step["rung"], step["change"], how, knobs)
         step["verifiable"] = step["verify_hint"] is None
     if rec["rung"] is not None:
         rec["verify_hint"] = why_not_verifiable(rec["rung"], rec["change"], how, knobs)

@@ -836,17 +836,14 @@ def _succeed(
         "trials_reused": len(result.get("per_seed", [])) - len(mine),
         "epochs_trained": sum(len(row.curve) for row in mine),
     }
-    skipped = max((line.get("skipped_bad", 0) for line in result.get("per_seed", [])), default=0)
-    if skipped:
+    skipping = [line for line in result.get("per_seed", []) if line.get("skipped_bad")]
+    if skipping:
         # Every training of a verification reads the same data: it says so once.
-        stored["skipped_bad"] = skipped
+        most = max(skipping, key=lambda line: line["skipped_bad"])
+        stored["skipped_bad"] = most["skipped_bad"]
         stored["skipped_reason"] = (
-            f"{skipped} bad data file(s) were skipped (skip_bad), e.g. "
-            + "; ".join(
-                next(
-                    line["skipped_files"] for line in result["per_seed"] if line.get("skipped_bad")
-                )[:3]
-            )
+            f"{most['skipped_bad']} bad data file(s) were skipped (skip_bad), e.g. "
+            + "; ".join(most["skipped_files"][:3])
         )
     # The judged candidates only: a lane cut at a checkpoint is not judged, even when a worker
     # had trained it to the end before the cut was decided.
