@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from app.advisor import series, signals
 from app.advisor.curves import (
+    VALID_LOSS,
     Criterion,
     Curves,
     Epoch,
@@ -364,6 +365,7 @@ def diagnose(
         was_underfit=was_underfit,
         adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
+        live=previous is not None,
     )
     if previous is None:
         # The run's first look: there is no look before it to confirm a stop (the next look
@@ -403,20 +405,33 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
         # A training loss that has started to come back down may be a spike, not divergence.
         train = curves.train_loss
         return train[-1] >= train[-2]
+    ev = judged.evidence
+    raw = None if ev.criterion == VALID_LOSS.name else curves.metric(ev.criterion)
+    if raw is not None and min(raw) == max(raw):
+        # A metric that never moved from its first value (a model still answering one class):
+        # the weights a stop would keep are no better than the start's, so the run may as well
+        # go on until it learns something.
+        return False
     if judged.verdict != Verdict.OVERFITTING:
         return True
-    ev = judged.evidence
     # Severe by the signal that decided: a validation loss that spikes while the metric holds
     # is no reason to stop a run the metric says is fine.
     deciding = "valid_loss" if ev.signal == Signal.VALID_LOSS else "metric"
     severe = thresholds.severity_loss if deciding == "valid_loss" else thresholds.severity_metric
+    valid = curves.valid_loss
+    if ev.signal == Signal.METRIC and series.argmin(valid) >= len(valid) - series.tail_length(
+        len(valid)
+    ):
+        # The metric dipped while the validation loss still reaches new lows: nothing is being
+        # memorised yet, and a stop would cut a run that is still learning.
+        return False
     if ev.signals[deciding]["degradation"] >= severe[1]:
         return True
     if len(curves) < thresholds.metric.measurable:
         return False
     if ev.signal == Signal.VALID_LOSS:
-        return signals.clear_of_noise(curves.valid_loss, thresholds.live)
-    raw = curves.metric(ev.criterion)
+        return signals.clear_of_noise(valid, thresholds.live)
+    assert raw is not None
     return signals.clear_of_noise(
         series.negated(raw) if ev.higher_is_better else raw, thresholds.live
     )
@@ -443,13 +458,15 @@ def _judge(
     *,
     was_underfit: bool = False,
     adjacent: bool = False,
+    live: bool = False,
 ) -> Diagnosis:
     """The verdict on the epochs as they stand; ``held``: for a run looked at before, the signals
     degraded at the previous look, by name, with the epoch each was best at; ``was_underfit``:
     the previous look said underfitting, which then holds until the losses part by twice the
     gap that let it in; ``adjacent``: that look was at the evaluation just before (only then is a
     newly degraded signal pending: a batch of evaluations appended at once is its own
-    evidence)."""
+    evidence); ``live``: the run is still training, so a model that still learns is not judged
+    underfitting yet (a finished run still falling is: it should have trained longer)."""
     n = len(curves)
     if n < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
@@ -511,8 +528,14 @@ def _judge(
         verdict = Verdict.NO_SIGNAL
     elif not fit.learned or (learned_nothing and not high_rate):
         # A model that never fit its own training data, or never scored above chance, is not
-        # overfitting, whatever the validation signals do while it wanders.
-        verdict = Verdict.UNDERFITTING
+        # overfitting, whatever the validation signals do while it wanders; while it still
+        # trains, a young run or one still learning is not judged yet.
+        young = n < thresholds.metric.measurable
+        verdict = (
+            Verdict.HEALTHY
+            if live and (young or _learning(curves, judged, raw, valid, thresholds))
+            else Verdict.UNDERFITTING
+        )
     elif (
         metric_worse
         or (loss.degraded and "valid_loss" not in pending)
@@ -523,8 +546,12 @@ def _judge(
         verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
     elif loss_rises and not overconfident:
         verdict, signal, deciding = Verdict.OVERFITTING, Signal.VALID_LOSS, loss
-    elif not overconfident and _underfit(
-        curves, crit, metric, fit, n_classes, thresholds, 2.0 if was_underfit else 1.0
+    elif (
+        not overconfident
+        and _underfit(
+            curves, crit, metric, fit, n_classes, thresholds, 2.0 if was_underfit else 1.0
+        )
+        and not (live and _learning(curves, judged, raw, valid, thresholds))
     ):
         verdict = Verdict.UNDERFITTING
     else:
@@ -659,6 +686,20 @@ def _underfit(
     if n_classes is not None and n_classes >= 2:
         return fit.tail > thresholds.underfit_chance * math.log(n_classes)
     return fit.tail > thresholds.underfit_share * train[0]
+
+
+def _learning(
+    curves: Curves,
+    judged: Reading,
+    raw: list[float] | None,
+    valid: list[float],
+    thresholds: Thresholds,
+) -> bool:
+    """The training loss still falls clearly, or the judged signal still improves."""
+    train = curves.train_loss
+    return _still_falling(train, _stretch(len(train)), thresholds) or signals.still_improving(
+        judged, valid if raw is None else raw
+    )
 
 
 def _stretch(n: int) -> int:

@@ -228,3 +228,50 @@ def test_no_run_at_95_percent_is_told_it_does_not_fit_its_training_data() -> Non
             criterion = resolve_criterion(metric["name"], metric.get("higher_is_better"))
             d = diagnose(Curves.of(c["epochs"]), criterion, n_classes=c.get("n_classes"))
             assert d.verdict != Verdict.UNDERFITTING, c["name"]
+
+
+def test_a_metric_that_never_moved_is_never_a_reason_to_stop() -> None:
+    """A model still answering one class (accuracy frozen at its first value) while the
+    validation loss climbs: a stop would keep weights no better than the start's, so the run
+    goes on; once the metric moves, the same rise may stop it."""
+    n = 16
+    train = [1.0 * 0.85**i for i in range(n)]
+    valid = [0.65 + 0.06 * i for i in range(n)]
+    frozen = replayed(records([(t, v, 0.5976) for t, v in zip(train, valid, strict=True)]))
+    assert any(d.verdict == Verdict.OVERFITTING for d in frozen)
+    assert not any(d.should_stop or d.evidence.stop_worthy for d in frozen)
+    moving = replayed(
+        records([(t, v, 0.6 - 0.01 * i) for i, (t, v) in enumerate(zip(train, valid, strict=True))])
+    )
+    assert any(d.should_stop for d in moving)
+
+
+def test_a_metric_dip_while_the_validation_loss_still_falls_does_not_stop() -> None:
+    """The metric fell beyond its noise, but the validation loss reaches new lows at every
+    evaluation: nothing is memorised yet, and the live rule lets the run learn on."""
+    n = 30
+    train = [2.0 * 0.95**i + 1.0 for i in range(n)]
+    valid = [t + 0.003 for t in train]
+    metric = [0.0010 + 0.00002 * i if i < 18 else 0.0008 for i in range(n)]
+    answers = replayed(records(list(zip(train, valid, metric, strict=True))))
+    assert any(d.verdict == Verdict.OVERFITTING and d.signal == "metric" for d in answers)
+    assert not any(d.should_stop for d in answers)
+
+
+def test_a_run_still_learning_is_not_judged_underfitting_while_it_trains() -> None:
+    """Losses close and high for the task, the training loss still falling 5% an evaluation:
+    looked at live, the run is still learning (train on); the same curve reported finished
+    is underfitting, and the advice is to train longer."""
+    n = 14
+    train = [2.3 * 0.95**i for i in range(n)]
+    rows = [(t, t * 1.03, 0.1 + 0.015 * i) for i, t in enumerate(train)]
+    live = replayed(records(rows), criterion=ACCURACY, n_classes=10)
+    assert all(d.verdict != Verdict.UNDERFITTING for d in live)
+    assert live[-1].verdict == Verdict.HEALTHY and live[-1].summary.startswith("Still learning")
+    finished = diagnose(Curves.of(records(rows)), ACCURACY, n_classes=10)
+    assert finished.verdict == Verdict.UNDERFITTING and "Train longer" in finished.summary
+    # Once the training loss stops falling, the live look says underfitting too.
+    flat = rows + [(train[-1], train[-1] * 1.03, rows[-1][2])] * 8
+    assert replayed(records(flat), criterion=ACCURACY, n_classes=10)[-1].verdict == (
+        Verdict.UNDERFITTING
+    )

@@ -145,11 +145,14 @@ def test_evaluations_by_steps_carry_their_step_learning_rate_and_fractional_epoc
         {**e, "epoch": 0.4 * (i + 1), "step": 40 * (i + 1), "lr": 1e-3 * 0.9**i}
         for i, e in enumerate(overfit_epochs())
     ]
+    # An accuracy that moves a little (one that never moves is a model answering one class,
+    # which is never stopped).
+    accuracy = [0.5 + 0.01 * (i % 2) for i in range(len(evaluations))]
     with track("by-steps", url=server, stop_when_overfitting=True, **FAST_RETRY) as run:
-        for e in evaluations:
+        for e, acc in zip(evaluations, accuracy, strict=True):
             run.log_epoch(
                 e["epoch"], e["train_loss"], e["valid_loss"], step=e["step"], lr=e["lr"],
-                accuracy=0.5,
+                accuracy=acc,
             )  # fmt: skip
             if run.should_stop:
                 break
@@ -159,7 +162,7 @@ def test_evaluations_by_steps_carry_their_step_learning_rate_and_fractional_epoc
     assert [(e["epoch"], e["step"], e["lr"]) for e in stored] == [
         (e["epoch"], e["step"], e["lr"]) for e in sent
     ]
-    assert all(e["metrics"] == {"accuracy": 0.5} for e in stored)
+    assert [e["metrics"] for e in stored] == [{"accuracy": a} for a in accuracy[: len(stored)]]
     stop_step = {e["epoch"]: e["step"] for e in stored}[run.stop_epoch]
     assert f"keep the weights of step {stop_step} " in capsys.readouterr().err
     with track("numpy-epochs", url=server, **FAST_RETRY) as run:
