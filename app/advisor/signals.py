@@ -59,7 +59,7 @@ class Floors:
     # runs shorter than ``measurable`` epochs, which show their trend but not their jitter;
     # longer runs need the usual floor and the rise beyond ``z_steady`` times the jitter.
     steady: float | None = 0.005
-    z_steady: float = 1.5
+    z_steady: float = 2.0
     measurable: int = 8
     # The held rule: share of epochs after the best stretch above it (None turns it off).
     held_share: float | None = 0.8
