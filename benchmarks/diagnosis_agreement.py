@@ -119,6 +119,33 @@ def score(curves: Iterable[Curve], predict: Detector) -> dict[str, Any]:
     }
 
 
+ACCURACY_LIKE = {"accuracy": False, "acc": False, "error_rate": True}
+BANDS = ((0.95, "95%+"), (0.8, "80-95%"), (0.0, "under 80%"))
+
+
+def final_accuracy(curve: Curve) -> float | None:
+    """The run's last accuracy (1 - error rate), when its metric is one of those."""
+    metric = curve.get("metric")
+    if not metric or metric["name"] not in ACCURACY_LIKE:
+        return None
+    last = float(curve["epochs"][-1]["metrics"][metric["name"]])
+    return 1 - last if ACCURACY_LIKE[metric["name"]] else last
+
+
+def verdicts_by_accuracy(curves: Iterable[Curve]) -> dict[str, Any]:
+    """Issue 16's underfitting score: the verdicts of the runs not labelled overfitting, by
+    their final accuracy, and how many of those at 95% or more are told underfitting."""
+    bands: dict[str, dict[str, int]] = {name: {} for _, name in BANDS}
+    for c in curves:
+        accuracy = final_accuracy(c)
+        if c["label"] not in SCORED_LABELS[1:] or accuracy is None:
+            continue
+        band = next(name for low, name in BANDS if accuracy >= low)
+        verdict = diagnosis_of(c).verdict.value
+        bands[band][verdict] = bands[band].get(verdict, 0) + 1
+    return {"bands": bands, "underfitting_at_95": bands["95%+"].get(Verdict.UNDERFITTING, 0)}
+
+
 def misses(curves: Iterable[Curve]) -> list[dict[str, str]]:
     return [
         {"run": f"{c['source_slug']}/{c['name']}", "label": c["label"], "detector": p}
@@ -205,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_source": {
             s: score([c for c in curves if c["source_slug"] == s], detector) for s in sources
         },
+        "not_overfitting_by_accuracy": verdicts_by_accuracy(curves),
         "plateaus": args.plateaus,
         "plateau_false_alarm_rate": plateau_false_alarms(args.plateaus),
     }
