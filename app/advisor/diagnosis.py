@@ -492,6 +492,14 @@ def _judge(
                 if r is not None and r.degraded and name not in held
             }
     fit = training(train, thresholds)
+    if (
+        fit.worsening
+        and fit.rise < thresholds.diverging_share * fit.span
+        and fit.tail < thresholds.memorised_gap * loss.best_value
+    ):
+        # A memorised training loss wobbling near its floor is not the optimisation failing:
+        # the validation signals still say what the model does.
+        fit = fit._replace(worsening=False)
     judged = metric or loss
 
     memorises = _memorises(train, fit, thresholds)
@@ -975,10 +983,12 @@ def _summary(
 
 
 def _below_best(metric: dict[str, Any], raw: list[float]) -> bool:
-    """The metric's last stretch sits more than its noise below its best."""
+    """The metric's last stretch, and its last value, sit more than its noise below its best
+    (a run whose last evaluation is its best is at its best, whatever came just before)."""
     k = series.tail_length(len(raw))
-    gap = metric["best_value"] - series.mean(raw[-k:])
-    return bool((gap if metric["higher_is_better"] else -gap) > metric["noise"])
+    sign = 1.0 if metric["higher_is_better"] else -1.0
+    best = sign * metric["best_value"]
+    return min(best - sign * series.mean(raw[-k:]), best - sign * raw[-1]) > metric["noise"]
 
 
 def _insufficient(curves: Curves, crit: Criterion, thresholds: Thresholds) -> Diagnosis:

@@ -273,3 +273,30 @@ def test_a_run_still_learning_is_not_judged_underfitting_while_it_trains() -> No
     assert replayed(records(flat), criterion=ACCURACY, n_classes=10)[-1].verdict == (
         Verdict.UNDERFITTING
     )
+
+
+def test_a_memorised_training_loss_wobbling_near_its_floor_does_not_hide_overfitting() -> None:
+    """The validation loss four times its best, the training loss near zero and up a hair over
+    the last evaluations: overfitting (neither healthy nor diverging)."""
+    n = 20
+    train = [2.0 * 0.3**i + 0.005 + 0.0001 * (i % 2) for i in range(n)]
+    train[-5:] = [0.0075, 0.008, 0.0078, 0.0079, 0.008]
+    valid = [0.9 - 0.1 * i if i <= 4 else 0.5 + 0.1 * (i - 4) for i in range(n)]
+    acc = [0.6 + 0.05 * i if i <= 4 else 0.8 - 0.004 * (i - 4) for i in range(n)]
+    d = diagnose(Curves.of(records(list(zip(train, valid, acc, strict=True)))), ACCURACY)
+    assert d.verdict == Verdict.OVERFITTING, d.summary
+    # A training loss that climbs back a quarter of the way to where it started is diverging.
+    train[-7:] = [0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1]
+    d = diagnose(Curves.of(records(list(zip(train, valid, acc, strict=True)))), ACCURACY)
+    assert d.verdict == Verdict.DIVERGING
+
+
+def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
+    """The last stretch averages below the best, but the last evaluation is the best: the
+    answer says so instead of calling it a dip."""
+    n = 16
+    train = [1.0 * 0.85**i for i in range(n)]
+    valid = [0.8 * 0.9**i for i in range(n)]
+    acc = [0.6 + 0.02 * i for i in range(12)] + [0.70, 0.69, 0.70, 0.85]
+    d = diagnose(Curves.of(records(list(zip(train, valid, acc, strict=True)))), ACCURACY)
+    assert "below its best" not in d.summary and "at or near its best" in d.summary, d.summary
