@@ -9,10 +9,12 @@ default the diagnosis is computed in-process by the same function the service ca
 append; ``--http`` posts every evaluation through :class:`overfit_advisor.tracking.TrackedRun` to
 a real ``advisor serve`` on loopback instead (slower, the same answers).
 
-Beside it, on the same evaluations: Keras ``EarlyStopping(monitor="val_loss", patience=p,
-restore_best_weights=True)``, fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback``
-(valid_loss, patience 3) and Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?",
-1998). Each is scored on:
+``ours_verdict_only`` is the same client rule fed the verdict alone (a stop verdict twice in a
+row, as for a service that does not answer ``should_stop``): the epochs a stop on the verdict
+would save, and the models it would cost. Beside them, on the same evaluations: Keras
+``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``, fastai's
+``EarlyStoppingCallback`` with ``SaveModelCallback`` (valid_loss, patience 3) and Prechelt's GL,
+PQ and UP criteria ("Early Stopping — but when?", 1998). Each is scored on:
 
 (a) ``harmful``: stopped, and the kept weights' metric is more than 1% (relative) below the best
     the whole run reached; the count and its share of runs with a metric;
@@ -139,9 +141,12 @@ class Prechelt:
 @dataclass
 class Ours:
     """The client's own rule, fed the diagnosis the service answers after each evaluation (the
-    service diagnoses each append knowing its previous answer)."""
+    service diagnoses each append knowing its previous answer). ``verdict_only``: the rule
+    without the service's ``should_stop`` (a stop verdict twice in a row, as for an older
+    service): what stopping on the verdict alone would cost and save."""
 
     confirm: int = 1
+    verdict_only: bool = False
     diagnose: Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]] = (
         lambda curve, i, previous: diagnosis_of(
             {**curve, "epochs": curve["epochs"][: i + 1]}, previous
@@ -157,6 +162,8 @@ class Ours:
     def see(self, curve: Curve, i: int) -> bool:
         self.previous = self.diagnose(curve, i, self.previous)
         self.verdicts.append(self.previous["verdict"])
+        if self.verdict_only:
+            return self.rule.see({**self.previous, "should_stop": None})
         return self.rule.see(self.previous)
 
     def kept(self, curve: Curve, last: int) -> int:
@@ -171,6 +178,7 @@ class Ours:
 
 STOPPERS: dict[str, Callable[[], Stopper]] = {
     "ours": Ours,
+    "ours_verdict_only": lambda: Ours(verdict_only=True),
     "keras_p2": lambda: Patience(2),
     "keras_p3": lambda: Patience(3),
     "keras_p5": lambda: Patience(5),

@@ -19,7 +19,7 @@ def printed(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> d
     return report
 
 
-@pytest.mark.parametrize("labelled_set", ["tuning", "holdout"])
+@pytest.mark.parametrize("labelled_set", ["tuning", "holdout", "fresh"])
 def test_the_live_stop_beats_patience_without_costing_models(
     labelled_set: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -34,6 +34,10 @@ def test_the_live_stop_beats_patience_without_costing_models(
     # A harmful stop saves nothing a user keeps: leaving those out shrinks patience's saving.
     assert patience["epochs_saved_harmless"] < patience["epochs_saved"]
     assert ours["epochs_saved_harmless"] <= ours["epochs_saved"]
+    # The service's should_stop asks more than the verdict alone: it never costs more models.
+    verdict_only = report["stoppers"]["ours_verdict_only"]
+    assert ours["harmful"] <= verdict_only["harmful"]
+    assert ours["stopped_not_overfitting"] <= verdict_only["stopped_not_overfitting"]
 
 
 def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
