@@ -987,8 +987,9 @@ def _below_best(metric: dict[str, Any], raw: list[float]) -> bool:
     (a run whose last evaluation is its best is at its best, whatever came just before)."""
     k = series.tail_length(len(raw))
     sign = 1.0 if metric["higher_is_better"] else -1.0
-    best = sign * metric["best_value"]
-    return min(best - sign * series.mean(raw[-k:]), best - sign * raw[-1]) > metric["noise"]
+    best: float = sign * metric["best_value"]
+    noise: float = metric["noise"]
+    return min(best - sign * series.mean(raw[-k:]), best - sign * raw[-1]) > noise
 
 
 def _insufficient(curves: Curves, crit: Criterion, thresholds: Thresholds) -> Diagnosis:
