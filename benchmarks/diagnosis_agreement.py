@@ -8,7 +8,7 @@ has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (t
 the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
 plateaus the detector calls overfitting. One JSON line:
 
-    python -m benchmarks.diagnosis_agreement [--plateaus 1000] [--misses]
+    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen] [--plateaus N] [--misses]
 """
 
 import argparse
@@ -31,6 +31,9 @@ HOLDOUT_CURVES = DATA / "real_curves_holdout"
 # Collected for the live stop, from repositories neither set uses, labelled before any detector
 # saw them.
 FRESH_CURVES = DATA / "real_curves_fresh"
+# Collected after the live-stop work from repositories no other set uses, labelled by collectors
+# who never ran the detector, committed before it saw them, and scored once.
+UNSEEN_CURVES = DATA / "real_curves_unseen"
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
 Curve = dict[str, Any]
@@ -212,9 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         "--holdout", action="store_true", help="score the held-out set instead of the tuning set"
     )
     parser.add_argument("--fresh", action="store_true", help="score the fresh held-out set")
+    parser.add_argument("--unseen", action="store_true", help="score the unseen set")
     args = parser.parse_args(argv)
 
-    root = FRESH_CURVES if args.fresh else HOLDOUT_CURVES if args.holdout else REAL_CURVES
+    root = (
+        UNSEEN_CURVES
+        if args.unseen
+        else FRESH_CURVES
+        if args.fresh
+        else HOLDOUT_CURVES
+        if args.holdout
+        else REAL_CURVES
+    )
     curves = load_real_curves(root)
     sources = sorted({c["source_slug"] for c in curves})
     rules: dict[str, Detector] = {

@@ -1,7 +1,7 @@
 """Scoreboard for the live stop: every labelled real run replayed one evaluation at a time, as the
 callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
 
-    python -m benchmarks.live_stop [--set tuning|holdout|fresh|all] [--http] [--runs]
+    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|all] [--http] [--runs]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
 ``should_stop``, the confirmation count, the kept epoch) fed each evaluation's diagnosis. By
@@ -47,6 +47,7 @@ from benchmarks.diagnosis_agreement import (
     HOLDOUT_CURVES,
     REAL_CURVES,
     SCORED_LABELS,
+    UNSEEN_CURVES,
     Curve,
     diagnosis_of,
     load_real_curves,
@@ -56,6 +57,7 @@ SETS: dict[str, tuple[Path, ...]] = {
     "tuning": (REAL_CURVES,),
     "holdout": (HOLDOUT_CURVES,),
     "fresh": (FRESH_CURVES,),
+    "unseen": (UNSEEN_CURVES,),
 }
 SETS["all"] = tuple(root for roots in SETS.values() for root in roots)
 HARM = 0.01  # the kept weights' metric this far (relative) below the best counts as harm
