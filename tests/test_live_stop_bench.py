@@ -19,13 +19,13 @@ def printed(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> d
     return report
 
 
-@pytest.mark.parametrize("labelled_set", ["tuning", "holdout", "fresh"])
+@pytest.mark.parametrize("labelled_set", ["tuning", "holdout", "fresh", "unseen"])
 def test_the_live_stop_beats_patience_without_costing_models(
     labelled_set: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = printed(live_stop.main, ["--set", labelled_set], capsys)
     ours, patience = report["stoppers"]["ours"], report["stoppers"]["keras_p5"]
-    assert report["runs"] >= 100
+    assert report["runs"] >= 90
     assert ours["harmful"] <= patience["harmful"] / 4
     assert ours["harmful_share"] <= 0.02
     assert ours["stopped_not_overfitting"] <= 0.015

@@ -11,6 +11,7 @@ from benchmarks.diagnosis_agreement import (
     FRESH_CURVES,
     HOLDOUT_CURVES,
     REAL_CURVES,
+    UNSEEN_CURVES,
     load_real_curves,
     verdicts_by_accuracy,
 )
@@ -222,7 +223,7 @@ def test_a_converged_autoencoder_is_not_underfitting() -> None:
 
 
 def test_no_run_at_95_percent_is_told_it_does_not_fit_its_training_data() -> None:
-    for root in (REAL_CURVES, HOLDOUT_CURVES, FRESH_CURVES):
+    for root in (REAL_CURVES, HOLDOUT_CURVES, FRESH_CURVES, UNSEEN_CURVES):
         scored = verdicts_by_accuracy(load_real_curves(root))
         assert scored["bands"]["95%+"], root
         assert scored["underfitting_at_95"] == 0, (root, scored)
