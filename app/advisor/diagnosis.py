@@ -539,10 +539,9 @@ def _judge(
         # overfitting, whatever the validation signals do while it wanders; while it still
         # trains, a young run or one still learning is not judged yet.
         young = n < thresholds.metric.measurable
+        learning = young or _learning(curves, judged, raw, valid, thresholds)
         verdict = (
-            Verdict.HEALTHY
-            if live and (young or _learning(curves, judged, raw, valid, thresholds))
-            else Verdict.UNDERFITTING
+            Verdict.HEALTHY if live and not was_underfit and learning else Verdict.UNDERFITTING
         )
     elif (
         metric_worse
@@ -559,7 +558,7 @@ def _judge(
         and _underfit(
             curves, crit, metric, fit, n_classes, thresholds, 2.0 if was_underfit else 1.0
         )
-        and not (live and _learning(curves, judged, raw, valid, thresholds))
+        and not (live and not was_underfit and _learning(curves, judged, raw, valid, thresholds))
     ):
         verdict = Verdict.UNDERFITTING
     else:

@@ -301,3 +301,14 @@ def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     acc = [0.6 + 0.02 * i for i in range(12)] + [0.70, 0.69, 0.70, 0.85]
     d = diagnose(Curves.of(records(list(zip(train, valid, acc, strict=True)))), ACCURACY)
     assert "below its best" not in d.summary and "at or near its best" in d.summary, d.summary
+
+
+def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
+    """Every labelled real run replayed live: underfitting, once said, is never released for a
+    look or two and then said again (a look whose training loss dips does not release it)."""
+    for root in (REAL_CURVES, HOLDOUT_CURVES, FRESH_CURVES, UNSEEN_CURVES):
+        for curve in load_real_curves(root):
+            live = Ours()
+            replay(curve, live)
+            said = "".join("u" if v == Verdict.UNDERFITTING else "-" for v in live.verdicts)
+            assert "u-u" not in said and "u--u" not in said, (curve["name"], said)
