@@ -134,6 +134,9 @@ class Training(NamedTuple):
     span: float  # largest value above the minimum
     # Fell by a clear share of its first value at some point: the model fit something.
     learned: bool
+    # Ends below ``memorised_gap`` times the validation loss's best: it fits its training set
+    # far better than anything held out.
+    memorised: bool
 
 
 class Chance(NamedTuple):
@@ -240,10 +243,12 @@ class Diagnosis:
         }
 
 
-def training(train: list[float], thresholds: Thresholds) -> Training:
+def training(train: list[float], thresholds: Thresholds, valid_best: float) -> Training:
     """Whether the optimisation itself is getting worse: its last stretch above its best stretch
     beyond noise, or doubled (an oscillating blow-up is its own "noise"), or above where training
-    started. Stretches, not single epochs, because some frameworks log a noisy last-batch loss."""
+    started. Stretches, not single epochs, because some frameworks log a noisy last-batch loss.
+    A memorised training loss (below half ``valid_best``, the validation loss's best) wobbling
+    near its floor by less than a quarter of its range is not the optimisation failing."""
     n = len(train)
     k = series.tail_length(n)
     min_at = series.argmin(train)
@@ -263,8 +268,12 @@ def training(train: list[float], thresholds: Thresholds) -> Training:
                 and rise_stretch > thresholds.loss.z * series.noise(train)
             )
         )
+    span = max(train) - low
+    memorised = tail < thresholds.memorised_gap * valid_best
+    if worsening and memorised and rise < thresholds.diverging_share * span:
+        worsening = False
     learned = train[0] - low >= thresholds.not_learning_drop * train[0]
-    return Training(min_at, tail, worsening, rise, max(train) - low, learned)
+    return Training(min_at, tail, worsening, rise, span, learned, memorised)
 
 
 def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thresholds) -> bool:
@@ -491,16 +500,13 @@ def _judge(
                 for name, r in (("valid_loss", loss), ("metric", metric))
                 if r is not None and r.degraded and name not in held
             }
-    fit = training(train, thresholds)
-    if (
-        fit.worsening
-        and fit.rise < thresholds.diverging_share * fit.span
-        and fit.tail < thresholds.memorised_gap * loss.best_value
-    ):
-        # A memorised training loss wobbling near its floor is not the optimisation failing:
-        # the validation signals still say what the model does.
-        fit = fit._replace(worsening=False)
+    fit = training(train, thresholds, loss.best_value)
     judged = metric or loss
+    still_improving = signals.still_improving(judged, valid if raw is None else raw)
+    falling = _still_falling(train, _stretch(n), thresholds)
+    # While the run trains, a model that still learns is not judged underfitting yet; once said,
+    # underfitting is not released by one look that learns again.
+    waits = live and not was_underfit
 
     memorises = _memorises(train, fit, thresholds)
     guessed = (
@@ -539,10 +545,8 @@ def _judge(
         # overfitting, whatever the validation signals do while it wanders; while it still
         # trains, a young run or one still learning is not judged yet.
         young = n < thresholds.metric.measurable
-        learning = young or _learning(curves, judged, raw, valid, thresholds)
-        verdict = (
-            Verdict.HEALTHY if live and not was_underfit and learning else Verdict.UNDERFITTING
-        )
+        learning = young or falling or still_improving
+        verdict = Verdict.HEALTHY if waits and learning else Verdict.UNDERFITTING
     elif (
         metric_worse
         or (loss.degraded and "valid_loss" not in pending)
@@ -558,13 +562,11 @@ def _judge(
         and _underfit(
             curves, crit, metric, fit, n_classes, thresholds, 2.0 if was_underfit else 1.0
         )
-        and not (live and not was_underfit and _learning(curves, judged, raw, valid, thresholds))
+        and not (waits and (falling or still_improving))
     ):
         verdict = Verdict.UNDERFITTING
     else:
         verdict = Verdict.HEALTHY
-
-    still_improving = signals.still_improving(judged, valid if raw is None else raw)
 
     overfit = verdict == Verdict.OVERFITTING
     onset = deciding.onset if overfit else fit.min_at + 1 if verdict == Verdict.DIVERGING else None
@@ -582,6 +584,7 @@ def _judge(
         fit=fit,
         onset=onset,
         still_improving=still_improving,
+        falling=falling,
         overconfident=overconfident,
         guess=guess,
         severity=max(
@@ -646,8 +649,7 @@ def _unsettled(
         return "jump"
     train = curves.train_loss
     fall = series.rel(train[loss.best] - fit.tail, train[loss.best])
-    memorised = fit.tail < thresholds.memorised_gap * loss.best_value
-    if not memorised and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01):
+    if not fit.memorised and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01):
         return "jump"
     return None
 
@@ -695,20 +697,6 @@ def _underfit(
     return fit.tail > thresholds.underfit_share * train[0]
 
 
-def _learning(
-    curves: Curves,
-    judged: Reading,
-    raw: list[float] | None,
-    valid: list[float],
-    thresholds: Thresholds,
-) -> bool:
-    """The training loss still falls clearly, or the judged signal still improves."""
-    train = curves.train_loss
-    return _still_falling(train, _stretch(len(train)), thresholds) or signals.still_improving(
-        judged, valid if raw is None else raw
-    )
-
-
 def _stretch(n: int) -> int:
     """Epochs compared to tell whether the training loss still falls: at least two."""
     return max(2, series.tail_length(n))
@@ -749,6 +737,7 @@ def _diagnosis(
     fit: Training,
     onset: int | None,
     still_improving: bool,
+    falling: bool,
     overconfident: bool,
     guess: Chance | None,
     severity: Severity,
@@ -764,7 +753,6 @@ def _diagnosis(
     if guess is not None and guess.source == "first_epoch" and guess.beaten:
         guess = None
     stop, candidates = _kept(curves, crit, metric, loss, raw)
-    falling = _still_falling(train, _stretch(len(train)), thresholds)
     train_change = series.rel(fit.tail - train[stop], train[stop])
     evidence = Evidence(
         criterion=crit.name,
