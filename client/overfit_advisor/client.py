@@ -15,9 +15,18 @@ from overfit_advisor.errors import AdvisorUnavailable
 from overfit_advisor.types import Run, Verification
 
 
-def _timeout(call: calls.Call[Any]) -> Any:
-    """The call's own timeout (a long poll's), else the client's."""
-    return httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout
+def _request(call: calls.Call[Any]) -> dict[str, Any]:
+    """What the sync and async clients send for ``call``: its own timeout (a long poll's),
+    else the client's."""
+    timeout = httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout
+    return {
+        "method": call.method,
+        "url": call.path,
+        "json": call.body,
+        "params": call.query,
+        "headers": call.headers,
+        "timeout": timeout,
+    }
 
 
 P = ParamSpec("P")
@@ -99,14 +108,7 @@ class Client(_Service):
 
     def send(self, call: calls.Call[T]) -> T:
         try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                json=call.body,
-                params=call.query,
-                headers=call.headers,
-                timeout=_timeout(call),
-            )
+            response = self._http.request(**_request(call))
         except httpx.HTTPError as exc:
             raise AdvisorUnavailable(f"{self.url}: {exc}") from exc
         return calls.answer(call, response)
@@ -176,14 +178,7 @@ class AsyncClient(_Service):
 
     async def send(self, call: calls.Call[T]) -> T:
         try:
-            response = await self._http.request(
-                call.method,
-                call.path,
-                json=call.body,
-                params=call.query,
-                headers=call.headers,
-                timeout=_timeout(call),
-            )
+            response = await self._http.request(**_request(call))
         except httpx.HTTPError as exc:
             raise AdvisorUnavailable(f"{self.url}: {exc}") from exc
         return calls.answer(call, response)
