@@ -23,6 +23,7 @@ import pytest
 from overfit_advisor import Client, TrackedRun, track, trial
 from overfit_advisor import trials as trials_module
 
+from app.advisor.knobs import KNOBS
 from app.schemas import TrialClaim
 from tests.conftest import overfit_epochs
 from tests.databases import fresh_database
@@ -30,6 +31,7 @@ from tests.worker.http_workers import (
     api,
     check_once,
     finished,
+    logged_process,
     make_project,
     name_prefix,
     running,
@@ -184,6 +186,12 @@ def run_agent(
 
 
 # --- the agent on its own ------------------------------------------------------------------
+
+
+def test_the_client_declares_the_knobs_the_service_knows() -> None:
+    """The client may not import the server, so the knob names live in both: the same names,
+    in the same order."""
+    assert trials_module.KNOBS == KNOBS
 
 
 @pytest.mark.parametrize("after", [[], ["--"]])
@@ -466,17 +474,12 @@ def agent(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``overfit-advisor agent`` running ``source``, its output in ``name``.log; killed after."""
     command = [sys.executable, str(script(tmp_path, source, f"{name}.py"))]
-    with (tmp_path / f"{name}.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [*AGENT, "--url", base, "--grace", "2", *args, "--", *command],
-            env=agent_env(tmp_path, SEEN=str(tmp_path / f"{name}.json"), **env),
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+    with logged_process(
+        [*AGENT, "--url", base, "--grace", "2", *args, "--", *command],
+        agent_env(tmp_path, SEEN=str(tmp_path / f"{name}.json"), **env),
+        tmp_path / f"{name}.log",
+    ) as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def job_trials(client: httpx.Client, job_id: int) -> list[dict[str, Any]]:

@@ -102,15 +102,22 @@ def http_worker(
     given = {"ADVISOR_WORKER_TOKEN": token} if token else {}
     env = _environ(ADVISOR_DATABASE_URL=NOWHERE, ADVISOR_WORKER_THREADS="1",
                    ADVISOR_LOG_LEVEL="info", **given)  # fmt: skip
+    argv = [sys.executable, "-m", "app.cli", "worker", "--server", base, "--devices", "cpu"]
+    with logged_process(argv, env, log) as proc:
+        yield proc
+
+
+@contextmanager
+def logged_process(
+    argv: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` running with its output appended to ``log``; killed when the test is done with
+    it (a graceful stop would wait out a long poll, seconds)."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--server", base, "--devices", "cpu"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
-        # Killed: the test is done with it (a graceful stop waits out its long poll, seconds).
         proc.kill()
         proc.wait()
 
