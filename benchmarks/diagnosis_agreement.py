@@ -50,23 +50,34 @@ def load_real_curves(root: Path = REAL_CURVES) -> list[Curve]:
     return runs
 
 
-def diagnosis_of(curve: Curve, previous: dict[str, Any] | None = None) -> Diagnosis:
-    """The service's diagnosis of a run; ``previous``: the one answered at its previous look."""
+def diagnosis_of(
+    curve: Curve, previous: dict[str, Any] | None = None, finished: bool = False
+) -> Diagnosis:
+    """The service's diagnosis of a run; ``previous``: the one answered at its previous look;
+    ``finished``: training is over (see :func:`diagnose`)."""
     metric = curve.get("metric")
     criterion = (
         resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
     )
     return diagnose(
-        Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"), previous=previous
+        Curves.of(curve["epochs"]),
+        criterion,
+        n_classes=curve.get("n_classes"),
+        previous=previous,
+        finished=finished,
     )
 
 
-def detector(curve: Curve) -> str:
-    """The diagnosis folded onto the labels' three classes."""
-    verdict = diagnosis_of(curve).verdict
+def folded(verdict: str) -> str:
+    """A verdict folded onto the labels' three classes."""
     if verdict in (Verdict.OVERFITTING, Verdict.NO_SIGNAL):
-        return verdict.value
+        return verdict
     return "not_overfitting"
+
+
+def detector(curve: Curve) -> str:
+    """The diagnosis of the whole run, folded onto the labels' three classes."""
+    return folded(diagnosis_of(curve).verdict)
 
 
 def _stalls(y: list[float], patience: int) -> bool:

@@ -67,6 +67,17 @@ def epochs_from(
     ]
 
 
+# A real run (Udacity's Keras MNIST notebook) whose validation loss rose beyond its noise only
+# at its last evaluation: reported one evaluation at a time, its last look waits to confirm it.
+UDACITY_MNIST = (
+    Path(__file__).parent
+    / "data"
+    / "real_curves_holdout"
+    / "udacity_pytorch"
+    / "udacity-keras-mnist-mlp-10ep.json"
+)
+
+
 def overfit_epochs(n: int = 20) -> list[dict[str, Any]]:
     """A textbook U-shaped validation loss with a falling training loss."""
     train = [1.5 * 0.8**i + 0.01 for i in range(n)]

@@ -100,6 +100,19 @@ def append_epochs(
     return FastJSON(service.run_payload(updated))
 
 
+@router.post("/{run_id}/finish", response_model=RunOut)
+def finish_run(
+    run_id: RunId, session: SessionDep, scope: ScopeDep, settings: SettingsDep
+) -> FastJSON:
+    """Training is over: the run is diagnosed as finished, all its evaluations judged at once,
+    not as the last look of a run still training (which waits a look to confirm a signal that
+    just got worse). The callbacks call this when training ends without a live stop."""
+    run = service.get_run(session, scope, run_id)
+    finished = service.finish_run(session, run, shared_evidence=settings.shared_evidence)
+    session.commit()
+    return FastJSON(service.run_payload(finished))
+
+
 @router.get("", response_model=RunPage)
 def list_runs(
     session: SessionDep,

@@ -132,6 +132,12 @@ def log_epoch(
     return log_epochs(run_id, [record])
 
 
+def finish_run(run_id: int) -> Call[Run]:
+    """Training is over: the run diagnosed as finished, every evaluation judged at once, not
+    as the last look of a run in progress."""
+    return Call("POST", f"/api/v1/runs/{run_id}/finish", Run.of)
+
+
 def run(run_id: int) -> Call[Run]:
     return Call("GET", f"/api/v1/runs/{run_id}", Run.of)
 

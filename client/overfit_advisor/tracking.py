@@ -134,6 +134,8 @@ class TrackedRun:
         self._refused = False
         self._said_unreachable = False
         self._said_underfitting = False
+        # How many evaluations the run had when the service last diagnosed it as finished.
+        self._finished = -1
         self._say = say
 
     @property
@@ -210,8 +212,9 @@ class TrackedRun:
         return self._latest()
 
     def finish(self) -> Run | None:
-        """Send what is left (retrying for a bounded time) and print the diagnosis; under an
-        agent, nothing (the agent hands the trial in)."""
+        """Send what is left (retrying for a bounded time), have the run diagnosed as finished
+        (unless the live rule stopped it) and print the diagnosis; under an agent, nothing (the
+        agent hands the trial in)."""
         if self.trial is not None:
             return None
         try:
@@ -222,6 +225,10 @@ class TrackedRun:
                 self._say(
                     f"{self._count(len(self.pending))} could not be reported (service unreachable)"
                 )
+            elif not self.should_stop:
+                # A run the live rule stopped ends on the verdict it stopped on, confirmed at
+                # two looks; any other is diagnosed whole, as finished.
+                self._finish_run(deadline)
             d = self.diagnosis
             if self.run is not None and d is not None:
                 # The underfitting advice is said once per run: finishing again repeats only
@@ -232,6 +239,29 @@ class TrackedRun:
         except Exception:
             log.exception("overfit-advisor: finishing the report failed")
         return self.run
+
+    def _finish_run(self, deadline: float) -> None:
+        """Have the service diagnose the run as finished: the last look of a run in progress
+        waits a look to confirm a signal that just got worse, and none will come. Retried
+        until ``deadline`` (finishing twice is finishing once); a service that cannot (an older
+        one, or one away until then) leaves the last look's diagnosis."""
+        if self.run is None or self._refused or self._finished == self.run.n_epochs:
+            return
+        pause = self._retry[0]
+        while True:
+            try:
+                self.run = self.client.finish_run(self.run.id)
+                self._finished = self.run.n_epochs
+                return
+            except AdvisorUnavailable as exc:
+                if time.monotonic() + pause >= deadline:
+                    log.warning("overfit-advisor: the run's last look stands (%s)", exc)
+                    return
+                time.sleep(pause)
+                pause = min(2 * pause, self._retry[1])
+            except AdvisorError as exc:
+                log.warning("overfit-advisor: the run's last look stands (%s)", exc)
+                return
 
     def say(self, text: str) -> None:
         """Print a line about the run; while evaluations wait unsent, it says the diagnosis it

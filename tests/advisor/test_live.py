@@ -312,3 +312,40 @@ def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
             replay(curve, live)
             said = "".join("u" if v == Verdict.UNDERFITTING else "-" for v in live.verdicts)
             assert "u-u" not in said and "u--u" not in said, (curve["name"], said)
+
+
+def test_a_finished_run_is_judged_whole_keeping_what_its_last_look_held() -> None:
+    """Training over, nothing waits for a next look: a signal that just got worse counts (a
+    real Keras MNIST run whose validation loss rose only at its last evaluation), a signal held
+    degraded since an earlier look still holds (a real VGG16-features run whose validation loss
+    hovers just under its threshold, no new best since), and a model still learning is told to
+    train longer."""
+    by_name = {c["name"]: c for c in load_real_curves(HOLDOUT_CURVES)}
+    by_name.update({c["name"]: c for c in load_real_curves(FRESH_CURVES)})
+    for name, one_shot in (
+        ("udacity-keras-mnist-mlp-10ep", Verdict.OVERFITTING),
+        ("cats-dogs-vgg16-bottleneck-30ep", Verdict.HEALTHY),
+    ):
+        curve = by_name[name]
+        options: dict[str, Any] = {
+            "criterion": resolve_criterion(curve["metric"]["name"], True),
+            "n_classes": curve.get("n_classes"),
+        }
+        last = replayed(curve["epochs"], **options)[-1]
+        assert last.verdict != one_shot, name  # the last look and the whole run disagree
+        whole = diagnose(Curves.of(curve["epochs"]), **options)
+        assert whole.verdict == one_shot, name
+        finished = diagnose(
+            Curves.of(curve["epochs"]), previous=last.to_dict(), finished=True, **options
+        )
+        assert curve["label"] == "overfitting" and finished.verdict == Verdict.OVERFITTING, name
+        assert not finished.should_stop and not finished.evidence.pending
+    n = 14
+    train = [2.3 * 0.95**i for i in range(n)]
+    rows = records([(t, t * 1.03, 0.1 + 0.015 * i) for i, t in enumerate(train)])
+    last = replayed(rows, criterion=ACCURACY, n_classes=10)[-1]
+    finished = diagnose(
+        Curves.of(rows), ACCURACY, n_classes=10, previous=last.to_dict(), finished=True
+    )
+    assert last.verdict == Verdict.HEALTHY and finished.verdict == Verdict.UNDERFITTING
+    assert "Train longer" in finished.summary

@@ -1,5 +1,6 @@
 """The runs API on SQLite and PostgreSQL: reports in, diagnosis and recommendation out, history."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,13 @@ from app.schemas import EpochIn, Lineage, RunCreate, RunOut, RunPage
 from app.services.errors import Conflict
 from app.services.projects import Scope, ensure_project
 from app.services.runs import append_epochs, create_run, get_run
-from tests.conftest import RUNG_ORDER, epochs_from, healthy_epochs, overfit_epochs
+from tests.conftest import (
+    RUNG_ORDER,
+    UDACITY_MNIST,
+    epochs_from,
+    healthy_epochs,
+    overfit_epochs,
+)
 
 
 def post(client: TestClient, **body: Any) -> dict[str, Any]:
@@ -414,3 +421,35 @@ def test_an_idempotency_key_makes_creating_a_run_safe_to_retry(client: TestClien
     assert names == ["retried", "retried"]
     bad = client.post("/api/v1/runs", json=body, headers={"Idempotency-Key": "x" * 65})
     assert bad.status_code == 422 and "idempotency" in bad.text.lower()
+
+
+def test_finishing_a_run_diagnoses_it_whole_not_as_its_last_look(client: TestClient) -> None:
+    """A real Keras MNIST run (Udacity's notebook) reported one evaluation at a time: its
+    validation loss rose beyond its noise only at the last evaluation, so the last look waits
+    for a confirmation that will not come. Finished, the run gets the verdict, stop epoch and
+    remedy of the same run reported whole."""
+    curve = json.loads(UDACITY_MNIST.read_text())
+    facts = {"metric": curve["metric"], "data": {"n_classes": curve["n_classes"]}}
+    epochs = curve["epochs"]
+    run = post(client, epochs=epochs[:1], **facts)
+    for e in epochs[1:]:
+        r = client.post(f"/api/v1/runs/{run['id']}/epochs", json={"epochs": [e]})
+        assert r.status_code == 200, r.text
+    live = r.json()
+    assert live["verdict"] == "healthy"
+    assert live["diagnosis"]["evidence"]["pending"] == ["valid_loss"]
+
+    whole = post(client, epochs=epochs, **facts)
+    assert whole["verdict"] == "overfitting"
+    r = client.post(f"/api/v1/runs/{run['id']}/finish")
+    assert r.status_code == 200, r.text
+    finished = r.json()
+    for key in ("verdict", "rung", "diagnosis", "recommendation"):
+        assert finished[key] == whole[key], key
+    assert finished["n_epochs"] == len(epochs)
+    stored = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert stored["verdict"] == "overfitting" and stored["diagnosis"] == whole["diagnosis"]
+    # Finishing again changes nothing; an unknown run is a 404 naming it.
+    assert client.post(f"/api/v1/runs/{run['id']}/finish").json()["diagnosis"] == whole["diagnosis"]
+    r = client.post("/api/v1/runs/999999/finish")
+    assert r.status_code == 404 and "999999" in r.json()["message"]

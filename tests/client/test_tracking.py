@@ -2,6 +2,7 @@
 never sees an exception, every epoch arrives once, the diagnosis is printed at the end; the
 stop rule, the lines the client prints and the records it sends."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from overfit_advisor.calls import epoch_record
 from overfit_advisor.stopping import LiveStop
 
 from tests.client.conftest import FAST_RETRY
-from tests.conftest import overfit_epochs
+from tests.conftest import UDACITY_MNIST, overfit_epochs
 from tests.servers import free_port, served
 
 
@@ -114,7 +115,8 @@ def test_answers_lost_after_the_service_stored_them_send_nothing_twice(server: s
     epochs = overfit_epochs(12)
     with track("lost-answers", client=client, **FAST_RETRY) as run:
         log(run, epochs)
-    assert len(transport.lost) == 2, "both the creation and an append lost their answer"
+    assert len(transport.lost) == 3, "the creation, an append and the finish lost their answer"
+    assert run.run is not None and run.run.verdict == "overfitting", "the finish was retried"
     page = httpx.get(f"{server}/api/v1/runs", params={"name": "lost-answers"}).json()
     assert len(page["items"]) == 1, "the retried creation did not make a second run"
     stored = httpx.get(f"{server}/api/v1/runs/{page['items'][0]['id']}").json()
@@ -282,3 +284,62 @@ def test_an_epoch_record_keeps_integers_and_takes_steps_learning_rates_and_no_tr
         "step": 40, "lr": 1e-3,
     }  # fmt: skip
     assert type(record["step"]) is int
+
+
+def replay(run: TrackedRun, curve: dict[str, Any]) -> None:
+    for e in curve["epochs"]:
+        run.log_epoch(e["epoch"], e["train_loss"], e["valid_loss"], **e["metrics"])
+        if run.should_stop:
+            break
+
+
+def test_the_end_of_training_prints_the_finished_runs_verdict(server: str) -> None:
+    """Udacity's Keras MNIST run, whose validation loss rose beyond its noise only at its last
+    evaluation: the last look waits for a confirmation, and finishing says what the run
+    reported whole is told, overfitting, with its remedy."""
+    curve = json.loads(UDACITY_MNIST.read_text())
+    said: list[str] = []
+    facts = {"metric": curve["metric"], "data": {"n_classes": curve["n_classes"]}}
+    run = TrackedRun("udacity", url=server, say=said.append, **facts, **FAST_RETRY)
+    replay(run, curve)
+    assert run.diagnosis is not None and run.diagnosis.verdict == "healthy"
+    run.finish()
+    whole = Client(server).report("udacity-whole", curve["epochs"], **facts)
+    finished, reported = run.diagnosis, whole.diagnosis
+    assert finished is not None and reported is not None
+    assert finished.verdict == reported.verdict == "overfitting"
+    assert run.stop_epoch == reported.stop_epoch
+    assert said == [run.summary_line()] and said[0].startswith("overfitting — ")
+    assert "next: more_data" in said[0]
+
+
+def test_a_run_the_live_rule_stopped_ends_on_the_verdict_it_stopped_on(server: str) -> None:
+    said: list[str] = []
+    run = TrackedRun(
+        "stopped", url=server, stop_when_overfitting=True, say=said.append, **FAST_RETRY
+    )
+    replay(run, {"epochs": [{**e, "metrics": {}} for e in overfit_epochs(30)]})
+    assert run.should_stop
+    stopped = run.diagnosis
+    run.finish()
+    assert run.diagnosis == stopped and run.stop_epoch == 6
+    assert said[0].startswith("stopping: overfitting") and said[1] == run.summary_line()
+
+
+def test_a_service_away_at_the_end_leaves_the_last_looks_verdict(tmp_path: Path) -> None:
+    port = free_port()
+    curve = json.loads(UDACITY_MNIST.read_text())
+    said: list[str] = []
+    run = TrackedRun(
+        "away",
+        url=f"http://127.0.0.1:{port}",
+        metric=curve["metric"],
+        say=said.append,
+        retry_s=(0.05, 0.2),
+        finish_timeout_s=1.0,
+    )
+    with served(tmp_path / "away.db", port=port):
+        replay(run, curve)
+    run.finish()
+    assert run.diagnosis is not None and run.diagnosis.verdict == "healthy"
+    assert said == [run.summary_line()]
