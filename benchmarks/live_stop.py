@@ -24,7 +24,11 @@ PQ and UP criteria ("Early Stopping — but when?", 1998). Each is scored on:
 (d) ``epochs_saved``: the mean share of evaluations not trained on runs labelled overfitting;
     ``epochs_saved_harmless`` counts only the stops that were not harmful (a harmful stop saves
     nothing a user would keep), to show how much of a rule's saving its harm paid for;
-(e) ``verdict_changes``: verdict changes per run (ours only).
+(e) ``verdict_changes``: verdict changes per run (ours only);
+(f) ``final_agreement`` (ours only): how often the verdict a callback prints when training ends
+    agrees with the label: the verdict it stopped on, or for a run not stopped, the run
+    diagnosed as finished (``TrackedRun.finish``); ``last_look_agreement``: the same with the
+    last look's verdict instead, as a client without the finish would print it.
 """
 
 import argparse
@@ -34,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +54,7 @@ from benchmarks.diagnosis_agreement import (
     UNSEEN_CURVES,
     Curve,
     diagnosis_of,
+    folded,
     load_real_curves,
 )
 
@@ -154,6 +159,12 @@ class Ours:
             {**curve, "epochs": curve["epochs"][: i + 1]}, previous
         ).to_dict()
     )
+    # The run diagnosed as finished, up to the last evaluation trained, after its last look.
+    finish: Callable[[Curve, int, dict[str, Any]], dict[str, Any]] = lambda curve, last, previous: (
+        diagnosis_of(
+            {**curve, "epochs": curve["epochs"][: last + 1]}, previous, finished=True
+        ).to_dict()
+    )
     rule: LiveStop = field(init=False)
     verdicts: list[str] = field(default_factory=list)
     previous: dict[str, Any] | None = None
@@ -172,6 +183,14 @@ class Ours:
         epochs = [e["epoch"] for e in curve["epochs"][: last + 1]]
         kept = self.rule.kept_epoch
         return epochs.index(kept) if kept in epochs else last
+
+    def final(self, curve: Curve, last: int) -> str:
+        """The verdict the callback prints when training ends (see ``TrackedRun.finish``)."""
+        assert self.previous is not None
+        previous = self.previous
+        return str(
+            (previous if self.rule.stopped else self.finish(curve, last, previous))["verdict"]
+        )
 
     def changes(self) -> int:
         judged = [v for v in self.verdicts if v != Verdict.INSUFFICIENT_DATA]
@@ -199,6 +218,9 @@ class Outcome:
     kept: int
     kept_shortfall: float | None  # the kept metric below the run's best, relative; None: no metric
     changes: int | None
+    # Ours only: the verdict of the last look, and the one printed when training ends.
+    last_look: str | None = None
+    final: str | None = None
 
 
 def shortfall(curve: Curve, index: int) -> float | None:
@@ -217,8 +239,16 @@ def replay(curve: Curve, stopper: Stopper) -> Outcome:
     stop = next((i for i in range(n) if stopper.see(curve, i)), None)
     last = n - 1 if stop is None else stop
     kept = stopper.kept(curve, last)
-    changes = stopper.changes() if isinstance(stopper, Ours) else None
-    return Outcome(curve["label"], n, stop, kept, shortfall(curve, kept), changes)
+    outcome = Outcome(curve["label"], n, stop, kept, shortfall(curve, kept), None)
+    if not isinstance(stopper, Ours):
+        return outcome
+    assert stopper.previous is not None
+    return replace(
+        outcome,
+        changes=stopper.changes(),
+        last_look=stopper.previous["verdict"],
+        final=stopper.final(curve, last),
+    )
 
 
 def _share(hits: int, total: int) -> float | None:
@@ -249,12 +279,22 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     changes = [o.changes for o in outcomes if o.changes is not None]
     if changes:
         figures["verdict_changes"] = round(sum(changes) / len(changes), 3)
+    for name in ("last_look", "final"):
+        said = [(o.label, getattr(o, name)) for o in outcomes if getattr(o, name) is not None]
+        if said:
+            agree = sum(label == folded(verdict) for label, verdict in said)
+            figures[f"{name}_agreement"] = round(agree / len(said), 4)
     return figures
 
 
-def http_diagnoses(url: str) -> Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]]:
+def http_diagnoses(
+    url: str,
+) -> tuple[
+    Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]],
+    Callable[[Curve, int, dict[str, Any]], dict[str, Any]],
+]:
     """Each evaluation posted through the client's TrackedRun, one run per curve, answered by
-    the real service: the diagnosis the callbacks read."""
+    the real service: the diagnosis the callbacks read; and the run finished there."""
     from overfit_advisor.tracking import TrackedRun
 
     runs: dict[int, TrackedRun] = {}
@@ -284,7 +324,19 @@ def http_diagnoses(url: str) -> Callable[[Curve, int, dict[str, Any] | None], di
         answered: dict[str, Any] = run.run.raw["diagnosis"]
         return answered
 
-    return diagnose
+    def finish(curve: Curve, _last: int, _previous: dict[str, Any]) -> dict[str, Any]:
+        run = runs[id(curve)]
+        run.finish()
+        assert run.run is not None, "the service did not answer"
+        finished: dict[str, Any] = run.run.raw["diagnosis"]
+        return finished
+
+    return diagnose, finish
+
+
+def served_ours(url: str) -> Ours:
+    diagnose, finish = http_diagnoses(url)
+    return Ours(diagnose=diagnose, finish=finish)
 
 
 def labelled(roots: Iterable[Path]) -> list[Curve]:
@@ -312,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.advice_quality import served
 
         with tempfile.TemporaryDirectory() as folder, served(Path(folder), 1, "cpu", []) as url:
-            make["ours"] = lambda: Ours(diagnose=http_diagnoses(url))
+            make["ours"] = lambda: served_ours(url)
             report["stoppers"] = scoreboard(curves, make)
     else:
         report["stoppers"] = scoreboard(curves, make)

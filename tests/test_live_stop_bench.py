@@ -38,6 +38,9 @@ def test_the_live_stop_beats_patience_without_costing_models(
     verdict_only = report["stoppers"]["ours_verdict_only"]
     assert ours["harmful"] <= verdict_only["harmful"]
     assert ours["stopped_not_overfitting"] <= verdict_only["stopped_not_overfitting"]
+    # Diagnosed as finished when training ends, a run is told what its whole curve shows: the
+    # last look of a run in progress waits to confirm a signal that just got worse.
+    assert ours["final_agreement"] >= ours["last_look_agreement"]
 
 
 def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,7 +54,7 @@ def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
     """Four real runs (one with its one-cycle learning rates) posted one evaluation at a time to
     a real server through the client's TrackedRun: each answer's verdict, should_stop and kept
-    epoch equal the in-process replay's."""
+    epoch equal the in-process replay's, and so does the verdict the run ends on."""
     by_name = {
         c["name"]: c for root in (REAL_CURVES, HOLDOUT_CURVES) for c in load_real_curves(root)
     }
@@ -64,13 +67,15 @@ def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
     with served(tmp_path / "replay.db") as url:
         for name in names:
             curve = by_name[name]
-            local, remote = live_stop.Ours(), live_stop.Ours(diagnose=live_stop.http_diagnoses(url))
-            for i in range(len(curve["epochs"])):
+            local, remote = live_stop.Ours(), live_stop.served_ours(url)
+            last = len(curve["epochs"]) - 1
+            for i in range(last + 1):
                 local.see(curve, i)
                 remote.see(curve, i)
                 assert local.previous is not None and remote.previous is not None
                 for key in ("verdict", "should_stop", "stop_epoch"):
                     assert local.previous[key] == remote.previous[key], (name, i, key)
+            assert local.final(curve, last) == remote.final(curve, last), name
 
 
 def test_the_append_cost_benchmark_measures_both_sizes(capsys: pytest.CaptureFixture[str]) -> None:
