@@ -50,21 +50,14 @@ def load_real_curves(root: Path = REAL_CURVES) -> list[Curve]:
     return runs
 
 
-def diagnosis_of(
-    curve: Curve, previous: dict[str, Any] | None = None, finished: bool = False
-) -> Diagnosis:
-    """The service's diagnosis of a run; ``previous``: the one answered at its previous look;
-    ``finished``: training is over (see :func:`diagnose`)."""
+def diagnosis_of(curve: Curve, previous: dict[str, Any] | None = None) -> Diagnosis:
+    """The service's diagnosis of a run; ``previous``: the one answered at its previous look."""
     metric = curve.get("metric")
     criterion = (
         resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
     )
     return diagnose(
-        Curves.of(curve["epochs"]),
-        criterion,
-        n_classes=curve.get("n_classes"),
-        previous=previous,
-        finished=finished,
+        Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"), previous=previous
     )
 
 

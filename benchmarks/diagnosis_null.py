@@ -9,8 +9,9 @@ from the start) and then stay stationary, with noise that is i.i.d. Gaussian, AR
 0.3 to 0.6 (and exactly 0.5, the issue's case), or heavy-tailed (Student's t, 3 degrees of
 freedom). Runs are 8 to 200 evaluations long, half of them with a metric. For each noise the
 benchmark prints the share of runs whose final answer is ``overfitting`` (the whole run reported
-at once, and the last answer of a run reported live) and the share the live rule stops (the
-client's :class:`LiveStop` on the diagnosis of every evaluation, as the callbacks see it).
+at once, and the verdict printed when a run reported live ends) and the share the live rule
+stops (the client's :class:`LiveStop` on the diagnosis of every evaluation, as the callbacks see
+it).
 """
 
 import argparse
@@ -87,8 +88,9 @@ def null_run(rng: random.Random, noise: Noise) -> Curve:
 
 def rates(noise: Noise, runs: int, seed: int) -> dict[str, Any]:
     """The share of runs whose final answer is overfitting, reported at once and reported live
-    (the last answer of a replay the live rule did not stop), and the share the live rule
-    stops; the rules behind the at-once false alarms."""
+    (the verdict a callback prints when training ends: the run diagnosed as finished, or the
+    verdict a stop was made on), and the share the live rule stops; the rules behind the
+    at-once false alarms."""
     rng = random.Random(seed)
     final = final_live = stopped = 0
     rules: dict[str, int] = {}
@@ -103,7 +105,7 @@ def rates(noise: Noise, runs: int, seed: int) -> dict[str, Any]:
         live = Ours()
         outcome = replay(curve, live)
         stopped += outcome.stop is not None
-        final_live += outcome.stop is None and live.verdicts[-1] == "overfitting"
+        final_live += outcome.final == "overfitting"
     return {
         "final_overfitting": round(final / runs, 4),
         "final_overfitting_live": round(final_live / runs, 4),

@@ -159,12 +159,10 @@ class Ours:
             {**curve, "epochs": curve["epochs"][: i + 1]}, previous
         ).to_dict()
     )
-    # The run diagnosed as finished, up to the last evaluation trained, after its last look.
-    finish: Callable[[Curve, int, dict[str, Any]], dict[str, Any]] = lambda curve, last, previous: (
-        diagnosis_of(
-            {**curve, "epochs": curve["epochs"][: last + 1]}, previous, finished=True
-        ).to_dict()
-    )
+    # The run diagnosed whole, as finished, up to the last evaluation trained.
+    finish: Callable[[Curve, int], dict[str, Any]] = lambda curve, last: diagnosis_of(
+        {**curve, "epochs": curve["epochs"][: last + 1]}
+    ).to_dict()
     rule: LiveStop = field(init=False)
     verdicts: list[str] = field(default_factory=list)
     previous: dict[str, Any] | None = None
@@ -187,10 +185,7 @@ class Ours:
     def final(self, curve: Curve, last: int) -> str:
         """The verdict the callback prints when training ends (see ``TrackedRun.finish``)."""
         assert self.previous is not None
-        previous = self.previous
-        return str(
-            (previous if self.rule.stopped else self.finish(curve, last, previous))["verdict"]
-        )
+        return str((self.previous if self.rule.stopped else self.finish(curve, last))["verdict"])
 
     def changes(self) -> int:
         judged = [v for v in self.verdicts if v != Verdict.INSUFFICIENT_DATA]
@@ -291,7 +286,7 @@ def http_diagnoses(
     url: str,
 ) -> tuple[
     Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]],
-    Callable[[Curve, int, dict[str, Any]], dict[str, Any]],
+    Callable[[Curve, int], dict[str, Any]],
 ]:
     """Each evaluation posted through the client's TrackedRun, one run per curve, answered by
     the real service: the diagnosis the callbacks read; and the run finished there."""
@@ -324,7 +319,7 @@ def http_diagnoses(
         answered: dict[str, Any] = run.run.raw["diagnosis"]
         return answered
 
-    def finish(curve: Curve, _last: int, _previous: dict[str, Any]) -> dict[str, Any]:
+    def finish(curve: Curve, _last: int) -> dict[str, Any]:
         run = runs[id(curve)]
         run.finish()
         assert run.run is not None, "the service did not answer"

@@ -348,7 +348,6 @@ def diagnose(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     n_classes: int | None = None,
     previous: Mapping[str, Any] | None = None,
-    finished: bool = False,
 ) -> Diagnosis:
     """Diagnose epochs given in order. ``criterion`` defaults to :func:`infer_criterion`;
     ``n_classes`` (from the report) sets the chance level of accuracy-like metrics.
@@ -358,11 +357,6 @@ def diagnose(
     does not flicker with each evaluation: a signal counts as degraded from the second look in a
     row it is (at the first it is ``pending``), and stays degraded until it recovers
     (:func:`signals.held_over`).
-
-    ``finished``: training is over. The run is judged whole, as a run reported in one piece,
-    except that a signal degraded at the previous look still holds until it recovers: nothing
-    waits for a next look, and a run that still learns is judged (it should have trained
-    longer), but the hysteresis that kept the verdict from flickering keeps its word.
 
     ``should_stop`` is the live rule, stricter than the verdict because a stop cannot be taken
     back and a run still training is looked at again after every evaluation: the stop verdict
@@ -378,12 +372,11 @@ def diagnose(
         n_classes,
         held,
         was_underfit=was_underfit,
-        adjacent=not finished
-        and previous is not None
+        adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
-        live=previous is not None and not finished,
+        live=previous is not None,
     )
-    if previous is None or finished:
+    if previous is None:
         # The run's first look: there is no look before it to confirm a stop (the next look
         # judges this one again, so nothing is lost by not testing it now).
         return judged

@@ -146,13 +146,11 @@ def assess(
     history: History,
     evidence: EvidenceSource | None = None,
     previous: Mapping[str, Any] | None = None,
-    finished: bool = False,
 ) -> dict[str, Any]:
     """Diagnosis and recommendation columns for a run's values; pure computation, except that
     ``evidence`` is asked for the verdicts of similar runs when (only when) the run overfits.
     ``previous``: the diagnosis answered at the run's previous look, for a run reported while it
-    trains (the verdict is then a sequential one: see :func:`diagnose`); ``finished``: its
-    training is over."""
+    trains (the verdict is then a sequential one: see :func:`diagnose`)."""
     curves = Curves.of(row["epochs"])
     name = row["metric_name"]
     criterion = (
@@ -161,11 +159,7 @@ def assess(
         else resolve_criterion(name, row["metric_higher_is_better"])
     )
     diagnosis = diagnose(
-        curves,
-        criterion,
-        n_classes=row["data_facts"].get("n_classes"),
-        previous=previous,
-        finished=finished,
+        curves, criterion, n_classes=row["data_facts"].get("n_classes"), previous=previous
     )
     found = (
         evidence(row) if evidence is not None and diagnosis.verdict == Verdict.OVERFITTING else None
@@ -355,13 +349,12 @@ def current_assessment(
     *,
     shared: bool,
     previous: Mapping[str, Any] | None = None,
-    finished: bool = False,
 ) -> dict[str, Any]:
     """The run assessed again now, with its lineage's and similar runs' verdicts as they are
     (the run page shows this, so a verification finished since the report counts); not stored.
-    ``previous`` and ``finished``: see :func:`assess`."""
+    ``previous``: the diagnosis of the run's previous look (see :func:`assess`)."""
     history = lineage_history(session, [row["id"], *ancestor_ids(session, row["parent_id"])])
-    return assess(row, history, evidence_source(session, shared=shared), previous, finished)
+    return assess(row, history, evidence_source(session, shared=shared), previous)
 
 
 def _check_length(n_epochs: int, max_epochs: int) -> None:
@@ -594,35 +587,28 @@ def reassess_runs(
     )
     changes = []
     for run in rows:
-        row = _reassessed(session, run, shared_evidence, finished=False)
+        row = _reassessed(session, run, shared_evidence)
         if row is not None:
             changes.append((run["verdict"], row["verdict"]))
     return (rows[-1]["id"] if rows else after_id), changes
 
 
 def finish_run(session: Session, run: RunRow, *, shared_evidence: bool = False) -> dict[str, Any]:
-    """The run's training is over: it is diagnosed as finished (see :func:`diagnose`), every
-    evaluation judged at once, as a report of the whole run is, and not as the last look of a
-    run in progress, whose newly degraded signal waits for a next look that will not come; the
-    signals its last look held degraded hold on."""
-    row = _reassessed(session, run, shared_evidence, finished=True)
+    """The run's training is over: it is diagnosed whole, every evaluation judged at once, as a
+    report of the whole run is, and no longer as the last look of a run in progress, whose
+    newly degraded signal waits for a next look that will not come."""
+    row = _reassessed(session, run, shared_evidence)
     if row is None:
         raise Conflict(_CHANGED)
     return row
 
 
-def _reassessed(
-    session: Session, run: RunRow, shared_evidence: bool, *, finished: bool
-) -> dict[str, Any] | None:
-    """``run`` diagnosed and recommended afresh and stored: as a run reported whole, or as
-    finished after its last look; None when another request changed it meanwhile (its own,
-    newer assessment stands)."""
+def _reassessed(session: Session, run: RunRow, shared_evidence: bool) -> dict[str, Any] | None:
+    """``run`` diagnosed whole and recommended afresh, and stored; None when another request
+    changed it meanwhile (its own, newer assessment stands)."""
     row = dict(run)
-    previous = run["diagnosis"] if finished else None
     row.update(
-        current_assessment(
-            session, row, shared=shared_evidence, previous=previous, finished=finished
-        ),
+        current_assessment(session, row, shared=shared_evidence),
         version=run["version"] + 1,
         updated_at=utcnow(),
     )

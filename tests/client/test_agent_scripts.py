@@ -113,6 +113,9 @@ def test_agents_verify_a_plain_pytorch_scripts_recommendation(
 
 def test_agents_verify_a_keras_scripts_recommendation(db_file_url: str, tmp_path: Path) -> None:
     # Dense layers on 64 numbers, reported as tabular: augmentation is skipped, Mixup is next.
-    scenario = Scenario("keras-dense", "keras", ("--arch", "dense", "--noise", "0.3"))
+    # 40% of the labels flipped: at 30% this run's accuracy zigzags by 0.05 an epoch while it
+    # slides 18% below its best, and its slope, 3.8 standard errors, is short of the trend
+    # rule's 4, so the whole run reads healthy and there is no remedy to verify.
+    scenario = Scenario("keras-dense", "keras", ("--arch", "dense", "--noise", "0.4"))
     knobs = ["mixup", "head_dropout", "weight_decay", "data_fraction"]
     verified_by_agents(db_file_url, tmp_path, scenario, knobs, "mixup")
