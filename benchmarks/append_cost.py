@@ -5,7 +5,9 @@ diagnosis on each. One JSON line:
     python -m benchmarks.append_cost [--appends 40]
 
 Each run is reported with its evaluations at once, then ``--appends`` single evaluations are
-posted to it one after another, as a callback does; the figure is the median request time. The
+posted to it one after another, as a callback does (answered with the last evaluation only,
+``tail=1``; ``append_ms_whole_answer``: answered with the whole run); the figure is the median
+request time. The
 curves overfit mildly and noisily (the live rule's slowest path: it also judges the look before).
 """
 
@@ -52,7 +54,9 @@ def diagnosis_us(epochs: list[dict[str, Any]]) -> float:
     return statistics.median(timeit.repeat(once, number=number, repeat=5)) / number * 1e6
 
 
-def append_ms(url: str, n: int, appends: int) -> float:
+def append_ms(url: str, n: int, appends: int, tail: int | None) -> float:
+    """Median time of one append to a run of ``n`` evaluations; ``tail``: the answer carries
+    only the last ``tail`` of them (as the client asks), or None: the whole run."""
     rng = random.Random(n)
     total = n + appends
     epochs = [evaluation(i, total, rng) for i in range(total)]
@@ -66,7 +70,11 @@ def append_ms(url: str, n: int, appends: int) -> float:
         times = []
         for e in epochs[n:]:
             started = time.perf_counter()
-            answer = client.post(f"/api/v1/runs/{run_id}/epochs", json={"epochs": [e]})
+            answer = client.post(
+                f"/api/v1/runs/{run_id}/epochs",
+                params={} if tail is None else {"tail": tail},
+                json={"epochs": [e]},
+            )
             times.append(time.perf_counter() - started)
             answer.raise_for_status()
     return statistics.median(times) * 1e3
@@ -82,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         str(n): round(diagnosis_us([evaluation(i, n, rng) for i in range(n)]), 1) for n in SIZES
     }
     with tempfile.TemporaryDirectory() as folder, served(Path(folder), 1, "cpu", []) as url:
-        append_ms(url, 20, 5)  # warm up the server's code paths
-        report["append_ms"] = {str(n): round(append_ms(url, n, args.appends), 2) for n in SIZES}
-    small, large = (report["append_ms"][str(n)] for n in SIZES)
-    report["append_ratio"] = round(large / small, 2)
+        append_ms(url, 20, 5, None)  # warm up the server's code paths
+        for key, tail in (("append_ms", 1), ("append_ms_whole_answer", None)):
+            report[key] = {str(n): round(append_ms(url, n, args.appends, tail), 2) for n in SIZES}
+    for key in ("append_ms", "append_ms_whole_answer"):
+        small, large = (report[key][str(n)] for n in SIZES)
+        report[key.replace("_ms", "_ratio")] = round(large / small, 2)
     print(json.dumps(report))
     return 0
 

@@ -85,7 +85,21 @@ def create_run(
 
 @router.post("/{run_id}/epochs", response_model=RunOut)
 def append_epochs(
-    run_id: RunId, body: EpochsIn, session: SessionDep, scope: ScopeDep, settings: SettingsDep
+    run_id: RunId,
+    body: EpochsIn,
+    session: SessionDep,
+    scope: ScopeDep,
+    settings: SettingsDep,
+    tail: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=ID_MAX,
+            description="Answer only the run's last `tail` epochs in `epochs` (`n_epochs` still "
+            "counts them all, and the diagnosis reads them all): a callback appending one "
+            "evaluation at a time needs the diagnosis, not the whole run back at every one.",
+        ),
+    ] = None,
 ) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
     run = service.get_run(session, scope, run_id)
@@ -97,6 +111,8 @@ def append_epochs(
         shared_evidence=settings.shared_evidence,
     )
     session.commit()
+    if tail is not None:
+        updated["epochs"] = updated["epochs"][max(0, len(updated["epochs"]) - tail) :]
     return FastJSON(service.run_payload(updated))
 
 

@@ -114,8 +114,13 @@ def report(
     return Call("POST", "/api/v1/runs", Run.of, _report_body(name, epochs, fields), None, headers)
 
 
-def log_epochs(run_id: int, epochs: Sequence[Epoch]) -> Call[Run]:
-    return Call("POST", f"/api/v1/runs/{run_id}/epochs", Run.of, {"epochs": plain(list(epochs))})
+def log_epochs(run_id: int, epochs: Sequence[Epoch], tail: int | None = None) -> Call[Run]:
+    """Append evaluations; ``tail``: answer only the run's last ``tail`` epochs (the diagnosis
+    still reads them all), where the caller keeps the rest."""
+    query = None if tail is None else {"tail": tail}
+    return Call(
+        "POST", f"/api/v1/runs/{run_id}/epochs", Run.of, {"epochs": plain(list(epochs))}, query
+    )
 
 
 def log_epoch(

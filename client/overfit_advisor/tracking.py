@@ -343,7 +343,8 @@ class TrackedRun:
                 epochs, facts = self._creation
                 run = self.client.report(self.name, epochs, idempotency_key=self._key, **facts)
             else:
-                run = self.client.log_epochs(self.run.id, self.pending)
+                # The answer carries the last evaluation only: the rest is what was sent.
+                run = self._whole(self.client.log_epochs(self.run.id, self.pending, tail=1))
         except AdvisorUnavailable as exc:
             self._next_try = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, self._retry[1])
@@ -362,6 +363,18 @@ class TrackedRun:
         self._accept(run)
         if self.pending:  # a retried creation answered the run as first stored: send the rest
             self._send()
+
+    def _whole(self, run: Run) -> Run:
+        """An append's answer with every evaluation the service holds: those it held before
+        and those just sent, up to the last one it answers (read back whole if they do not
+        add up)."""
+        assert self.run is not None
+        last = run.epochs[-1]["epoch"] if run.epochs else None
+        sent = [e for e in self.pending if last is not None and e["epoch"] <= last]
+        held = [*self.run.epochs, *map(dict, sent)]
+        if len(held) != run.n_epochs:
+            return self.client.run(run.id)
+        return replace(run, epochs=held)
 
     def _resync(self) -> None:
         """A post whose answer was lost did arrive: keep only what the service lacks."""

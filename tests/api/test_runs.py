@@ -453,3 +453,27 @@ def test_finishing_a_run_diagnoses_it_whole_not_as_its_last_look(client: TestCli
     assert client.post(f"/api/v1/runs/{run['id']}/finish").json()["diagnosis"] == whole["diagnosis"]
     r = client.post("/api/v1/runs/999999/finish")
     assert r.status_code == 404 and "999999" in r.json()["message"]
+
+
+def test_an_append_can_answer_only_the_runs_last_epochs(client: TestClient) -> None:
+    """A callback appends one evaluation at a time: ``tail`` keeps the answer from carrying the
+    whole run back at every one, and changes nothing else in it."""
+    epochs = overfit_epochs(20)
+    run = post(client, epochs=epochs[:15])
+    path = f"/api/v1/runs/{run['id']}/epochs"
+    whole = client.post(path, json={"epochs": epochs[15:17]}).json()
+    assert [e["epoch"] for e in whole["epochs"]] == list(range(17))
+    short = client.post(path, params={"tail": 2}, json={"epochs": epochs[17:18]}).json()
+    assert [e["epoch"] for e in short["epochs"]] == [16, 17] and short["n_epochs"] == 18
+    again = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert {k: v for k, v in short.items() if k != "epochs"} == {
+        k: v for k, v in again.items() if k != "epochs"
+    }
+    assert (
+        client.post(path, params={"tail": 0}, json={"epochs": epochs[18:19]}).json()["epochs"] == []
+    )
+    more = client.post(path, params={"tail": 500}, json={"epochs": epochs[19:]}).json()
+    assert len(more["epochs"]) == 20
+    r = client.post(path, params={"tail": -1}, json={"epochs": overfit_epochs(21)[20:]})
+    assert r.status_code == 422 and "tail" in r.text
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["n_epochs"] == 20, "nothing stored"

@@ -30,9 +30,13 @@ def test_a_hand_written_loop_reports_every_epoch(
     with track("loop", url=server, params={"lr": 0.01}, **FAST_RETRY) as run:
         log(run, epochs)
         assert run.diagnosis is not None and run.diagnosis.verdict == "overfitting"
+        # Each append answered its last evaluation only; the client holds the run whole.
+        assert run.run is not None and len(run.run.raw["epochs"]) == 1
+        assert [e["epoch"] for e in run.run.epochs] == [e["epoch"] for e in epochs]
     assert run.run is not None
     stored = Client(server).run(run.run.id)
     assert [e["epoch"] for e in stored.epochs] == [e["epoch"] for e in epochs]
+    assert run.run.raw["epochs"] == stored.raw["epochs"], "finished: answered whole"
     said = capsys.readouterr().err
     assert "overfitting" in said and f"{server}/runs/{run.run.id}" in said
     assert "next: more_data" in said
