@@ -754,6 +754,12 @@ def _diagnosis(
         guess = None
     stop, candidates = _kept(curves, crit, metric, loss, raw)
     train_change = series.rel(fit.tail - train[stop], train[stop])
+    readings_out = {r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r}
+    # A training loss that still falls while the metric sits below its best is memorising,
+    # not learning: no reason to train longer.
+    below = (
+        "metric" in readings_out and raw is not None and _below_best(readings_out["metric"], raw)
+    )
     evidence = Evidence(
         criterion=crit.name,
         higher_is_better=crit.higher_is_better,
@@ -781,7 +787,7 @@ def _diagnosis(
         chance=guess.level if guess else None,
         chance_source=guess.source if guess else None,
         severity=severity,
-        signals={r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r},
+        signals=readings_out,
         candidates=[epochs[i] for i in candidates],
         pending=pending,
         instability=instability,
@@ -791,7 +797,7 @@ def _diagnosis(
         stop_step=curves.steps[stop] if curves.steps else None,
         stop_value=(valid if raw is None else raw)[stop],
         train_loss_missing=curves.train_missing,
-        still_learning=verdict == Verdict.HEALTHY and (still_improving or falling),
+        still_learning=verdict == Verdict.HEALTHY and (still_improving or (falling and not below)),
         converged=verdict == Verdict.HEALTHY
         and not still_improving
         and not falling

@@ -312,3 +312,16 @@ def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
             replay(curve, live)
             said = "".join("u" if v == Verdict.UNDERFITTING else "-" for v in live.verdicts)
             assert "u-u" not in said and "u--u" not in said, (curve["name"], said)
+
+
+def test_a_metric_below_its_best_is_not_still_learning_when_only_the_training_loss_falls() -> None:
+    """A real VGG16-features run (labelled overfitting) whose accuracy ended beyond its noise
+    below its best while its training loss kept falling: the verdict misses it, but the answer
+    must not call that learning and advise training longer: it is memorisation."""
+    curve = next(
+        c for c in load_real_curves(FRESH_CURVES) if c["name"] == "cats-dogs-vgg16-bottleneck-30ep"
+    )
+    d = diagnose(Curves.of(curve["epochs"]), resolve_criterion(curve["metric"]["name"], True))
+    assert d.verdict == Verdict.HEALTHY and d.evidence.train_loss_falling
+    assert "below its best" in d.summary
+    assert not d.evidence.still_learning and "Train longer" not in d.summary
