@@ -804,7 +804,7 @@ def _diagnosis(
         and _close(train, valid, fit, thresholds),
         train_loss_falling=falling,
     )
-    summary = _summary(verdict, evidence, deciding, fit, curves, raw)
+    summary = _summary(verdict, evidence, deciding, fit, curves, below)
     if curves.train_missing:
         summary += (
             f" ({curves.train_missing} evaluations came without a training loss; it was "
@@ -853,8 +853,11 @@ def _summary(
     deciding: Reading,
     fit: Training,
     curves: Curves,
-    raw: list[float] | None,
+    below: bool,
 ) -> str:
+    """The answer in words; ``below``: the metric sits beyond its noise below its best
+    (:func:`_below_best`)."""
+
     def at(epoch: Epoch | None) -> str:
         return curves.at(curves.epochs.index(epoch)) if epoch in curves.epochs else "?"
 
@@ -898,7 +901,7 @@ def _summary(
             "different sources, a split or preprocessing bug."
         )
     metric = ev.signals.get("metric")
-    near_best = metric is None or raw is None or not _below_best(metric, raw)
+    near_best = not below
     if verdict == Verdict.OVERFITTING:
         both = " (and the validation loss rose with it)" if ev.signal == Signal.BOTH else ""
         flat = " while"
