@@ -7,8 +7,8 @@ diagnosis on each. One JSON line:
 Each run is reported with its evaluations at once, then ``--appends`` single evaluations are
 posted to it one after another, as a callback does (answered with the last evaluation only,
 ``tail=1``; ``append_ms_whole_answer``: answered with the whole run); the figure is the median
-request time. The
-curves overfit mildly and noisily (the live rule's slowest path: it also judges the look before).
+request time. The curves overfit mildly and noisily (the live rule's slowest path: it also
+judges the look before).
 """
 
 import argparse

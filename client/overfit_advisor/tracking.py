@@ -247,18 +247,18 @@ class TrackedRun:
         one, or one away until then) leaves the last look's diagnosis."""
         if self.run is None or self._refused or self._finished == self.run.n_epochs:
             return
-        pause = self._retry[0]
         while True:
             try:
                 self.run = self.client.finish_run(self.run.id)
                 self._finished = self.run.n_epochs
+                self._backoff, self._next_try = self._retry[0], 0.0
                 return
             except AdvisorUnavailable as exc:
-                if time.monotonic() + pause >= deadline:
+                self._back_off()
+                if self._next_try >= deadline:
                     log.warning("overfit-advisor: the run's last look stands (%s)", exc)
                     return
-                time.sleep(pause)
-                pause = min(2 * pause, self._retry[1])
+                time.sleep(max(0.0, self._next_try - time.monotonic()))
             except AdvisorError as exc:
                 log.warning("overfit-advisor: the run's last look stands (%s)", exc)
                 return
@@ -346,8 +346,7 @@ class TrackedRun:
                 # The answer carries the last evaluation only: the rest is what was sent.
                 run = self._whole(self.client.log_epochs(self.run.id, self.pending, tail=1))
         except AdvisorUnavailable as exc:
-            self._next_try = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, self._retry[1])
+            self._back_off()
             if not self._said_unreachable:
                 self._said_unreachable = True
                 self._say(f"service unreachable ({exc.message}); keeping epochs, will retry")
@@ -363,6 +362,12 @@ class TrackedRun:
         self._accept(run)
         if self.pending:  # a retried creation answered the run as first stored: send the rest
             self._send()
+
+    def _back_off(self) -> None:
+        """The service is away: the next try waits, twice as long as the last, up to
+        ``retry_s``'s longest."""
+        self._next_try = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._retry[1])
 
     def _whole(self, run: Run) -> Run:
         """An append's answer with every evaluation the service holds: those it held before
