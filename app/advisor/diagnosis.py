@@ -16,11 +16,12 @@ practitioner's:
 """
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from itertools import repeat
-from operator import gt, mul
+from itertools import compress, repeat
+from operator import gt, le, mul, sub
 from typing import Any, NamedTuple
 
 from app.advisor import series, signals
@@ -363,10 +364,14 @@ def diagnose(
     must pass :func:`_stop_worthy` at each of the last ``thresholds.live_looks`` evaluations, so
     a run's first look (no ``previous``) never says stop."""
     crit = criterion or infer_criterion(curves)
+    if len(curves) < thresholds.min_epochs:
+        return _insufficient(curves, crit, thresholds)
     held = _held_signals(previous)
     was_underfit = previous is not None and previous.get("verdict") == Verdict.UNDERFITTING
+    look = _look(curves, crit, thresholds)
     judged = _judge(
         curves,
+        look,
         crit,
         thresholds,
         n_classes,
@@ -383,7 +388,9 @@ def diagnose(
     if judged.evidence.pending:
         # The verdict waits for a second look; whether this look would be worth stopping on is
         # still this look's to say, so that the next one can confirm it.
-        unwaited = _judge(curves, crit, thresholds, n_classes, held, was_underfit=was_underfit)
+        unwaited = _judge(
+            curves, look, crit, thresholds, n_classes, held, was_underfit=was_underfit
+        )
         worth = _stop_worthy(curves, unwaited, thresholds)
         return replace(judged, evidence=judged.evidence._replace(stop_worthy=worth))
     if not _stop_worthy(curves, judged, thresholds):
@@ -398,7 +405,10 @@ def diagnose(
         if earlier.get("n_epochs") == n - 1 and "stop_worthy" in earlier:
             return bool(earlier["stop_worthy"])
         head = curves.head(n - back)
-        return _stop_worthy(head, _judge(head, crit, thresholds, n_classes), thresholds)
+        if len(head) < thresholds.min_epochs:
+            return False
+        judged_then = _judge(head, _look(head, crit, thresholds), crit, thresholds, n_classes)
+        return _stop_worthy(head, judged_then, thresholds)
 
     confirmed = all(worthy(back) for back in range(1, thresholds.live_looks))
     return replace(judged, should_stop=True) if confirmed else judged
@@ -446,6 +456,15 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     )
 
 
+def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:
+    """Where ``epoch`` is among the run's (increasing) epochs, found by bisection: a look at a
+    long run should not walk all of it for two epochs."""
+    if epoch is None:
+        return None
+    i = bisect_left(epochs, epoch)
+    return i if i < len(epochs) and epochs[i] == epoch else None
+
+
 def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, int | float] | None:
     """The signals degraded at the previous look, with their best epochs; None without one."""
     if previous is None:
@@ -458,8 +477,29 @@ def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, int | float] 
     }
 
 
+class _Look(NamedTuple):
+    """What a look reads off the curves before judging them: the validation signals (the costly
+    part, noise estimates included), read once however many ways the look is judged."""
+
+    loss: Reading
+    metric: Reading | None
+    raw: list[float] | None  # the metric's values, when the run is judged by one
+
+
+def _look(curves: Curves, crit: Criterion, thresholds: Thresholds) -> _Look:
+    valid = curves.valid_loss
+    settled = _settled(curves, thresholds)
+    loss = signals.read("valid_loss", valid, False, thresholds.loss, settled)
+    if crit.is_loss:
+        return _Look(loss, None, None)
+    raw = curves.metric(crit.name)
+    metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric, settled)
+    return _Look(loss, metric, raw)
+
+
 def _judge(
     curves: Curves,
+    look: _Look,
     crit: Criterion,
     thresholds: Thresholds,
     n_classes: int | None,
@@ -469,31 +509,24 @@ def _judge(
     adjacent: bool = False,
     live: bool = False,
 ) -> Diagnosis:
-    """The verdict on the epochs as they stand; ``held``: for a run looked at before, the signals
-    degraded at the previous look, by name, with the epoch each was best at; ``was_underfit``:
-    the previous look said underfitting, which then holds until the losses part by twice the
-    gap that let it in; ``adjacent``: that look was at the evaluation just before (only then is a
-    newly degraded signal pending: a batch of evaluations appended at once is its own
-    evidence); ``live``: the run is still training, so a model that still learns is not judged
-    underfitting yet (a finished run still falling is: it should have trained longer)."""
+    """The verdict on the epochs as they stand, read as ``look``; ``held``: for a run looked at
+    before, the signals degraded at the previous look, by name, with the epoch each was best at;
+    ``was_underfit``: the previous look said underfitting, which then holds until the losses part
+    by twice the gap that let it in; ``adjacent``: that look was at the evaluation just before
+    (only then is a newly degraded signal pending: a batch of evaluations appended at once is its
+    own evidence); ``live``: the run is still training, so a model that still learns is not
+    judged underfitting yet (a finished run still falling is: it should have trained longer)."""
     n = len(curves)
-    if n < thresholds.min_epochs:
-        return _insufficient(curves, crit, thresholds)
-
     train, valid = curves.train_loss, curves.valid_loss
-    settled = _settled(curves, thresholds)
-    loss = signals.read("valid_loss", valid, False, thresholds.loss, settled)
-    raw = None if crit.is_loss else curves.metric(crit.name)
-    metric = None
-    if raw is not None:
-        metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric, settled)
+    loss, metric, raw = look
     pending: set[str] = set()
     if held is not None:
-        where = {epoch: i for i, epoch in enumerate(curves.epochs)}
-        if "valid_loss" in held and held["valid_loss"] in where:
-            loss = signals.held_over(loss, where[held["valid_loss"]])
-        if metric is not None and held.get("metric") in where:
-            metric = signals.held_over(metric, where[held["metric"]])
+        at_loss = _index_of(curves.epochs, held.get("valid_loss"))
+        if at_loss is not None:
+            loss = signals.held_over(loss, at_loss)
+        at_metric = _index_of(curves.epochs, held.get("metric"))
+        if metric is not None and at_metric is not None:
+            metric = signals.held_over(metric, at_metric)
         if adjacent:
             pending = {
                 name
@@ -830,7 +863,9 @@ def _kept(
     sign = 1.0 if crit.higher_is_better else -1.0
     best = sign * metric.best_value
     tolerance = min(metric.noise, KEEP_TOLERANCE * abs(metric.best_value))
-    near = [i for i, v in enumerate(raw) if best - sign * v <= tolerance]
+    # best - sign v <= tolerance for every epoch, with C-level maps: this runs on every look.
+    gaps = map(sub, repeat(best), map(mul, repeat(sign), raw))
+    near = list(compress(range(len(raw)), map(le, gaps, repeat(tolerance))))
     valid = curves.valid_loss
     return min(near, key=valid.__getitem__), near[-MAX_CANDIDATES:]
 

@@ -84,16 +84,23 @@ def t_quantile(p: float, df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+# The noise is measured on at most this many of the latest evaluations. A MAD over 512 second
+# differences is within about 5-8% of the noise (they are correlated a few lags deep), and a long
+# run's recent wobble is the one its verdict has to beat; past this span, a look at a run that
+# grows by one evaluation costs the same however long the run (the MAD sorts what it reads).
+NOISE_SPAN = 512
+
+
 def _later(n: int) -> int:
-    """Where the later part of a curve starts: its last two thirds, or all but the first epoch
-    when that is too short to measure anything on."""
-    start = max(1, n // 3)
+    """Where the later part of a curve starts: its last two thirds (at most :data:`NOISE_SPAN`
+    evaluations), or all but the first epoch when that is too short to measure anything on."""
+    start = max(1, n // 3, n - NOISE_SPAN)
     return 1 if n - start < 4 else start
 
 
 def noise(y: Sequence[float], k: int = 1, sums: list[float] | None = None) -> float:
-    """Robust standard deviation of the noise of the later part of a curve, as the mean of ``k``
-    consecutive epochs sees it (``k`` = 1: each epoch's own jitter).
+    """Robust standard deviation of the noise of the later part of a curve (:func:`_later`), as
+    the mean of ``k`` consecutive epochs sees it (``k`` = 1: each epoch's own jitter).
 
     Each epoch's jitter comes from second differences, a - 2b + c, which cancel a locally linear
     trend (variance 6 times the noise's). Means of ``k`` epochs are compared at lag ``k`` by third
@@ -109,13 +116,15 @@ def noise(y: Sequence[float], k: int = 1, sums: list[float] | None = None) -> fl
         d2 = list(map(sub, map(add, y[start - 1 :], y[start + 1 :]), map(add, mid, mid)))
         return _mad(d2) / math.sqrt(6) if d2 else 0.0
     # Only the later part, and only with enough of it: the early fall of a curve is all trend.
-    start, end = max(k, len(y) // 3), len(y) - k + 1
+    start, end = max(k, len(y) // 3, len(y) - NOISE_SPAN), len(y) - k + 1
     if end - 2 * k - start < _MIN_DIFFERENCES:
         return 0.0
-    sums = windows_sums(y, k) if sums is None else sums
+    # The k-sums from index start - k on (s[i] = sums[start - k + i]): all the differences read.
+    s = windows_sums(y[start - k :], k) if sums is None else sums[start - k :]
+    last = end - start + k
     # (m[t-k] - m[t+2k]) + 3 (m[t+k] - m[t]) for every t, with C-level maps, on sums (k m).
-    outer = map(sub, sums[start - k : end - 3 * k], sums[start + 2 * k : end])
-    inner = map(sub, sums[start + k : end - k], sums[start : end - 2 * k])
+    outer = map(sub, s[: last - 3 * k], s[3 * k : last])
+    inner = map(sub, s[2 * k : last - k], s[k : last - 2 * k])
     d = list(map(add, outer, map(mul, inner, repeat(3.0))))
     return _mad(d) / math.sqrt(20) / k
 

@@ -10,6 +10,7 @@ import pytest
 
 from app.advisor.curves import Criterion, Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import Severity, Signal, Verdict, diagnose
+from app.advisor.series import noise
 from tests.conftest import load_curves
 
 CURVES = load_curves()
@@ -113,6 +114,19 @@ def test_noise_decides_what_clearly_worse_means() -> None:
         assert noisy.evidence.threshold is not None
         assert noisy.evidence.threshold > smooth.evidence.threshold  # type: ignore[operator]
     assert alarms <= 5
+
+
+def test_a_long_run_is_judged_by_its_recent_noise() -> None:
+    """Past NOISE_SPAN evaluations, the noise is the latest span's: a run of 2,000 evaluations
+    that wobbled ten times harder over its first 1,400 is measured by its quiet last 600, so
+    what its last stretch has to beat is what the run does now."""
+    rng = random.Random(7)
+    y = [0.5 + rng.gauss(0, 0.1 if i < 1400 else 0.01) for i in range(2000)]
+    assert 0.008 < noise(y) < 0.012
+    assert 0.003 < noise(y, 5) < 0.006  # a 5-evaluation mean: 0.01 / sqrt(5)
+    # Shorter than the span, a curve is read over its whole later two thirds: here 100 quiet
+    # evaluations after 167 jittery ones, which the noise then reflects.
+    assert noise(y[1100:1500]) > 0.03
 
 
 def test_noisy_plateaus_are_healthy_over_many_seeds() -> None:
