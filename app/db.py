@@ -19,6 +19,8 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.epochs_cache import EpochsCache, attach
+
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -239,6 +241,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # The epochs of runs being appended to, between appends (see app.epochs_cache).
+        self.epochs = EpochsCache()
+        attach(self.sessionmaker, self.epochs)
         self.path = sqlite_file(url) if url.startswith("sqlite") else None
         # The last write that failed for want of space, until a write succeeds again.
         self.write_failure: WriteFailure | None = None

@@ -102,7 +102,7 @@ def append_epochs(
     ] = None,
 ) -> FastJSON:
     """Append epochs to a run in progress; the diagnosis and recommendation are recomputed."""
-    run = service.get_run(session, scope, run_id)
+    run = service.run_to_append(session, scope, run_id)
     updated = service.append_epochs(
         session,
         run,

@@ -19,6 +19,7 @@ from sqlalchemy import Select, Table, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import epochs_cache
 from app.advisor.curves import Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import Verdict, diagnose
 from app.advisor.evidence import Evidence, PastVerdict, Profile, comparable, gather, profile_of
@@ -78,6 +79,12 @@ DETAIL_COLUMNS = (
 )
 _SELECT_RUN = (
     select(*DETAIL_COLUMNS).join_from(RUNS, PROJECTS).where(RUNS.c.id == bindparam("run_id"))
+)
+# The same without the epochs: an append reads them from the process's cache when it can.
+_SELECT_RUN_BUT_EPOCHS = (
+    select(*(c for c in DETAIL_COLUMNS if c is not RUNS.c.epochs))
+    .join_from(RUNS, PROJECTS)
+    .where(RUNS.c.id == bindparam("run_id"))
 )
 _INSERT_RUN = insert(RUNS).returning(RUNS.c.id)
 _INSERT_TAGS = insert(RUN_TAGS)
@@ -563,6 +570,7 @@ def append_epochs(
     )
     if result.rowcount != 1:
         raise Conflict(_CHANGED)
+    epochs_cache.written(session, row)
     return row
 
 
@@ -634,11 +642,26 @@ def with_tags(session: Session, rows: Sequence[RunRow]) -> list[dict[str, Any]]:
 
 
 def get_run(session: Session, scope: Scope, run_id: int) -> dict[str, Any]:
-    row = session.connection().execute(_SELECT_RUN, {"run_id": run_id}).mappings().one_or_none()
+    return with_tags(session, [_visible(session, scope, run_id, _SELECT_RUN)])[0]
+
+
+def run_to_append(session: Session, scope: Scope, run_id: int) -> dict[str, Any]:
+    """:func:`get_run` for an append: the epochs come from this process's cache when the row is
+    still as this process's last append to it left it (:mod:`app.epochs_cache`), else from the
+    database."""
+    head = _visible(session, scope, run_id, _SELECT_RUN_BUT_EPOCHS)
+    epochs = epochs_cache.cached(session, epochs_cache.stamp(head))
+    if epochs is None:
+        return get_run(session, scope, run_id)
+    return with_tags(session, [{**head, "epochs": epochs}])[0]
+
+
+def _visible(session: Session, scope: Scope, run_id: int, query: Select[Any]) -> RunRow:
+    row = session.connection().execute(query, {"run_id": run_id}).mappings().one_or_none()
     if row is None or not scope.visible(row["project_id"]):
         # Another project's run answers exactly like a missing one.
         raise NotFound(f"run {run_id} not found")
-    return with_tags(session, [row])[0]
+    return row
 
 
 def summary_payload(row: RunRow) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tests.conftest import (
     UDACITY_MNIST,
     epochs_from,
     healthy_epochs,
+    make_client,
     overfit_epochs,
 )
 
@@ -288,6 +289,37 @@ def test_a_stale_append_is_refused_not_lost(db_url: str) -> None:
     with db.sessionmaker() as session:
         assert get_run(session, scope, run_id)["n_epochs"] == 7
     db.dispose()
+
+
+def test_appends_through_two_servers_lose_no_evaluation(db_url: str) -> None:
+    """Each server process keeps the epochs it last appended to a run (so an append need not
+    read a long run back); another server's append in between makes that copy stale, and the
+    next append reads the run from the database instead of writing over what the other added."""
+    epochs = overfit_epochs(12)
+    with make_client(db_url) as first, make_client(db_url) as second:
+        run = post(first, epochs=epochs[:8])
+        path = f"/api/v1/runs/{run['id']}/epochs"
+
+        def append(client: TestClient, i: int) -> dict[str, Any]:
+            r = client.post(path, params={"tail": 1}, json={"epochs": [epochs[i]]})
+            assert r.status_code == 200, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
+
+        append(first, 8)
+        cache = first.app.state.db.epochs  # type: ignore[attr-defined]
+        assert len(cache) == 1, "the committed append left its epochs with its server"
+        append(second, 9)
+        assert append(first, 10)["n_epochs"] == 11
+        assert append(first, 11)["n_epochs"] == 12  # from the copy the last append left
+        stored = second.get(f"/api/v1/runs/{run['id']}").json()
+        whole = post(first, epochs=epochs)
+
+    def values(run: dict[str, Any]) -> list[tuple[float, float, float]]:
+        return [(e["epoch"], e["train_loss"], e["valid_loss"]) for e in run["epochs"]]
+
+    assert values(stored) == values({"epochs": epochs})
+    assert stored["diagnosis"]["verdict"] == whole["diagnosis"]["verdict"]
 
 
 def test_the_answer_says_which_signal_decided_where_to_stop_and_where_it_began(
