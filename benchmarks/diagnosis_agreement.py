@@ -8,7 +8,8 @@ has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (t
 the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
 plateaus the detector calls overfitting. One JSON line:
 
-    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen] [--plateaus N] [--misses]
+    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind]
+        [--plateaus N] [--misses]
 """
 
 import argparse
@@ -34,6 +35,16 @@ FRESH_CURVES = DATA / "real_curves_fresh"
 # Collected after the live-stop work from repositories no other set uses, labelled by collectors
 # who never ran the detector, committed before it saw them, and scored once.
 UNSEEN_CURVES = DATA / "real_curves_unseen"
+# Collected after the noise-span and epochs-cache work from repositories no other set uses (and
+# checked against every earlier run for copies), labelled blind, committed before it was scored.
+BLIND_CURVES = DATA / "real_curves_blind"
+# The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
+HELD_OUT: dict[str, Path] = {
+    "holdout": HOLDOUT_CURVES,
+    "fresh": FRESH_CURVES,
+    "unseen": UNSEEN_CURVES,
+    "blind": BLIND_CURVES,
+}
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
 Curve = dict[str, Any]
@@ -215,22 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plateaus", type=int, default=1000)
     parser.add_argument("--misses", action="store_true", help="list the runs the detector misses")
-    parser.add_argument(
-        "--holdout", action="store_true", help="score the held-out set instead of the tuning set"
-    )
-    parser.add_argument("--fresh", action="store_true", help="score the fresh held-out set")
-    parser.add_argument("--unseen", action="store_true", help="score the unseen set")
+    held_out = parser.add_mutually_exclusive_group()
+    for name, folder in HELD_OUT.items():
+        held_out.add_argument(
+            f"--{name}", action="store_true", help=f"score {folder.name} instead of the tuning set"
+        )
     args = parser.parse_args(argv)
 
-    root = (
-        UNSEEN_CURVES
-        if args.unseen
-        else FRESH_CURVES
-        if args.fresh
-        else HOLDOUT_CURVES
-        if args.holdout
-        else REAL_CURVES
-    )
+    root = next((folder for name, folder in HELD_OUT.items() if getattr(args, name)), REAL_CURVES)
     curves = load_real_curves(root)
     sources = sorted({c["source_slug"] for c in curves})
     rules: dict[str, Detector] = {

@@ -1,7 +1,7 @@
 """Scoreboard for the live stop: every labelled real run replayed one evaluation at a time, as the
 callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
 
-    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|all] [--http] [--runs]
+    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|blind|all] [--http] [--runs]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
 ``should_stop``, the confirmation count, the kept epoch) fed each evaluation's diagnosis. By
@@ -47,11 +47,9 @@ from overfit_advisor.stopping import LiveStop
 
 from app.advisor.diagnosis import Verdict
 from benchmarks.diagnosis_agreement import (
-    FRESH_CURVES,
-    HOLDOUT_CURVES,
+    HELD_OUT,
     REAL_CURVES,
     SCORED_LABELS,
-    UNSEEN_CURVES,
     Curve,
     diagnosis_of,
     folded,
@@ -60,9 +58,7 @@ from benchmarks.diagnosis_agreement import (
 
 SETS: dict[str, tuple[Path, ...]] = {
     "tuning": (REAL_CURVES,),
-    "holdout": (HOLDOUT_CURVES,),
-    "fresh": (FRESH_CURVES,),
-    "unseen": (UNSEEN_CURVES,),
+    **{name: (folder,) for name, folder in HELD_OUT.items()},
 }
 SETS["all"] = tuple(root for roots in SETS.values() for root in roots)
 HARM = 0.01  # the kept weights' metric this far (relative) below the best counts as harm
@@ -132,9 +128,14 @@ class Prechelt:
         if (i + 1) % self.k or (self.kind == "UP" and i + 1 < 2 * self.k):
             return False
         if self.kind == "PQ":
-            strip = [e["train_loss"] for e in curve["epochs"][i + 1 - self.k : i + 1]]
+            # Evaluations with no training loss logged since the one before ("No log") are
+            # left out of the strip; a strip with none has no progress to measure.
+            logged = (e["train_loss"] for e in curve["epochs"][i + 1 - self.k : i + 1])
+            strip = [t for t in logged if t is not None]
+            if not strip:
+                return False
             low = min(strip)
-            progress = 1000 * (sum(strip) / (self.k * low) - 1) if low > 0 else math.inf
+            progress = 1000 * (sum(strip) / (len(strip) * low) - 1) if low > 0 else math.inf
             # No training progress at all makes any rise infinitely bad.
             return gl / progress > self.alpha if progress > 0 else gl > 0
         previous = curve["epochs"][i - self.k]["valid_loss"]
