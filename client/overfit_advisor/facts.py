@@ -77,6 +77,35 @@ def modality_of(modules: Iterable[Any]) -> str | None:
     return None
 
 
+# Layers whose class makes a Keras model's modality plain, by class name; a Dense, an LSTM or a
+# Conv1D reads rows, sequences and signals alike, and says nothing.
+_AUDIO_LAYERS = {"MelSpectrogram", "STFTSpectrogram"}
+_IMAGE_LAYERS = {
+    "Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+    "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "UpSampling2D",
+    "ZeroPadding2D", "Cropping2D", "RandomFlip", "RandomRotation", "RandomZoom", "RandomCrop",
+    "RandomTranslation", "RandomContrast", "RandomBrightness", "Resizing", "CenterCrop",
+}  # fmt: skip
+_TEXT_LAYERS = {"TextVectorization", "Embedding"}
+
+
+def modality_of_layers(names: Iterable[str], input_ranks: list[int]) -> str | None:
+    """``audio``, ``image`` or ``text`` from a model's layer class names and the ranks of its
+    inputs (batch axis included); None when they do not make it plain. A spectrogram layer is
+    audio; a single input of rank 4 (images with channels) or an image layer is an image model,
+    whatever else it holds (a vision transformer embeds its patches' positions); an embedding
+    on a single input is a text model (several inputs with embeddings are a tabular model's
+    categories)."""
+    found = set(names)
+    if found & _AUDIO_LAYERS:
+        return "audio"
+    if input_ranks == [4] or found & _IMAGE_LAYERS:
+        return "image"
+    if found & _TEXT_LAYERS and len(input_ranks) <= 1:
+        return "text"
+    return None
+
+
 def augment_of(transforms: Iterable[Any]) -> str:
     """``none``, ``basic`` or ``strong`` for a pipeline of transforms (nested ones included)."""
     names = set(_names(transforms))

@@ -25,7 +25,7 @@ from typing import Any, Unpack
 import keras
 import numpy as np
 
-from overfit_advisor.facts import augment_of, facts_from_layers, mixup_of
+from overfit_advisor.facts import augment_of, facts_from_layers, mixup_of, modality_of_layers
 from overfit_advisor.tracking import (
     Reporting,
     ReportingOptions,
@@ -172,10 +172,25 @@ def found_facts(model: Any, params: dict[str, Any], data: Any = None) -> dict[st
 
 
 def model_facts(model: Any, layers: list[Any] | None = None) -> dict[str, Any]:
-    """``model`` facts of a Keras model: its layers (nested models included) in order."""
+    """``model`` facts of a Keras model: its layers (nested models included) in order, and its
+    ``modality`` when its layers or its inputs make it plain (the ladder's augmentation for an
+    embedding-and-LSTM model is a text model's, not an image model's)."""
     layers = list(_layers(model)) if layers is None else layers
     named = [(type(layer).__name__, _rate(layer)) for layer in layers]
-    return facts_from_layers(_model_name(model)[:64], int(model.count_params()), named)
+    facts = facts_from_layers(_model_name(model)[:64], int(model.count_params()), named)
+    modality = modality_of_layers((name for name, _ in named), _input_ranks(model))
+    if modality is not None:
+        facts["modality"] = modality
+    return facts
+
+
+def _input_ranks(model: Any) -> list[int]:
+    """The ranks of the model's inputs, batch axis included; none for a model not built on
+    known inputs (a subclassed model before its first call)."""
+    try:
+        return [len(tensor.shape) for tensor in model.inputs]
+    except Exception:
+        return []
 
 
 def _model_name(model: Any) -> str:

@@ -120,6 +120,7 @@ def test_every_epoch_arrives_with_the_facts_of_model_and_fit(
 
     assert stored.raw["model"] == {
         "arch": "digits_mlp",
+        "modality": "image",  # its input: 8x8 images with a channel
         "n_params": model.count_params(),
         "batchnorm": True,  # inside the nested "body" model
         "head_dropout": 0.1,
@@ -150,6 +151,79 @@ def test_every_epoch_arrives_with_the_facts_of_model_and_fit(
 
     said = capsys.readouterr().err
     assert "overfitting" in said and f"{server}/runs/{stored.id}" in said
+
+
+def token_texts(n: int, noise: float, seed: int) -> Arrays:
+    """``n`` texts of 20 token ids and their class (a ``noise`` share flipped): 60% of a text's
+    tokens come from its class's half of a 200-token vocabulary, the rest from the other's."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    own = rng.random((n, 20)) < 0.6
+    half = np.where(own, y[:, None], 1 - y[:, None])
+    x = (1 + half * 100 + rng.integers(0, 99, size=(n, 20))).astype("int32")
+    flipped = rng.random(n) < noise
+    y[flipped] = 1 - y[flipped]
+    return x, y
+
+
+def test_a_text_model_is_advised_a_text_models_augmentation(server: str) -> None:
+    """An embedding-bag classifier memorising noisy labels: the callback reports a text model
+    (from its embedding layer), so the augmentation rung masks tokens or paraphrases, instead
+    of flipping and cropping images, the ladder's default for a model that says nothing."""
+    seed_all()
+    model = keras.Sequential(
+        [
+            keras.Input((20,), dtype="int32"),
+            keras.layers.Embedding(200, 32),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ],
+        name="token_bag",
+    )
+    advisor = AdvisorCallback(
+        metric="accuracy",
+        facts={"data": {"more_data_available": False}},
+        url=server,
+        **FAST_RETRY,
+    )
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    model.fit(
+        *token_texts(200, 0.3, seed=0),
+        validation_data=token_texts(400, 0.0, seed=1),
+        epochs=30,
+        batch_size=25,
+        verbose=0,
+        callbacks=[advisor],
+    )
+    stored = stored_run(server, "token_bag")
+    assert stored.raw["model"]["modality"] == "text"
+    assert stored.verdict == "overfitting", stored.diagnosis
+    assert stored.recommendation is not None and stored.recommendation.rung == "augment"
+    action = stored.recommendation.action
+    assert "tokens" in action and "flip" not in action.lower(), action
+
+
+def test_the_modality_a_keras_models_layers_and_inputs_make_plain() -> None:
+    from overfit_advisor.keras import model_facts
+
+    def facts(*layers: Any, inputs: Any = None) -> dict[str, Any]:
+        return model_facts(keras.Sequential(layers) if inputs is None else inputs)
+
+    tokens = keras.Input((12,), dtype="int32")
+    assert facts(tokens, keras.layers.Embedding(50, 4), keras.layers.LSTM(3))["modality"] == "text"
+    images = keras.Input((8, 8, 1))
+    assert facts(images, keras.layers.Flatten(), keras.layers.Dense(2))["modality"] == "image"
+    rows = keras.Input((5,))
+    assert "modality" not in facts(rows, keras.layers.Dense(2))
+    # Several inputs, one of them embedded: a tabular model's categories, not a text.
+    category, numbers = keras.Input((1,), dtype="int32"), keras.Input((3,))
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(category))
+    joined = keras.layers.Concatenate()([embedded, numbers])
+    tabular = keras.Model([category, numbers], keras.layers.Dense(1)(joined))
+    assert "modality" not in facts(inputs=tabular)
 
 
 class Digits(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
