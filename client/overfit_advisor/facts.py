@@ -17,7 +17,7 @@ _MIXERS = {"MixUp": "mixup", "CutMix": "cutmix"}
 # The modality a model's classes make plain. A Hugging Face model names its input
 # (``main_input_name``), which says what it reads whatever its architecture; a module from a
 # vision, tabular, text or audio package says it by where its class lives. A model built from
-# plain torch layers says nothing (a Linear reads rows, pixels or embeddings alike).
+# plain layers says it by its layers, when they do (:func:`modality_of_layers`).
 _INPUT_MODALITY = {
     "input_ids": "text", "pixel_values": "image", "input_values": "audio",
     "input_features": "audio", "past_values": "time_series",
@@ -50,14 +50,14 @@ def facts_from_layers(
 
 def torch_model_facts(model: Any) -> dict[str, Any]:
     """``model`` facts of a ``torch.nn.Module`` (and the builder's recipe, when it made it), with
-    its ``modality`` when its classes make it plain (the service reads it where the report's
-    ``data.modality`` is absent)."""
+    its ``modality`` when its classes or its layers make it plain (the service reads it where the
+    report's ``data.modality`` is absent)."""
     modules = list(model.modules())
     layers = [(type(m).__name__, getattr(m, "p", None)) for m in modules]
     n_params = sum(p.numel() for p in model.parameters())
     arch = getattr(model, "arch", None) or type(model).__name__
     facts = facts_from_layers(str(arch), int(n_params), layers)
-    modality = modality_of(modules)
+    modality = modality_of(modules) or modality_of_layers(name for name, _ in layers)
     if modality is not None:
         facts["modality"] = modality
     return facts
@@ -77,31 +77,39 @@ def modality_of(modules: Iterable[Any]) -> str | None:
     return None
 
 
-# Layers whose class makes a Keras model's modality plain, by class name; a Dense, an LSTM or a
-# Conv1D reads rows, sequences and signals alike, and says nothing.
-_AUDIO_LAYERS = {"MelSpectrogram", "STFTSpectrogram"}
+# Layer classes (Keras' and torch's, lowercased) that make a model's modality plain; a dense
+# layer or a recurrent one alone reads rows, sequences and signals alike, and says nothing.
+_AUDIO_LAYERS = {"melspectrogram", "stftspectrogram", "spectrogram", "mfcc"}
 _IMAGE_LAYERS = {
-    "Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
-    "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "UpSampling2D",
-    "ZeroPadding2D", "Cropping2D", "RandomFlip", "RandomRotation", "RandomZoom", "RandomCrop",
-    "RandomTranslation", "RandomContrast", "RandomBrightness", "Resizing", "CenterCrop",
+    "conv2d", "conv2dtranspose", "convtranspose2d", "depthwiseconv2d", "separableconv2d",
+    "maxpooling2d", "averagepooling2d", "globalaveragepooling2d", "globalmaxpooling2d",
+    "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "batchnorm2d",
+    "upsampling2d", "zeropadding2d", "cropping2d", "randomflip", "randomrotation", "randomzoom",
+    "randomcrop", "randomtranslation", "randomcontrast", "randombrightness", "resizing",
+    "centercrop",
 }  # fmt: skip
-_TEXT_LAYERS = {"TextVectorization", "Embedding"}
+_EMBEDDING_LAYERS = {"textvectorization", "embedding", "embeddingbag"}
+_SEQUENCE_LAYERS = {
+    "lstm", "gru", "simplernn", "rnn", "bidirectional", "conv1d", "globalaveragepooling1d",
+    "globalmaxpooling1d", "multiheadattention", "transformerencoder", "transformerencoderlayer",
+    "transformer",
+}  # fmt: skip
 
 
-def modality_of_layers(names: Iterable[str], input_ranks: list[int]) -> str | None:
-    """``audio``, ``image`` or ``text`` from a model's layer class names and the ranks of its
-    inputs (batch axis included); None when they do not make it plain. A spectrogram layer is
-    audio; a single input of rank 4 (images with channels) or an image layer is an image model,
-    whatever else it holds (a vision transformer embeds its patches' positions); an embedding
-    on a single input is a text model (several inputs with embeddings are a tabular model's
-    categories)."""
-    found = set(names)
+def modality_of_layers(names: Iterable[str], input_ranks: list[int] | None = None) -> str | None:
+    """``audio``, ``image`` or ``text`` from a model's layer class names and, when known, the
+    ranks of its inputs (batch axis included); None when they do not make it plain. A
+    spectrogram layer is audio; a single input of rank 4 (images with channels) or an image
+    layer is an image model, whatever else it holds (a vision transformer embeds its patches'
+    positions); token embeddings read as a sequence (a recurrent, 1-D or attention layer after
+    them, or a single input of token ids) are a text model. Embeddings without either may be a
+    tabular model's categories."""
+    found = {name.lower() for name in names}
     if found & _AUDIO_LAYERS:
         return "audio"
     if input_ranks == [4] or found & _IMAGE_LAYERS:
         return "image"
-    if found & _TEXT_LAYERS and len(input_ranks) <= 1:
+    if found & _EMBEDDING_LAYERS and (found & _SEQUENCE_LAYERS or input_ranks == [2]):
         return "text"
     return None
 

@@ -49,7 +49,7 @@ def test_the_outermost_module_that_says_wins_and_plain_layers_say_nothing() -> N
 
 def test_real_models_report_their_modality_with_their_facts() -> None:
     """torchvision's ResNet and a Hugging Face BERT, built for real: the model facts carry the
-    modality; a model of plain torch layers carries none (the service reads the arch instead)."""
+    modality; a Linear alone carries none (the service reads the arch instead)."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     transformers = pytest.importorskip("transformers")
@@ -64,3 +64,22 @@ def test_real_models_report_their_modality_with_their_facts() -> None:
     assert bert["modality"] == "text" and bert["arch"] == "BertForSequenceClassification"
     plain = torch_model_facts(torch.nn.Sequential(torch.nn.Linear(4, 2)))
     assert "modality" not in plain
+
+
+def test_plain_torch_models_report_what_their_layers_make_plain() -> None:
+    """A user's own modules, built from plain torch layers: token embeddings read by an LSTM
+    are a text model (the ladder's default, image, would advise crops and flips), 2-D
+    convolutions an image model; embeddings fed to a Linear (a tabular model's categories)
+    and a Linear alone say nothing."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    # A user's modules, as their layers (forward() does not matter to what they are).
+    text = nn.ModuleDict(
+        {"embed": nn.Embedding(100, 8), "lstm": nn.LSTM(8, 8), "head": nn.Linear(8, 2)}
+    )
+    categories = nn.ModuleDict({"embed": nn.Embedding(10, 4), "head": nn.Linear(7, 1)})
+    assert torch_model_facts(text)["modality"] == "text"
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 10))
+    assert torch_model_facts(cnn)["modality"] == "image"
+    assert "modality" not in torch_model_facts(categories)
