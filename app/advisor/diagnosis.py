@@ -20,8 +20,8 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from itertools import compress, repeat
-from operator import gt, le, mul, sub
+from itertools import repeat
+from operator import gt, mul
 from typing import Any, NamedTuple
 
 from app.advisor import series, signals
@@ -863,9 +863,7 @@ def _kept(
     sign = 1.0 if crit.higher_is_better else -1.0
     best = sign * metric.best_value
     tolerance = min(metric.noise, KEEP_TOLERANCE * abs(metric.best_value))
-    # best - sign v <= tolerance for every epoch, with C-level maps: this runs on every look.
-    gaps = map(sub, repeat(best), map(mul, repeat(sign), raw))
-    near = list(compress(range(len(raw)), map(le, gaps, repeat(tolerance))))
+    near = [i for i, v in enumerate(raw) if best - sign * v <= tolerance]
     valid = curves.valid_loss
     return min(near, key=valid.__getitem__), near[-MAX_CANDIDATES:]
 
