@@ -8,7 +8,11 @@ from fastapi.testclient import TestClient
 
 from app.advisor.curves import Curves
 from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
+from app.db import Database
 from app.main import create_app
+from app.schemas import RunCreate
+from app.services.projects import Scope, ensure_project
+from app.services.runs import create_run
 from app.settings import Settings
 from tests.databases import BACKENDS, fresh_database, postgres_unreachable, wipe
 
@@ -38,6 +42,16 @@ def backend_url(
 def db_url(backend_url: str) -> Iterator[str]:
     yield backend_url
     wipe(backend_url)
+
+
+def service_run(db: Database, report: dict[str, Any]) -> tuple[Scope, int]:
+    """``report`` stored straight through the service in the default project: a scope that sees
+    it, and the run's id."""
+    with db.session() as session:
+        project = ensure_project(session, "default")
+        body = RunCreate.model_validate(report)
+        run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
+    return Scope(project.id, project.name, sees_all=True), run_id
 
 
 def make_client(url: str, **settings: Any) -> TestClient:

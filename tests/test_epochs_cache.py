@@ -4,21 +4,16 @@ from datetime import UTC, datetime
 
 from app.db import Database
 from app.epochs_cache import EpochsCache
-from app.schemas import EpochIn, RunCreate
-from app.services.projects import Scope, ensure_project
-from app.services.runs import append_epochs, create_run, run_to_append
-from tests.conftest import overfit_epochs
+from app.schemas import EpochIn
+from app.services.runs import append_epochs, run_to_append
+from tests.conftest import overfit_epochs, service_run
 
 CREATED = datetime(2026, 12, 6, tzinfo=UTC)
 
 
 def test_an_append_leaves_its_epochs_only_when_it_commits(db_url: str) -> None:
     db = Database(db_url)
-    with db.session() as session:
-        project = ensure_project(session, "default")
-        body = RunCreate.model_validate({"epochs": overfit_epochs(6)})
-        run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    scope = Scope(project.id, project.name, sees_all=True)
+    scope, run_id = service_run(db, {"epochs": overfit_epochs(6)})
     more = [EpochIn(epoch=6, train_loss=0.1, valid_loss=1.0)]
     with db.sessionmaker() as session:
         append_epochs(session, run_to_append(session, scope, run_id), more, max_epochs=100)

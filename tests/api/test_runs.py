@@ -8,10 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db import Database
-from app.schemas import EpochIn, Lineage, RunCreate, RunOut, RunPage
+from app.schemas import EpochIn, Lineage, RunOut, RunPage
 from app.services.errors import Conflict
-from app.services.projects import Scope, ensure_project
-from app.services.runs import append_epochs, create_run, get_run
+from app.services.runs import append_epochs, get_run
 from tests.conftest import (
     RUNG_ORDER,
     UDACITY_MNIST,
@@ -19,6 +18,7 @@ from tests.conftest import (
     healthy_epochs,
     make_client,
     overfit_epochs,
+    service_run,
 )
 
 
@@ -274,11 +274,7 @@ def test_responses_honour_the_documented_models(client: TestClient) -> None:
 def test_a_stale_append_is_refused_not_lost(db_url: str) -> None:
     """Two appends that read the same version: the second fails instead of overwriting."""
     db = Database(db_url)
-    with db.session() as session:
-        project = ensure_project(session, "default")
-        body = RunCreate.model_validate({"epochs": overfit_epochs(6)})
-        run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    scope = Scope(project.id, project.name, sees_all=True)
+    scope, run_id = service_run(db, {"epochs": overfit_epochs(6)})
     more = [EpochIn(epoch=6, train_loss=0.1, valid_loss=1.0)]
     with db.sessionmaker() as first, db.sessionmaker() as second:
         stale = get_run(second, scope, run_id)

@@ -5,11 +5,11 @@ from typing import Any
 
 from app.db import Database
 from app.models import JobStatus, Trial, Verification
-from app.schemas import RunCreate, VerificationCreate
+from app.schemas import VerificationCreate
 from app.services import trials
-from app.services.projects import Scope, ensure_project
-from app.services.runs import create_run, get_run
+from app.services.runs import get_run
 from app.services.verifications import request
+from tests.conftest import service_run
 
 RECIPE = {
     "arch": "simple_cnn_small",
@@ -33,11 +33,7 @@ def curve(accuracy: float) -> list[dict[str, Any]]:
 
 def test_a_verification_waiting_on_a_shared_trial_ends(db_url: str) -> None:
     db = Database(db_url)
-    with db.session() as session:
-        project = ensure_project(session, "default")
-        body = RunCreate.model_validate({"recipe": RECIPE, "epochs": []})
-        run_id = create_run(session, (project.id, project.name), body, max_epochs=100)["id"]
-    scope = Scope(project.id, project.name, sees_all=True)
+    scope, run_id = service_run(db, {"recipe": RECIPE, "epochs": []})
     asked = []
     for rung in ("augment", "dropout_head"):
         with db.session() as session:
