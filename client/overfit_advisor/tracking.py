@@ -251,7 +251,7 @@ class TrackedRun:
             try:
                 self.run = self.client.finish_run(self.run.id)
                 self._finished = self.run.n_epochs
-                self._backoff, self._next_try = self._retry[0], 0.0
+                self._reachable()
                 return
             except AdvisorUnavailable as exc:
                 self._back_off()
@@ -363,6 +363,10 @@ class TrackedRun:
         if self.pending:  # a retried creation answered the run as first stored: send the rest
             self._send()
 
+    def _reachable(self) -> None:
+        """The service answered: the next try goes at once, and a later back-off starts short."""
+        self._backoff, self._next_try = self._retry[0], 0.0
+
     def _back_off(self) -> None:
         """The service is away: the next try waits, twice as long as the last, up to
         ``retry_s``'s longest."""
@@ -390,7 +394,7 @@ class TrackedRun:
         self.run = run
         last = run.epochs[-1]["epoch"] if run.epochs else -1
         self.pending = [e for e in self.pending if e["epoch"] > last]
-        self._backoff, self._next_try = self._retry[0], 0.0
+        self._reachable()
         if self._said_unreachable:
             self._said_unreachable = False
             self._say("service reachable again; reporting resumed")
