@@ -29,38 +29,45 @@ _PACKAGE_MODALITY = (
 
 
 def facts_from_layers(
-    arch: str, n_params: int, layers: Iterable[tuple[str, float | None]]
+    arch: str,
+    n_params: int,
+    layers: Iterable[tuple[str, float | None]],
+    input_ranks: list[int] | None = None,
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """``model`` facts from (layer class name, dropout rate or None) in forward order: batch
-    norm anywhere, the last dropout as the head's, the largest of the others as the body's."""
+    norm anywhere, the last dropout as the head's, the largest of the others as the body's; and
+    the ``modality``, when given (what the model's classes say) or when the layers and
+    ``input_ranks`` make it plain (:func:`modality_of_layers`; the service reads it where the
+    report's ``data.modality`` is absent)."""
+    layers = list(layers)
     batchnorm = False
     rates: list[float] = []
     for name, rate in layers:
         batchnorm = batchnorm or "BatchNorm" in name
         if "Dropout" in name and rate is not None:
             rates.append(float(rate))
-    return {
+    facts: dict[str, Any] = {
         "arch": arch,
         "n_params": n_params,
         "batchnorm": batchnorm,
         "head_dropout": rates[-1] if rates else 0.0,
         "body_dropout": max(rates[:-1], default=0.0),
     }
+    modality = modality or modality_of_layers((name for name, _ in layers), input_ranks)
+    if modality is not None:
+        facts["modality"] = modality
+    return facts
 
 
 def torch_model_facts(model: Any) -> dict[str, Any]:
     """``model`` facts of a ``torch.nn.Module`` (and the builder's recipe, when it made it), with
-    its ``modality`` when its classes or its layers make it plain (the service reads it where the
-    report's ``data.modality`` is absent)."""
+    its ``modality`` when its classes or its layers make it plain."""
     modules = list(model.modules())
     layers = [(type(m).__name__, getattr(m, "p", None)) for m in modules]
     n_params = sum(p.numel() for p in model.parameters())
     arch = getattr(model, "arch", None) or type(model).__name__
-    facts = facts_from_layers(str(arch), int(n_params), layers)
-    modality = modality_of(modules) or modality_of_layers(name for name, _ in layers)
-    if modality is not None:
-        facts["modality"] = modality
-    return facts
+    return facts_from_layers(str(arch), int(n_params), layers, modality=modality_of(modules))
 
 
 def modality_of(modules: Iterable[Any]) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any, Unpack
 import keras
 import numpy as np
 
-from overfit_advisor.facts import augment_of, facts_from_layers, mixup_of, modality_of_layers
+from overfit_advisor.facts import augment_of, facts_from_layers, mixup_of
 from overfit_advisor.tracking import (
     Reporting,
     ReportingOptions,
@@ -177,11 +177,9 @@ def model_facts(model: Any, layers: list[Any] | None = None) -> dict[str, Any]:
     embedding-and-LSTM model is a text model's, not an image model's)."""
     layers = list(_layers(model)) if layers is None else layers
     named = [(type(layer).__name__, _rate(layer)) for layer in layers]
-    facts = facts_from_layers(_model_name(model)[:64], int(model.count_params()), named)
-    modality = modality_of_layers((name for name, _ in named), _input_ranks(model))
-    if modality is not None:
-        facts["modality"] = modality
-    return facts
+    return facts_from_layers(
+        _model_name(model)[:64], int(model.count_params()), named, _input_ranks(model)
+    )
 
 
 def _input_ranks(model: Any) -> list[int]:
