@@ -415,9 +415,10 @@ def diagnose(
 
 
 def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) -> bool:
-    """A verdict worth stopping on: diverging, no signal, or overfitting that is either severe or,
-    on a run long enough to measure its noise, a rise that noise could not have made at any of
-    the looks so far (:func:`signals.clear_of_noise`)."""
+    """A verdict worth stopping on: diverging, no signal, or overfitting that the other
+    validation signal does not contradict by still reaching new bests, and that is either
+    severe or, on a run long enough to measure its noise, a rise that noise could not have made
+    at any of the looks so far (:func:`signals.clear_of_noise`)."""
     if judged.verdict not in STOP_VERDICTS:
         return False
     if judged.verdict == Verdict.DIVERGING:
@@ -438,11 +439,16 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     deciding = "valid_loss" if ev.signal == Signal.VALID_LOSS else "metric"
     severe = thresholds.severity_loss if deciding == "valid_loss" else thresholds.severity_metric
     valid = curves.valid_loss
-    if ev.signal == Signal.METRIC and series.argmin(valid) >= len(valid) - series.tail_length(
-        len(valid)
-    ):
-        # The metric dipped while the validation loss still reaches new lows: nothing is being
-        # memorised yet, and a stop would cut a run that is still learning.
+    # The metric, lower is better.
+    metric = None if raw is None else series.negated(raw) if ev.higher_is_better else raw
+    # Neither signal alone stops a run the other one says is still learning: a metric that dips
+    # while the validation loss still reaches new lows has memorised nothing yet, and a
+    # validation loss that rises while the metric still reaches new bests is over-confidence,
+    # whose stop would keep weights the run is still beating.
+    other = (
+        valid if ev.signal == Signal.METRIC else metric if ev.signal == Signal.VALID_LOSS else None
+    )
+    if other is not None and series.argmin(other) >= len(other) - series.tail_length(len(other)):
         return False
     if ev.signals[deciding]["degradation"] >= severe[1]:
         return True
@@ -450,10 +456,8 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
         return False
     if ev.signal == Signal.VALID_LOSS:
         return signals.clear_of_noise(valid, thresholds.live)
-    assert raw is not None
-    return signals.clear_of_noise(
-        series.negated(raw) if ev.higher_is_better else raw, thresholds.live
-    )
+    assert metric is not None
+    return signals.clear_of_noise(metric, thresholds.live)
 
 
 def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:

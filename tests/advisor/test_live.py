@@ -258,6 +258,24 @@ def test_a_metric_dip_while_the_validation_loss_still_falls_does_not_stop() -> N
     assert not any(d.should_stop for d in answers)
 
 
+def test_a_validation_loss_rise_while_the_metric_still_climbs_does_not_stop() -> None:
+    """The validation loss climbs 5% an evaluation past its best while the training loss falls,
+    but the accuracy, noisy, still reaches new bests (as in a real LSTM run the old rule stopped
+    at 0.518, which went on to 0.538): a stop would keep weights the run goes on beating. Once
+    the accuracy stalls, the same rise stops the run."""
+    n = 16
+    train = [2.5 * 0.8**i for i in range(n)]
+    valid = [1.9 - 0.03 * i if i <= 3 else 1.81 * 1.05 ** (i - 3) for i in range(n)]
+    climbing = [0.44, 0.46, 0.47, 0.51, 0.495, 0.5, 0.511, 0.518]
+    climbing += [0.508, 0.517, 0.526, 0.518, 0.538, 0.5, 0.507, 0.509]
+    answers = replayed(records(list(zip(train, valid, climbing, strict=True))), criterion=ACCURACY)
+    assert sum(d.verdict == Verdict.OVERFITTING and d.signal == "valid_loss" for d in answers) > 5
+    assert not any(d.should_stop for d in answers)
+    stalled = [min(a, climbing[7]) for a in climbing]
+    answers = replayed(records(list(zip(train, valid, stalled, strict=True))), criterion=ACCURACY)
+    assert any(d.should_stop for d in answers)
+
+
 def test_a_run_still_learning_is_not_judged_underfitting_while_it_trains() -> None:
     """Losses close and high for the task, the training loss still falling 5% an evaluation:
     looked at live, the run is still learning (train on); the same curve reported finished
