@@ -11,10 +11,11 @@ a real ``advisor serve`` on loopback instead (slower, the same answers).
 
 ``ours_verdict_only`` is the same client rule fed the verdict alone (a stop verdict twice in a
 row, as for a service that does not answer ``should_stop``): the epochs a stop on the verdict
-would save, and the models it would cost. Beside them, on the same evaluations: Keras
-``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``, fastai's
-``EarlyStoppingCallback`` with ``SaveModelCallback`` (valid_loss, patience 3) and Prechelt's GL,
-PQ and UP criteria ("Early Stopping — but when?", 1998). Each is scored on:
+would save, and the models it would cost; ``ours_first_verdict`` stops at the first stop verdict,
+unconfirmed: the most epochs any stop on these verdicts could save. Beside them, on the same
+evaluations: Keras ``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``,
+fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback`` (valid_loss, patience 3) and
+Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?", 1998). Each is scored on:
 
 (a) ``harmful``: stopped, and the kept weights' metric is more than 1% (relative) below the best
     the whole run reached; the count and its share of runs with a metric;
@@ -41,9 +42,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from overfit_advisor.stopping import LiveStop
+from overfit_advisor.stopping import STOP_VERDICTS, LiveStop
 
 from app.advisor.diagnosis import Verdict
 from benchmarks.diagnosis_agreement import (
@@ -149,12 +150,14 @@ class Prechelt:
 @dataclass
 class Ours:
     """The client's own rule, fed the diagnosis the service answers after each evaluation (the
-    service diagnoses each append knowing its previous answer). ``verdict_only``: the rule
-    without the service's ``should_stop`` (a stop verdict twice in a row, as for an older
-    service): what stopping on the verdict alone would cost and save."""
+    service diagnoses each append knowing its previous answer). ``feed`` says what of it the rule
+    reads: the service's ``should_stop`` ("should_stop"); the verdict alone, as from an older
+    service ("verdict": a stop verdict twice in a row), what stopping on the verdict would cost
+    and save; or the verdict with no confirmation at all ("first_verdict": the first stop verdict
+    stops), the most any stop on these verdicts could save."""
 
     confirm: int = 1
-    verdict_only: bool = False
+    feed: Literal["should_stop", "verdict", "first_verdict"] = "should_stop"
     diagnose: Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]] = (
         lambda curve, i, previous: diagnosis_of(
             {**curve, "epochs": curve["epochs"][: i + 1]}, previous
@@ -174,9 +177,12 @@ class Ours:
     def see(self, curve: Curve, i: int) -> bool:
         self.previous = self.diagnose(curve, i, self.previous)
         self.verdicts.append(self.previous["verdict"])
-        if self.verdict_only:
-            return self.rule.see({**self.previous, "should_stop": None})
-        return self.rule.see(self.previous)
+        answer = self.previous
+        if self.feed == "verdict":
+            answer = {**answer, "should_stop": None}
+        elif self.feed == "first_verdict":
+            answer = {**answer, "should_stop": answer["verdict"] in STOP_VERDICTS}
+        return self.rule.see(answer)
 
     def kept(self, curve: Curve, last: int) -> int:
         epochs = [e["epoch"] for e in curve["epochs"][: last + 1]]
@@ -195,7 +201,8 @@ class Ours:
 
 STOPPERS: dict[str, Callable[[], Stopper]] = {
     "ours": Ours,
-    "ours_verdict_only": lambda: Ours(verdict_only=True),
+    "ours_verdict_only": lambda: Ours(feed="verdict"),
+    "ours_first_verdict": lambda: Ours(feed="first_verdict"),
     "keras_p2": lambda: Patience(2),
     "keras_p3": lambda: Patience(3),
     "keras_p5": lambda: Patience(5),
@@ -364,10 +371,15 @@ def main(argv: list[str] | None = None) -> int:
             report["stoppers"] = scoreboard(curves, make)
     else:
         report["stoppers"] = scoreboard(curves, make)
-    ours, p5 = report["stoppers"]["ours"], report["stoppers"]["keras_p5"]
-    report["vs_keras_p5"] = {"harmful": _share(ours["harmful"], p5["harmful"])}
-    for saved in ("epochs_saved", "epochs_saved_harmless"):
-        report["vs_keras_p5"][saved] = round(ours[saved] / p5[saved], 3) if p5[saved] else None
+    p5 = report["stoppers"]["keras_p5"]
+    # Ours against patience=5, and beside it the most a stop on our verdicts could save.
+    report["vs_keras_p5"] = {}
+    for name in ("ours", "ours_first_verdict"):
+        figures = report["stoppers"][name]
+        ratios = {"harmful": _share(figures["harmful"], p5["harmful"])}
+        for saved in ("epochs_saved", "epochs_saved_harmless"):
+            ratios[saved] = round(figures[saved] / p5[saved], 3) if p5[saved] else None
+        report["vs_keras_p5"][name] = ratios
     if args.runs:
         report["ours_runs"] = [
             {

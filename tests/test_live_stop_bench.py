@@ -38,6 +38,12 @@ def test_the_live_stop_beats_patience_without_costing_models(
     verdict_only = report["stoppers"]["ours_verdict_only"]
     assert ours["harmful"] <= verdict_only["harmful"]
     assert ours["stopped_not_overfitting"] <= verdict_only["stopped_not_overfitting"]
+    # Stopping at the first stop verdict, unconfirmed, bounds what any stop on them saves.
+    first = report["stoppers"]["ours_first_verdict"]
+    assert first["epochs_saved"] >= max(ours["epochs_saved"], verdict_only["epochs_saved"])
+    assert report["vs_keras_p5"]["ours_first_verdict"]["epochs_saved"] == round(
+        first["epochs_saved"] / patience["epochs_saved"], 3
+    )
     # Diagnosed as finished when training ends, a run is told what its whole curve shows: the
     # last look of a run in progress waits to confirm a signal that just got worse.
     assert ours["final_agreement"] >= ours["last_look_agreement"]
