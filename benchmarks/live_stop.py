@@ -25,7 +25,9 @@ Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?", 1998). Each i
 (d) ``epochs_saved``: the mean share of evaluations not trained on runs labelled overfitting;
     ``epochs_saved_harmless`` counts only the stops that were not harmful (a harmful stop saves
     nothing a user would keep), to show how much of a rule's saving its harm paid for;
-(e) ``verdict_changes``: verdict changes per run (ours only);
+(e) ``verdict_changes``: verdict changes per run (ours only); ``verdict_reversals``: those back
+    to a verdict the run had already had, the flicker among them (healthy, then overfitting is
+    one change and no reversal: the change every overfitting run needs to be told so);
 (f) ``final_agreement`` (ours only): how often the verdict a callback prints when training ends
     agrees with the label: the verdict it stopped on, or for a run not stopped, the run
     diagnosed as finished (``TrackedRun.finish``); ``last_look_agreement``: the same with the
@@ -194,9 +196,17 @@ class Ours:
         assert self.previous is not None
         return str((self.previous if self.rule.stopped else self.finish(curve, last))["verdict"])
 
-    def changes(self) -> int:
+    def changes(self) -> tuple[int, int]:
+        """Verdict changes, and how many of them were reversals: back to a verdict the run had
+        already had (flicker, unlike the one change an overfitting run makes to be told so)."""
         judged = [v for v in self.verdicts if v != Verdict.INSUFFICIENT_DATA]
-        return sum(a != b for a, b in pairwise(judged))
+        changed = [b for a, b in pairwise(judged) if a != b]
+        seen = set(judged[:1])
+        reversals = 0
+        for verdict in changed:
+            reversals += verdict in seen
+            seen.add(verdict)
+        return len(changed), reversals
 
 
 STOPPERS: dict[str, Callable[[], Stopper]] = {
@@ -220,8 +230,9 @@ class Outcome:
     stop: int | None  # index of the last evaluation trained, when the rule stopped
     kept: int
     kept_shortfall: float | None  # the kept metric below the run's best, relative; None: no metric
-    changes: int | None
-    # Ours only: the verdict of the last look, and the one printed when training ends.
+    # Ours only: verdict changes and reversals (:meth:`Ours.changes`), the verdict of the last
+    # look, and the one printed when training ends.
+    changes: tuple[int, int] | None = None
     last_look: str | None = None
     final: str | None = None
 
@@ -242,7 +253,7 @@ def replay(curve: Curve, stopper: Stopper) -> Outcome:
     stop = next((i for i in range(n) if stopper.see(curve, i)), None)
     last = n - 1 if stop is None else stop
     kept = stopper.kept(curve, last)
-    outcome = Outcome(curve["label"], n, stop, kept, shortfall(curve, kept), None)
+    outcome = Outcome(curve["label"], n, stop, kept, shortfall(curve, kept))
     if not isinstance(stopper, Ours):
         return outcome
     assert stopper.previous is not None
@@ -281,7 +292,8 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
     changes = [o.changes for o in outcomes if o.changes is not None]
     if changes:
-        figures["verdict_changes"] = round(sum(changes) / len(changes), 3)
+        figures["verdict_changes"] = round(sum(c for c, _ in changes) / len(changes), 3)
+        figures["verdict_reversals"] = round(sum(r for _, r in changes) / len(changes), 3)
     for name in ("last_look", "final"):
         said = [(o.label, getattr(o, name)) for o in outcomes if getattr(o, name) is not None]
         if said:

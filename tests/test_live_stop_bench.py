@@ -91,3 +91,13 @@ def test_the_append_cost_benchmark_measures_both_sizes(capsys: pytest.CaptureFix
     assert set(report["append_ms"]) == set(report["diagnosis_us"]) == {"100", "2000"}
     assert all(v > 0 for v in report["append_ms"].values())
     assert report["append_ratio"] > 0
+
+
+def test_verdict_changes_count_reversals_apart() -> None:
+    """Healthy, then overfitting is one change and no reversal; going back to healthy and on to
+    overfitting again are two more changes, both reversals; unjudged looks count for neither."""
+    ours = live_stop.Ours()
+    ours.verdicts = ["insufficient_data", "healthy", "healthy", "overfitting", "overfitting"]
+    assert ours.changes() == (1, 0)
+    ours.verdicts += ["healthy", "insufficient_data", "overfitting", "underfitting"]
+    assert ours.changes() == (4, 2)
