@@ -8,11 +8,9 @@ from typing import Any
 from app.advisor.curves import Curves, resolve_criterion
 from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
 from benchmarks.diagnosis_agreement import (
-    BLIND_CURVES,
     FRESH_CURVES,
-    HOLDOUT_CURVES,
+    HELD_OUT,
     REAL_CURVES,
-    UNSEEN_CURVES,
     load_real_curves,
     verdicts_by_accuracy,
 )
@@ -224,7 +222,7 @@ def test_a_converged_autoencoder_is_not_underfitting() -> None:
 
 
 def test_no_run_at_95_percent_is_told_it_does_not_fit_its_training_data() -> None:
-    for root in (REAL_CURVES, HOLDOUT_CURVES, FRESH_CURVES, UNSEEN_CURVES, BLIND_CURVES):
+    for root in (REAL_CURVES, *HELD_OUT.values()):
         scored = verdicts_by_accuracy(load_real_curves(root))
         assert scored["bands"]["95%+"], root
         assert scored["underfitting_at_95"] == 0, (root, scored)
@@ -325,7 +323,7 @@ def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
 def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
     """Every labelled real run replayed live: underfitting, once said, is never released for a
     look or two and then said again (a look whose training loss dips does not release it)."""
-    for root in (REAL_CURVES, HOLDOUT_CURVES, FRESH_CURVES, UNSEEN_CURVES, BLIND_CURVES):
+    for root in (REAL_CURVES, *HELD_OUT.values()):
         for curve in load_real_curves(root):
             live = Ours()
             replay(curve, live)
