@@ -728,7 +728,10 @@ def _underfit(
         base = chance_level(crit.name, n_classes)
         if base is None:
             base = 0.0 if crit.higher_is_better else 1.0
-        return series.rel(metric.best_stretch - base, top - base) < thresholds.underfit_reach
+        # The share of the way from chance to the ceiling, signed so that a lower-is-better
+        # metric (an error rate, whose ceiling 0 lies below chance) counts its gain as positive.
+        reach = (metric.best_stretch - base) / (top - base) if top != base else 1.0
+        return reach < thresholds.underfit_reach
     if n_classes is not None and n_classes >= 2:
         return fit.tail > thresholds.underfit_chance * math.log(n_classes)
     return fit.tail > thresholds.underfit_share * train[0]
@@ -834,11 +837,14 @@ def _diagnosis(
         stop_step=curves.steps[stop] if curves.steps else None,
         stop_value=(valid if raw is None else raw)[stop],
         train_loss_missing=curves.train_missing,
-        still_learning=verdict == Verdict.HEALTHY and (still_improving or (falling and not below)),
+        still_learning=verdict == Verdict.HEALTHY
+        and not _perfect(crit.name, judged.last_value)
+        and (still_improving or (falling and not below)),
         converged=verdict == Verdict.HEALTHY
-        and not still_improving
-        and not falling
-        and _close(train, valid, fit, thresholds),
+        and (
+            _perfect(crit.name, judged.last_value)
+            or (not still_improving and not falling and _close(train, valid, fit, thresholds))
+        ),
         train_loss_falling=falling,
     )
     summary = _summary(verdict, evidence, deciding, fit, curves, below)
@@ -1007,12 +1013,23 @@ def _summary(
             )
             + f"; too early to judge what it can reach. Train longer.{confident}"
         )
+    if ev.converged and _perfect(ev.criterion, ev.last_value):
+        return (
+            f"Converged: {standing}, and {ev.last_value:g} is the best {ev.criterion} can be: "
+            f"nothing to cure.{confident}"
+        )
     if ev.converged:
         return (
             f"Converged: {standing}, with the training and validation losses close ({gap}) and "
             f"the training loss flat: nothing to cure.{confident}"
         )
     return f"{standing}; no sign of overfitting.{confident}"
+
+
+def _perfect(criterion: str, value: float | None) -> bool:
+    """The metric ended at its ceiling (accuracy 1, error rate 0): there is nothing left to
+    learn, however the training loss still moves."""
+    return value is not None and ceiling(criterion) == value
 
 
 def _below_best(metric: dict[str, Any], raw: list[float]) -> bool:

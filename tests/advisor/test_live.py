@@ -207,6 +207,29 @@ def test_underfitting_means_it() -> None:
     )
 
 
+def test_an_error_rate_near_zero_is_near_its_ceiling_not_underfitting() -> None:
+    """Lower-is-better bounded metrics reach their ceiling downwards: a fastai fine-tune whose
+    error rate fell to 0 (24 classes), with the validation loss at or below the training loss,
+    is converged; one whose error rate stays at 0.8 is underfitting (as a sealed-set fine-tune
+    at 0% error was told it was "still far from fitting its training data")."""
+    n = 20
+    error_rate = resolve_criterion("error_rate", False)
+    train = [0.27 * 0.6**i + 0.0001 for i in range(n)]
+    valid = [t * 0.5 for t in train]
+    errors = [max(0.0, 0.02 - 0.003 * i) for i in range(n)]
+    rows = list(zip(train, valid, errors, strict=True))
+    epochs = records(rows)
+    for e in epochs:
+        e["metrics"] = {"error_rate": e["metrics"].pop("accuracy")}
+    d = diagnose(Curves.of(epochs), error_rate, n_classes=24)
+    assert d.verdict == Verdict.HEALTHY and d.evidence.converged, d.summary
+    assert "0 is the best error_rate can be" in d.summary and "Train longer" not in d.summary
+    stuck = [2.3 * 0.6**i + 1.2 for i in range(n)]
+    for e, t in zip(epochs, stuck, strict=True):
+        e.update(train_loss=t, valid_loss=t * 1.03, metrics={"error_rate": 0.8})
+    assert diagnose(Curves.of(epochs), error_rate, n_classes=24).verdict == Verdict.UNDERFITTING
+
+
 def test_a_converged_autoencoder_is_not_underfitting() -> None:
     """Nothing says what a reconstruction loss could reach: one that came down to 57% of its
     first value and flattened with the validation loss beside it is converged; one that
