@@ -8,7 +8,7 @@ has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (t
 the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
 plateaus the detector calls overfitting. One JSON line:
 
-    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind]
+    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind|--sealed]
         [--plateaus N] [--misses]
 """
 
@@ -38,12 +38,17 @@ UNSEEN_CURVES = DATA / "real_curves_unseen"
 # Collected after the noise-span and epochs-cache work from repositories no other set uses (and
 # checked against every earlier run for copies), labelled blind, committed before it was scored.
 BLIND_CURVES = DATA / "real_curves_blind"
+# Collected after the live stop learned to wait for a metric still reaching new bests, from
+# repositories no other set uses (and checked for copies), labelled blind, committed before it
+# was scored.
+SEALED_CURVES = DATA / "real_curves_sealed"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
     "fresh": FRESH_CURVES,
     "unseen": UNSEEN_CURVES,
     "blind": BLIND_CURVES,
+    "sealed": SEALED_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
