@@ -439,25 +439,33 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     deciding = "valid_loss" if ev.signal == Signal.VALID_LOSS else "metric"
     severe = thresholds.severity_loss if deciding == "valid_loss" else thresholds.severity_metric
     valid = curves.valid_loss
-    # The metric, lower is better.
-    metric = None if raw is None else series.negated(raw) if ev.higher_is_better else raw
     # Neither signal alone stops a run the other one says is still learning: a metric that dips
     # while the validation loss still reaches new lows has memorised nothing yet, and a
     # validation loss that rises while the metric still reaches new bests is over-confidence,
-    # whose stop would keep weights the run is still beating.
+    # whose stop would keep weights the run is still beating. The look already found each
+    # signal's best evaluation.
     other = (
-        valid if ev.signal == Signal.METRIC else metric if ev.signal == Signal.VALID_LOSS else None
+        "valid_loss"
+        if ev.signal == Signal.METRIC
+        else "metric"
+        if ev.signal == Signal.VALID_LOSS
+        else None
     )
-    if other is not None and series.argmin(other) >= len(other) - series.tail_length(len(other)):
-        return False
+    if other in ev.signals:
+        best = _index_of(curves.epochs, ev.signals[other]["best_epoch"])
+        n = len(curves)
+        if best is not None and best >= n - series.tail_length(n):
+            return False
     if ev.signals[deciding]["degradation"] >= severe[1]:
         return True
     if len(curves) < thresholds.metric.measurable:
         return False
     if ev.signal == Signal.VALID_LOSS:
         return signals.clear_of_noise(valid, thresholds.live)
-    assert metric is not None
-    return signals.clear_of_noise(metric, thresholds.live)
+    assert raw is not None
+    return signals.clear_of_noise(
+        series.negated(raw) if ev.higher_is_better else raw, thresholds.live
+    )
 
 
 def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:
@@ -800,6 +808,7 @@ def _diagnosis(
     below = (
         "metric" in readings_out and raw is not None and _below_best(readings_out["metric"], raw)
     )
+    perfect = _perfect(crit.name, judged.last_value)
     evidence = Evidence(
         criterion=crit.name,
         higher_is_better=crit.higher_is_better,
@@ -838,11 +847,11 @@ def _diagnosis(
         stop_value=(valid if raw is None else raw)[stop],
         train_loss_missing=curves.train_missing,
         still_learning=verdict == Verdict.HEALTHY
-        and not _perfect(crit.name, judged.last_value)
+        and not perfect
         and (still_improving or (falling and not below)),
         converged=verdict == Verdict.HEALTHY
         and (
-            _perfect(crit.name, judged.last_value)
+            perfect
             or (not still_improving and not falling and _close(train, valid, fit, thresholds))
         ),
         train_loss_falling=falling,
@@ -1013,12 +1022,12 @@ def _summary(
             )
             + f"; too early to judge what it can reach. Train longer.{confident}"
         )
-    if ev.converged and _perfect(ev.criterion, ev.last_value):
-        return (
-            f"Converged: {standing}, and {ev.last_value:g} is the best {ev.criterion} can be: "
-            f"nothing to cure.{confident}"
-        )
     if ev.converged:
+        if _perfect(ev.criterion, ev.last_value):
+            return (
+                f"Converged: {standing}, and {ev.last_value:g} is the best {ev.criterion} can "
+                f"be: nothing to cure.{confident}"
+            )
         return (
             f"Converged: {standing}, with the training and validation losses close ({gap}) and "
             f"the training loss flat: nothing to cure.{confident}"
