@@ -29,6 +29,8 @@ Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?", 1998). Each i
 (e) ``verdict_changes``: verdict changes per run (ours only); ``verdict_reversals``: those back
     to a verdict the run had already had, the flicker among them (healthy, then overfitting is
     one change and no reversal: the change every overfitting run needs to be told so);
+    ``verdict_changes_needed``: the share of runs whose last look's verdict differs from their
+    first judged look's, the fewest changes any verdicts with the same ends could make;
 (f) ``final_agreement`` (ours only): how often the verdict a callback prints when training ends
     agrees with the label: the verdict it stopped on, or for a run not stopped, the run
     diagnosed as finished (``TrackedRun.finish``); ``last_look_agreement``: the same with the
@@ -45,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from overfit_advisor.stopping import STOP_VERDICTS, LiveStop
 
@@ -197,9 +199,8 @@ class Ours:
         assert self.previous is not None
         return str((self.previous if self.rule.stopped else self.finish(curve, last))["verdict"])
 
-    def changes(self) -> tuple[int, int]:
-        """Verdict changes, and how many of them were reversals: back to a verdict the run had
-        already had (flicker, unlike the one change an overfitting run makes to be told so)."""
+    def changes(self) -> "Changes":
+        """The run's verdict changes (see :class:`Changes`); unjudged looks count for none."""
         judged = [v for v in self.verdicts if v != Verdict.INSUFFICIENT_DATA]
         changed = [b for a, b in pairwise(judged) if a != b]
         seen = set(judged[:1])
@@ -207,7 +208,18 @@ class Ours:
         for verdict in changed:
             reversals += verdict in seen
             seen.add(verdict)
-        return len(changed), reversals
+        return Changes(len(changed), reversals, len(judged) > 1 and judged[0] != judged[-1])
+
+
+class Changes(NamedTuple):
+    """How a run's verdict moved from look to look."""
+
+    made: int
+    # Changes back to a verdict the run had already had: flicker, unlike the one change an
+    # overfitting run makes to be told so.
+    reversals: int
+    # The last verdict differs from the first: at least one change was needed.
+    needed: bool
 
 
 STOPPERS: dict[str, Callable[[], Stopper]] = {
@@ -231,9 +243,9 @@ class Outcome:
     stop: int | None  # index of the last evaluation trained, when the rule stopped
     kept: int
     kept_shortfall: float | None  # the kept metric below the run's best, relative; None: no metric
-    # Ours only: verdict changes and reversals (:meth:`Ours.changes`), the verdict of the last
-    # look, and the one printed when training ends.
-    changes: tuple[int, int] | None = None
+    # Ours only: how the verdict changed (:meth:`Ours.changes`), the verdict of the last look,
+    # and the one printed when training ends.
+    changes: Changes | None = None
     last_look: str | None = None
     final: str | None = None
 
@@ -293,8 +305,13 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
     changes = [o.changes for o in outcomes if o.changes is not None]
     if changes:
-        figures["verdict_changes"] = round(sum(c for c, _ in changes) / len(changes), 3)
-        figures["verdict_reversals"] = round(sum(r for _, r in changes) / len(changes), 3)
+        for key, field_name in (
+            ("changes", "made"),
+            ("reversals", "reversals"),
+            ("changes_needed", "needed"),
+        ):
+            total = sum(getattr(c, field_name) for c in changes)
+            figures[f"verdict_{key}"] = round(total / len(changes), 3)
     for name in ("last_look", "final"):
         said = [(o.label, getattr(o, name)) for o in outcomes if getattr(o, name) is not None]
         if said:

@@ -93,11 +93,14 @@ def test_the_append_cost_benchmark_measures_both_sizes(capsys: pytest.CaptureFix
     assert report["append_ratio"] > 0
 
 
-def test_verdict_changes_count_reversals_apart() -> None:
-    """Healthy, then overfitting is one change and no reversal; going back to healthy and on to
-    overfitting again are two more changes, both reversals; unjudged looks count for neither."""
+def test_verdict_changes_count_reversals_and_the_change_needed_apart() -> None:
+    """Healthy, then overfitting is one change, no reversal, and needed (the ends differ); going
+    back to healthy, on to overfitting and back again are three more changes, all reversals, and
+    ending where the run started needs none; unjudged looks count for nothing."""
     ours = live_stop.Ours()
     ours.verdicts = ["insufficient_data", "healthy", "healthy", "overfitting", "overfitting"]
-    assert ours.changes() == (1, 0)
-    ours.verdicts += ["healthy", "insufficient_data", "overfitting", "underfitting"]
-    assert ours.changes() == (4, 2)
+    assert ours.changes() == (1, 0, True)
+    ours.verdicts += ["healthy", "insufficient_data", "overfitting", "healthy"]
+    assert ours.changes() == (4, 3, False)
+    ours.verdicts = ["insufficient_data", "healthy"]
+    assert ours.changes() == (0, 0, False)
