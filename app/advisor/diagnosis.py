@@ -803,11 +803,10 @@ def _diagnosis(
     stop, candidates = _kept(curves, crit, metric, loss, raw)
     train_change = series.rel(fit.tail - train[stop], train[stop])
     readings_out = {r.name if r is loss else "metric": r.to_dict(epochs) for r in readings if r}
-    # A training loss that still falls while the metric sits below its best is memorising,
-    # not learning: no reason to train longer.
-    below = (
-        "metric" in readings_out and raw is not None and _below_best(readings_out["metric"], raw)
-    )
+    # A training loss that still falls while the metric sits below its best, or the validation
+    # loss above its own, is memorising, not learning: no reason to train longer.
+    below = "metric" in readings_out and raw is not None and _off_best(readings_out["metric"], raw)
+    loss_above = _off_best(readings_out["valid_loss"], valid)
     perfect = _perfect(crit.name, judged.last_value)
     evidence = Evidence(
         criterion=crit.name,
@@ -848,7 +847,7 @@ def _diagnosis(
         train_loss_missing=curves.train_missing,
         still_learning=verdict == Verdict.HEALTHY
         and not perfect
-        and (still_improving or (falling and not below)),
+        and (still_improving or (falling and not below and not loss_above)),
         converged=verdict == Verdict.HEALTHY
         and (
             perfect
@@ -856,7 +855,7 @@ def _diagnosis(
         ),
         train_loss_falling=falling,
     )
-    summary = _summary(verdict, evidence, deciding, fit, curves, below)
+    summary = _summary(verdict, evidence, deciding, fit, curves, below, loss_above)
     if curves.train_missing:
         summary += (
             f" ({curves.train_missing} evaluations came without a training loss; it was "
@@ -906,9 +905,10 @@ def _summary(
     fit: Training,
     curves: Curves,
     below: bool,
+    loss_above: bool,
 ) -> str:
-    """The answer in words; ``below``: the metric sits beyond its noise below its best
-    (:func:`_below_best`)."""
+    """The answer in words; ``below``, ``loss_above``: the metric sits beyond its noise below
+    its best, the validation loss above its own (:func:`_off_best`)."""
 
     def at(epoch: Epoch | None) -> str:
         return curves.at(curves.epochs.index(epoch)) if epoch in curves.epochs else "?"
@@ -1032,6 +1032,15 @@ def _summary(
             f"Converged: {standing}, with the training and validation losses close ({gap}) and "
             f"the training loss flat: nothing to cure.{confident}"
         )
+    if ev.train_loss_falling and loss_above:
+        loss = ev.signals["valid_loss"]
+        rise = series.rel(loss["last_value"] - loss["best_value"], loss["best_value"])
+        return (
+            f"{standing}; the validation loss ended {rise:.1%} above its best "
+            f"({loss['best_value']:.4g} at {at(loss['best_epoch'])}) while the training loss "
+            f"still falls, within its noise so far: no clear sign of overfitting yet, and no "
+            f"reason to train longer.{confident}"
+        )
     return f"{standing}; no sign of overfitting.{confident}"
 
 
@@ -1041,13 +1050,13 @@ def _perfect(criterion: str, value: float | None) -> bool:
     return value is not None and ceiling(criterion) == value
 
 
-def _below_best(metric: dict[str, Any], raw: list[float]) -> bool:
-    """The metric's last stretch, and its last value, sit more than its noise below its best
+def _off_best(reading: dict[str, Any], raw: list[float]) -> bool:
+    """A signal's last stretch, and its last value, sit more than its noise worse than its best
     (a run whose last evaluation is its best is at its best, whatever came just before)."""
     k = series.tail_length(len(raw))
-    sign = 1.0 if metric["higher_is_better"] else -1.0
-    best: float = sign * metric["best_value"]
-    noise: float = metric["noise"]
+    sign = 1.0 if reading["higher_is_better"] else -1.0
+    best: float = sign * reading["best_value"]
+    noise: float = reading["noise"]
     return min(best - sign * series.mean(raw[-k:]), best - sign * raw[-1]) > noise
 
 

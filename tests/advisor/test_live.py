@@ -365,3 +365,25 @@ def test_a_metric_below_its_best_is_not_still_learning_when_only_the_training_lo
     assert d.verdict == Verdict.HEALTHY and d.evidence.train_loss_falling
     assert "below its best" in d.summary
     assert not d.evidence.still_learning and "Train longer" not in d.summary
+
+
+def test_a_validation_loss_above_its_best_is_not_still_learning_while_the_training_loss_falls() -> (
+    None
+):
+    """A real 4-epoch IMDB LSTM (labelled overfitting): accuracy flat, the validation loss 6%
+    above its best, the training loss falling fast. Too little to call overfitting, but the
+    answer must not advise training longer: it says how far the loss rose, and from when. The
+    same run with its validation loss still reaching new lows is still learning."""
+    curve = next(c for c in load_real_curves(FRESH_CURVES) if c["name"] == "lstm-imdb")
+    accuracy = resolve_criterion(curve["metric"]["name"], True)
+    d = diagnose(Curves.of(curve["epochs"]), accuracy)
+    assert d.verdict == Verdict.HEALTHY and d.evidence.train_loss_falling
+    assert not d.evidence.still_learning and "Train longer" not in d.summary
+    assert "the validation loss ended 5.9% above its best (0.3486 at epoch 1)" in d.summary
+    lower = [
+        {**e, "valid_loss": 0.3486 - 0.005 * i} if i >= 2 else e
+        for i, e in enumerate(curve["epochs"])
+    ]
+    d = diagnose(Curves.of(lower), accuracy)
+    assert d.verdict == Verdict.HEALTHY and d.evidence.still_learning
+    assert d.summary.startswith("Still learning") and "Train longer" in d.summary
