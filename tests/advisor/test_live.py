@@ -367,9 +367,7 @@ def test_a_metric_below_its_best_is_not_still_learning_when_only_the_training_lo
     assert not d.evidence.still_learning and "Train longer" not in d.summary
 
 
-def test_a_validation_loss_above_its_best_is_not_still_learning_while_the_training_loss_falls() -> (
-    None
-):
+def test_a_risen_validation_loss_is_not_still_learning_while_the_training_loss_falls() -> None:
     """A real 4-epoch IMDB LSTM (labelled overfitting): accuracy flat, the validation loss 6%
     above its best, the training loss falling fast. Too little to call overfitting, but the
     answer must not advise training longer: it says how far the loss rose, and from when. The
