@@ -103,82 +103,124 @@ class Criterion:
 
 VALID_LOSS = Criterion("valid_loss", higher_is_better=False, is_loss=True)
 
-# Directions of common metric names, so a report that names only the metric still gets diagnosed.
-KNOWN_METRICS: dict[str, bool] = {
-    "accuracy": True,
-    "acc": True,
-    "accuracy_multi": True,
-    "top1": True,
-    "top5": True,
-    "balanced_accuracy": True,
-    "f1": True,
-    "f1_score": True,
-    "fbeta": True,
-    "precision": True,
-    "recall": True,
-    "auc": True,
-    "roc_auc": True,
-    "ap": True,
-    "map": True,
-    "dice": True,
-    "iou": True,
-    "jaccard": True,
-    "miou": True,
-    "r2": True,
-    "mcc": True,
-    "psnr": True,
-    "ssim": True,
-    "error_rate": False,
-    "error": False,
-    "top1_error": False,
-    "top5_error": False,
-    "mse": False,
-    "rmse": False,
-    "mae": False,
-    "perplexity": False,
-    "cer": False,
-    "wer": False,
-}
 
-# What guessing scores on metrics whose chance level follows from the number of classes alone
-# (uniform guessing; a skewed class balance only raises the bar, so this errs towards "learned").
-_CHANCE_BY_CLASSES: dict[str, Callable[[int], float]] = {
-    "accuracy": lambda k: 1 / k,
-    "acc": lambda k: 1 / k,
-    "top1": lambda k: 1 / k,
-    "balanced_accuracy": lambda k: 1 / k,
-    "top5": lambda k: min(1.0, 5 / k),
-    "error_rate": lambda k: 1 - 1 / k,
-    "error": lambda k: 1 - 1 / k,
-    "top1_error": lambda k: 1 - 1 / k,
-    "top5_error": lambda k: max(0.0, 1 - 5 / k),
-    "auc": lambda k: 0.5,
-    "roc_auc": lambda k: 0.5,
-    "mcc": lambda k: 0.0,
-}
+class Known(NamedTuple):
+    """What the diagnosis knows of a metric by its name: its direction, the best value it can
+    take when it is bounded, and what guessing scores, from the number of classes."""
+
+    higher_is_better: bool
+    ceiling: float | None = None
+    chance: Callable[[int], float] | None = None
+    # The chance level holds whatever the number of classes (an AUC, a correlation, a binary
+    # accuracy), so it is known without the report's class count.
+    chance_without_classes: bool = False
 
 
-# The best a model can score on bounded metrics: 1 for scores and agreements, 0 for error rates.
-# Unbounded metrics (losses, MAE, perplexity) have no ceiling the diagnosis can know.
-_CEILINGS: dict[str, float] = {
-    **dict.fromkeys(("accuracy", "acc", "top1", "top5", "balanced_accuracy", "f1"), 1.0),
-    **dict.fromkeys(("f1_score", "fbeta", "precision", "recall", "auc", "roc_auc"), 1.0),
-    **dict.fromkeys(("ap", "map", "dice", "iou", "jaccard", "miou", "mcc"), 1.0),
-    **dict.fromkeys(("error_rate", "error", "top1_error", "top5_error", "cer", "wer"), 0.0),
+def _accuracy(k: int) -> float:
+    return 1 / k
+
+
+def _error(k: int) -> float:
+    return 1 - 1 / k
+
+
+def _constant(level: float) -> Callable[[int], float]:
+    return lambda _k: level
+
+
+_SCORE = Known(True, 1.0)
+_ACCURACY = Known(True, 1.0, _accuracy)
+_ERROR = Known(False, 0.0, _error)
+_AGREEMENT = Known(True, 1.0, _constant(0.0), chance_without_classes=True)
+_RANKING = Known(True, 1.0, _constant(0.5), chance_without_classes=True)
+_UNBOUNDED_LOWER = Known(False)
+
+# Common metric names, as Keras, fastai, Hugging Face (evaluate) and torchmetrics log them (read
+# in any case), so a report that names only the metric still gets diagnosed, and judged against
+# what its task allows. Unbounded metrics (errors of a regression, perplexity) have no ceiling;
+# ones some libraries report in percent (ROUGE in the Trainer's examples) have none either, and
+# BLEU and SQuAD's exact match, which come either way, are left out.
+METRICS: dict[str, Known] = {
+    **dict.fromkeys(
+        (
+            "accuracy",
+            "acc",
+            "top1",
+            "balanced_accuracy",
+            "sparse_categorical_accuracy",
+            "categorical_accuracy",
+            "multiclass_accuracy",
+            "balanced_accuracy_score",
+        ),
+        _ACCURACY,
+    ),
+    "binary_accuracy": Known(True, 1.0, _constant(0.5), chance_without_classes=True),
+    "top5": Known(True, 1.0, lambda k: min(1.0, 5 / k)),
+    **dict.fromkeys(
+        (
+            "accuracy_multi",
+            "top_k_accuracy",
+            "top_k_categorical_accuracy",
+            "sparse_top_k_categorical_accuracy",
+            "foreground_acc",
+            "acc_camvid",
+        ),
+        _SCORE,
+    ),
+    **dict.fromkeys(
+        ("f1", "f1_score", "fbeta", "fbeta_score", "precision", "recall", "precision_score"),
+        _SCORE,
+    ),
+    **dict.fromkeys(("recall_score", "ap", "map", "average_precision"), _SCORE),
+    **dict.fromkeys(
+        ("dice", "dice_multi", "iou", "mean_iou", "miou", "jaccard", "jaccard_index"), _SCORE
+    ),
+    "jaccard_coeff": _SCORE,
+    **dict.fromkeys(("auc", "roc_auc", "roc_auc_score"), _RANKING),
+    **dict.fromkeys(
+        ("mcc", "matthews_correlation", "matthews_corr_coef", "matthews_corrcoef"), _AGREEMENT
+    ),
+    "cohen_kappa_score": _AGREEMENT,
+    **dict.fromkeys(("pearson", "pearsonr", "spearman", "spearmanr"), _AGREEMENT),
+    "ssim": _SCORE,
+    **dict.fromkeys(
+        ("r2", "r2_score", "psnr", "rouge1", "rouge2", "rougel", "rougelsum"), Known(True)
+    ),
+    **dict.fromkeys(("error_rate", "error", "top1_error"), _ERROR),
+    "top5_error": Known(False, 0.0, lambda k: max(0.0, 1 - 5 / k)),
+    **dict.fromkeys(("cer", "wer"), Known(False, 0.0)),
+    **dict.fromkeys(("mse", "rmse", "mae", "msle", "mape", "perplexity"), _UNBOUNDED_LOWER),
+    **dict.fromkeys(
+        (
+            "mean_squared_error",
+            "root_mean_squared_error",
+            "mean_absolute_error",
+            "mean_absolute_percentage_error",
+            "mean_squared_logarithmic_error",
+            "exp_rmspe",
+        ),
+        _UNBOUNDED_LOWER,
+    ),
 }
+
+# Directions of the known metric names.
+KNOWN_METRICS: dict[str, bool] = {name: m.higher_is_better for name, m in METRICS.items()}
 
 
 def ceiling(metric: str) -> float | None:
     """The best value the metric can take, when it is bounded."""
-    return _CEILINGS.get(metric.lower())
+    known = METRICS.get(metric.lower())
+    return known.ceiling if known else None
 
 
 def chance_level(metric: str, n_classes: int | None) -> float | None:
     """The metric's value for a model that guesses, when the report lets us know it."""
-    rule = _CHANCE_BY_CLASSES.get(metric.lower())
-    if rule is None or (n_classes is None and metric.lower() not in ("auc", "roc_auc", "mcc")):
+    known = METRICS.get(metric.lower())
+    if known is None or known.chance is None:
         return None
-    return rule(max(n_classes or 2, 2))
+    if n_classes is None and not known.chance_without_classes:
+        return None
+    return known.chance(max(n_classes or 2, 2))
 
 
 def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criterion:

@@ -546,6 +546,11 @@ def _judge(
                 if r is not None and r.degraded and name not in held
             }
     fit = training(train, thresholds, loss.best_value)
+    if not fit.learned and (_reach(crit, metric, n_classes) or 0.0) >= thresholds.underfit_reach:
+        # A training loss that barely moved from a first epoch already far up the metric's way
+        # to its ceiling (a fine-tune, a frozen body) learned within that epoch, whose average
+        # holds what it learned.
+        fit = fit._replace(learned=True)
     judged = metric or loss
     still_improving = signals.still_improving(judged, valid if raw is None else raw)
     falling = _still_falling(train, _stretch(n), thresholds)
@@ -731,18 +736,26 @@ def _underfit(
         train, valid, fit, thresholds, widen_gap
     ):
         return False
-    top = ceiling(crit.name) if metric is not None else None
-    if metric is not None and top is not None:
-        base = chance_level(crit.name, n_classes)
-        if base is None:
-            base = 0.0 if crit.higher_is_better else 1.0
-        # The share of the way from chance to the ceiling, signed so that a lower-is-better
-        # metric (an error rate, whose ceiling 0 lies below chance) counts its gain as positive.
-        reach = (metric.best_stretch - base) / (top - base) if top != base else 1.0
+    reach = _reach(crit, metric, n_classes)
+    if reach is not None:
         return reach < thresholds.underfit_reach
     if n_classes is not None and n_classes >= 2:
         return fit.tail > thresholds.underfit_chance * math.log(n_classes)
     return fit.tail > thresholds.underfit_share * train[0]
+
+
+def _reach(crit: Criterion, metric: Reading | None, n_classes: int | None) -> float | None:
+    """The share of the way from chance to its ceiling that a bounded metric's best stretch
+    covered; None for a metric with no ceiling, or none."""
+    top = ceiling(crit.name) if metric is not None else None
+    if metric is None or top is None:
+        return None
+    base = chance_level(crit.name, n_classes)
+    if base is None:
+        base = 0.0 if crit.higher_is_better else 1.0
+    # Signed so that a lower-is-better metric (an error rate, whose ceiling 0 lies below
+    # chance) counts its gain as positive.
+    return (metric.best_stretch - base) / (top - base) if top != base else 1.0
 
 
 def _stretch(n: int) -> int:

@@ -3,6 +3,7 @@ learning-rate schedules, the kept epoch, step-based runs and evaluations without
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.advisor.curves import Curves, resolve_criterion
@@ -10,7 +11,9 @@ from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
 from benchmarks.diagnosis_agreement import (
     FRESH_CURVES,
     HELD_OUT,
+    HOLDOUT_CURVES,
     REAL_CURVES,
+    UNSEEN_CURVES,
     load_real_curves,
     verdicts_by_accuracy,
 )
@@ -205,6 +208,43 @@ def test_underfitting_means_it() -> None:
     assert diagnose(Curves.of(records(rows[:6])), ACCURACY, n_classes=10).verdict != (
         Verdict.UNDERFITTING
     )
+
+
+def real_run(root: Path, name: str) -> Diagnosis:
+    """One labelled real run, diagnosed finished."""
+    curve = next(c for c in load_real_curves(root) if c["name"] == name)
+    metric = curve["metric"]
+    criterion = resolve_criterion(metric["name"], metric["higher_is_better"])
+    return diagnose(Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"))
+
+
+def test_metrics_named_as_libraries_log_them_are_judged_against_their_ceiling() -> None:
+    """Underfitting is judged by how far the metric came towards its ceiling, which the name
+    must tell: fastai's CamVid pixel accuracy at 0.917 (training loss 81% of its first value,
+    close to the validation loss) is not underfitting, and a segmentation whose Jaccard index
+    (torchmetrics' name) sits at 0.001 is."""
+    camvid = real_run(UNSEEN_CURVES, "wwf-camvid-unet-resnet34-unfrozen-flatcos12")
+    assert camvid.verdict == Verdict.HEALTHY and "fitting its training data" not in camvid.summary
+    voc = real_run(FRESH_CURVES, "voc-segmentation-unet-70ep")
+    assert voc.verdict == Verdict.UNDERFITTING, voc.summary
+
+
+def test_a_training_loss_that_starts_low_learned_when_the_metric_starts_high() -> None:
+    """A frozen-body transfer run whose training loss fell only 5% in four epochs, at 93-94%
+    accuracy: it learned within its first epoch, and is not "still far from fitting its
+    training data". The same losses under an accuracy that stays at chance are underfitting."""
+    d = real_run(HOLDOUT_CURVES, "hm2-ch11-fashion-transfer-b-on-a-frozen-4ep")
+    assert d.verdict == Verdict.HEALTHY and "fitting its training data" not in d.summary
+    curve = next(
+        c
+        for c in load_real_curves(HOLDOUT_CURVES)
+        if c["name"] == "hm2-ch11-fashion-transfer-b-on-a-frozen-4ep"
+    )
+    guessing = [
+        {**e, "metrics": {"accuracy": 0.1 + 0.001 * i}} for i, e in enumerate(curve["epochs"])
+    ]
+    d = diagnose(Curves.of(guessing), ACCURACY, n_classes=10)
+    assert d.verdict == Verdict.UNDERFITTING, d.summary
 
 
 def test_an_error_rate_near_zero_is_near_its_ceiling_not_underfitting() -> None:

@@ -228,6 +228,31 @@ def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
     assert run["diagnosis"]["evidence"]["overconfident"]
 
 
+@pytest.mark.parametrize(
+    ("name", "higher_is_better"),
+    [
+        ("sparse_categorical_accuracy", True),  # Keras
+        ("binary_accuracy", True),
+        ("mean_absolute_error", False),
+        ("foreground_acc", True),  # fastai
+        ("RocAucBinary", None),  # not known: the report must say
+        ("matthews_correlation", True),  # Hugging Face evaluate
+        ("rougeL", True),
+        ("Balanced_Accuracy_Score", True),  # fastai's scikit-learn metrics, in any case
+    ],
+)
+def test_metrics_named_as_libraries_log_them_need_no_direction(
+    client: TestClient, name: str, higher_is_better: bool | None
+) -> None:
+    epochs = [{**e, "metrics": {name: 0.5 + 0.01 * i}} for i, e in enumerate(overfit_epochs(6))]
+    r = client.post("/api/v1/runs", json={"metric": {"name": name}, "epochs": epochs})
+    if higher_is_better is None:
+        assert r.status_code == 422 and "higher_is_better" in r.text, r.text
+        return
+    assert r.status_code == 201, r.text
+    assert r.json()["metric"] == {"name": name, "higher_is_better": higher_is_better}
+
+
 def test_ladder_endpoint_lists_the_seven_rungs_in_order(client: TestClient) -> None:
     rungs = client.get("/api/v1/ladder").json()
     assert [r["id"] for r in rungs] == RUNG_ORDER
