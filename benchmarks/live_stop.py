@@ -20,7 +20,8 @@ Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?", 1998). Each i
 
 (a) ``harmful``: stopped, and the kept weights' metric is more than 1% (relative) below the best
     the whole run reached; the count and its share of runs with a metric;
-(b) ``stopped_not_overfitting``: the share of runs labelled not overfitting that were stopped;
+(b) ``stopped_not_overfitting``: the share of runs labelled ``not_overfitting`` that were
+    stopped (a run labelled ``no_signal`` learns nothing, and stopping it is what a user wants);
 (c) ``kept_below_best``: the share of runs with a metric whose kept weights are more than 1%
     below the best, unstopped runs counted by the weights they would keep;
 (d) ``epochs_saved``: the mean share of evaluations not trained on runs labelled overfitting;
@@ -285,7 +286,7 @@ def _share(hits: int, total: int) -> float | None:
 def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     with_metric = [o for o in outcomes if o.kept_shortfall is not None]
     harmful = sum(o.stop is not None and (o.kept_shortfall or 0) > HARM for o in with_metric)
-    others = [o for o in outcomes if o.label != "overfitting"]
+    others = [o for o in outcomes if o.label == "not_overfitting"]
     overfit = [o for o in outcomes if o.label == "overfitting"]
     saved = [0.0 if o.stop is None else (o.n - 1 - o.stop) / o.n for o in overfit]
     harmless = [
