@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from app.advisor.curves import KNOWN_METRICS
+from app.advisor.curves import METRICS, VALIDATION_PREFIXES
 from app.advisor.diagnosis import Verdict
 from app.advisor.knobs import KNOBS, SMALLER_MODEL
 from app.advisor.ladder import RungId
@@ -155,7 +155,13 @@ def _any_case(name: str) -> str:
 
 # The names whose direction the service knows (the loss's, and the known metrics' in any case):
 # any other needs higher_is_better, which the document says here.
-KNOWN_DIRECTION = "^(valid_loss|" + "|".join(_any_case(n) for n in sorted(KNOWN_METRICS)) + ")$"
+KNOWN_DIRECTION = (
+    "^(valid_loss|("
+    + "|".join(_any_case(p) for p in VALIDATION_PREFIXES)
+    + ")?("
+    + "|".join(_any_case(n) for n in sorted(METRICS))
+    + "))$"
+)
 DIRECTION_KNOWN: JsonDict = {
     "anyOf": [
         {"required": ["higher_is_better"], "properties": {"higher_is_better": {"type": "boolean"}}},
@@ -170,8 +176,9 @@ class MetricSpec(Strict):
     name: Text = Field(min_length=1, max_length=64)
     higher_is_better: bool | None = Field(
         default=None,
-        description="May be left out for well-known metric names (accuracy, error_rate, ... in "
-        "any case; the pattern lists them) and for valid_loss.",
+        description="May be left out for well-known metric names (accuracy, error_rate, "
+        "sparse_categorical_accuracy, matthews_correlation, ... in any case, with or without a "
+        "val_/eval_ prefix; the pattern lists them) and for valid_loss.",
     )
 
 

@@ -203,19 +203,28 @@ METRICS: dict[str, Known] = {
     ),
 }
 
-# Directions of the known metric names.
-KNOWN_METRICS: dict[str, bool] = {name: m.higher_is_better for name, m in METRICS.items()}
+# What a framework puts before a metric's name when it reports it on the validation data
+# (Keras' val_accuracy, the Trainer's eval_f1): the same metric.
+VALIDATION_PREFIXES = ("val_", "valid_", "validation_", "eval_", "test_")
+
+
+def known_metric(name: str) -> Known | None:
+    """What the table knows of a metric named ``name`` (in any case, with or without a
+    validation prefix)."""
+    lower = name.lower()
+    prefix = next((p for p in VALIDATION_PREFIXES if lower.startswith(p)), "")
+    return METRICS.get(lower) or METRICS.get(lower[len(prefix) :])
 
 
 def ceiling(metric: str) -> float | None:
     """The best value the metric can take, when it is bounded."""
-    known = METRICS.get(metric.lower())
+    known = known_metric(metric)
     return known.ceiling if known else None
 
 
 def chance_level(metric: str, n_classes: int | None) -> float | None:
     """The metric's value for a model that guesses, when the report lets us know it."""
-    known = METRICS.get(metric.lower())
+    known = known_metric(metric)
     if known is None or known.chance is None:
         return None
     if n_classes is None and not known.chance_without_classes:
@@ -230,10 +239,10 @@ def resolve_criterion(name: str | None, higher_is_better: bool | None) -> Criter
     if name is None or name == "valid_loss":
         return VALID_LOSS
     if higher_is_better is None:
-        known = KNOWN_METRICS.get(name.lower())
+        known = known_metric(name)
         if known is None:
             raise ValueError(f"metric '{name}' is not a known metric: say whether higher is better")
-        higher_is_better = known
+        higher_is_better = known.higher_is_better
     return Criterion(name, higher_is_better, is_loss=False)
 
 
@@ -242,9 +251,10 @@ def infer_criterion(curves: Curves) -> Criterion:
     if not curves.metrics:
         return VALID_LOSS
     shared = set(curves.metrics[0])
-    for m in curves.metrics[1:]:
-        shared &= m.keys()
-    known = [k for k in shared if k.lower() in KNOWN_METRICS]
+    for epoch in curves.metrics[1:]:
+        shared &= epoch.keys()
+    known = [(k, m) for k in shared if (m := known_metric(k)) is not None]
     if len(known) == 1:
-        return Criterion(known[0], KNOWN_METRICS[known[0].lower()], is_loss=False)
+        name, metric = known[0]
+        return Criterion(name, metric.higher_is_better, is_loss=False)
     return VALID_LOSS

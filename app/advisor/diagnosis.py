@@ -251,7 +251,9 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
     A memorised training loss (below half ``valid_best``, the validation loss's best) wobbling
     near its floor by less than a quarter of its range is not the optimisation failing."""
     n = len(train)
-    k = series.tail_length(n)
+    # Two evaluations at least: a framework that logs its last batch's loss (the Trainer, at an
+    # evaluation) can spike one evaluation, which is no sign of the optimisation failing.
+    k = _stretch(n)
     min_at = series.argmin(train)
     low = train[min_at]
     tail = series.mean(train[-k:])
@@ -288,10 +290,18 @@ def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thr
 _WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
 
 
-def counts(reading: Reading, train: list[float], fit: Training, thresholds: Thresholds) -> bool:
+def counts(
+    reading: Reading,
+    train: list[float],
+    fit: Training,
+    thresholds: Thresholds,
+    was_underfit: bool = False,
+) -> bool:
     """A degraded signal counts against the model while its training loss does not get worse;
-    the weak rules (steady, held) only while it keeps falling since the signal's best."""
-    if reading.rule in _WEAK:
+    the weak rules (steady, held) only while it keeps falling since the signal's best, and so
+    does every rule once the run was said to underfit (``was_underfit``): a model that cannot fit
+    its training data memorises nothing unless its training loss still clearly falls."""
+    if reading.rule in _WEAK or (was_underfit and reading.degraded):
         return keeps_falling(train, reading.best, fit, thresholds)
     return reading.degraded and not fit.worsening
 
@@ -310,10 +320,14 @@ def chance(
     sign = 1.0 if crit.higher_is_better else -1.0
     best_stretch = sign * metric.best_stretch
     level = chance_level(crit.name, n_classes)
-    # Jitter measured on a handful of epochs is mostly trend: it would hide a clear gain.
-    jitter = metric.noise if len(raw) >= thresholds.metric.measurable else 0.0
     if level is not None:
-        margin = max(thresholds.metric.z * jitter, thresholds.chance_margin * abs(level))
+        # The best stretch is a mean of k evaluations: it clears chance by more than noise when
+        # it does so by the reading's threshold (z times the widened jitter of one evaluation)
+        # over sqrt(k). Jitter measured on a handful of epochs is mostly trend: it would hide a
+        # clear gain.
+        k = series.tail_length(len(raw))
+        noise = metric.threshold / math.sqrt(k) if len(raw) >= thresholds.metric.measurable else 0
+        margin = max(noise, thresholds.chance_margin * abs(level))
         return Chance(level, "n_classes", best_stretch - sign * level > margin)
     # The first epoch stands in for chance only where it could be chance: below what guessing
     # between two classes scores, for metrics with a known chance level, and on a validation
@@ -569,9 +583,11 @@ def _judge(
     # whatever the validation signals do, the model has not learned the task yet.
     learned_nothing = guessed is not None and n_classes is not None and not guessed.beaten
     metric_worse = (
-        metric is not None and "metric" not in pending and counts(metric, train, fit, thresholds)
+        metric is not None
+        and "metric" not in pending
+        and counts(metric, train, fit, thresholds, was_underfit)
     )
-    loss_rises = "valid_loss" not in pending and counts(loss, train, fit, thresholds)
+    loss_rises = "valid_loss" not in pending and counts(loss, train, fit, thresholds, was_underfit)
     overconfident = (
         loss_rises
         and metric is not None

@@ -89,6 +89,9 @@ def test_several_gpus_with_one_device_named_are_refused_as_the_document_says(
         "sparse_categorical_accuracy",
         "Matthews_Correlation",
         "mean_absolute_error",
+        "val_accuracy",
+        "EVAL_wer",
+        "val_bleurgh",
     ],
 )
 @pytest.mark.parametrize("direction", ["absent", None, True])
@@ -103,7 +106,9 @@ def test_a_metric_needs_its_direction_unless_known_as_the_document_says(
         epochs = [{**e, "metrics": {name: 0.5}} for e in epochs]
     r = client.post("/api/v1/runs", json={"metric": metric, "epochs": epochs})
     allowed = allows("MetricSpec", metric)
-    assert allowed == (direction is True or name.lower() not in ("bleurgh", "accuracy2"))
+    assert allowed == (
+        direction is True or name.lower() not in ("bleurgh", "accuracy2", "val_bleurgh")
+    )
     assert r.status_code == (201 if allowed else 422), r.text
 
 

@@ -239,6 +239,8 @@ def test_metric_criterion_and_inferred_direction(client: TestClient) -> None:
         ("matthews_correlation", True),  # Hugging Face evaluate
         ("rougeL", True),
         ("Balanced_Accuracy_Score", True),  # fastai's scikit-learn metrics, in any case
+        ("val_accuracy", True),  # as Keras names it on the validation data
+        ("eval_wer", False),  # as the Trainer does
     ],
 )
 def test_metrics_named_as_libraries_log_them_need_no_direction(
