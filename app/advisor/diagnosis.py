@@ -982,7 +982,7 @@ def _summary(
             "different sources, a split or preprocessing bug."
         )
     metric = ev.signals.get("metric")
-    near_best = not below
+    near_best = not (below if metric is not None else loss_above)
     if verdict == Verdict.OVERFITTING:
         both = " (and the validation loss rose with it)" if ev.signal == Signal.BOTH else ""
         flat = " while"
@@ -1022,12 +1022,25 @@ def _summary(
         if ev.overconfident
         else ""
     )
+    loss = ev.signals["valid_loss"]
+    rise = series.rel(loss["last_value"] - loss["best_value"], loss["best_value"])
+    risen = (
+        f"the validation loss ended {rise:.1%} above its best ({loss['best_value']:.4g} at "
+        f"{at(loss['best_epoch'])})"
+    )
+    # A rise one of the loss's weak rules saw, which counts only while the training loss keeps
+    # falling to new lows.
+    weak = (
+        ", beyond its noise; it counts as overfitting while the training loss keeps falling to "
+        "new lows with it, which its latest evaluations did not"
+    )
     if near_best:
         standing = (
             f"{ev.criterion} is at or near its best ({ev.best_value:.4g} at {at(ev.best_epoch)})"
         )
+    elif metric is None:
+        standing = risen + (weak if loss["degraded"] else ", within its noise")
     else:
-        assert metric is not None
         short = abs(series.rel(metric["last_value"] - metric["best_value"], metric["best_value"]))
         standing = (
             f"{ev.criterion} ended at {metric['last_value']:.4g}, {short:.1%} below its best "
@@ -1062,15 +1075,14 @@ def _summary(
             f"the training loss flat: nothing to cure.{confident}"
         )
     if ev.train_loss_falling and loss_above:
-        loss = ev.signals["valid_loss"]
-        rise = series.rel(loss["last_value"] - loss["best_value"], loss["best_value"])
+        said = f"{standing}; {risen}" if metric is not None else risen
+        if loss["degraded"]:
+            return f"{said}{weak}. No reason to train longer.{confident}"
         return (
-            f"{standing}; the validation loss ended {rise:.1%} above its best "
-            f"({loss['best_value']:.4g} at {at(loss['best_epoch'])}) while the training loss "
-            f"still falls, within its noise so far: no clear sign of overfitting yet, and no "
-            f"reason to train longer.{confident}"
+            f"{said}, within its noise so far, while the training loss still falls: no clear "
+            f"sign of overfitting yet, and no reason to train longer.{confident}"
         )
-    return f"{standing}; no sign of overfitting.{confident}"
+    return f"{standing}; no {'clear ' if loss_above else ''}sign of overfitting.{confident}"
 
 
 def _perfect(criterion: str, value: float | None) -> bool:

@@ -14,6 +14,7 @@ from benchmarks.diagnosis_agreement import (
     HOLDOUT_CURVES,
     REAL_CURVES,
     UNSEEN_CURVES,
+    diagnosis_of,
     load_real_curves,
     verdicts_by_accuracy,
 )
@@ -212,10 +213,7 @@ def test_underfitting_means_it() -> None:
 
 def real_run(root: Path, name: str) -> Diagnosis:
     """One labelled real run, diagnosed finished."""
-    curve = next(c for c in load_real_curves(root) if c["name"] == name)
-    metric = curve["metric"]
-    criterion = resolve_criterion(metric["name"], metric["higher_is_better"])
-    return diagnose(Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"))
+    return diagnosis_of(next(c for c in load_real_curves(root) if c["name"] == name))
 
 
 def vault_run(name: str) -> dict[str, Any]:
@@ -233,6 +231,18 @@ def test_one_spike_of_a_logged_training_loss_is_not_divergence() -> None:
     rows = [(e["train_loss"], e["valid_loss"], e["metrics"]["accuracy"]) for e in curve["epochs"]]
     rising = [*rows[:5], (0.49, 1.0, 0.72), (0.62, 1.1, 0.70)]
     assert diagnose(Curves.of(records(rising)), ACCURACY).verdict == Verdict.DIVERGING
+
+
+def test_a_validation_loss_off_its_best_is_not_said_to_be_at_it() -> None:
+    """A Lightning transformer reported without a metric, its validation loss 80% above its best
+    after a weak rule's rise (not counted: the training loss ticked up on its last evaluation).
+    The answer says how far the loss rose and why it is not called overfitting yet; it does not
+    say the loss is "at or near its best", nor advise training longer."""
+    d = real_run(HELD_OUT["vault"], "discharge-transformer-v4")
+    assert d.verdict == Verdict.HEALTHY, d.summary
+    assert "at or near its best" not in d.summary and "Train longer" not in d.summary
+    assert d.summary.startswith("the validation loss ended 79.7% above its best (0.314 at epoch")
+    assert "beyond its noise" in d.summary and "keeps falling to new lows" in d.summary
 
 
 def test_a_noisy_metric_far_above_chance_has_beaten_chance() -> None:
