@@ -8,7 +8,7 @@ has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (t
 the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
 plateaus the detector calls overfitting. One JSON line:
 
-    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind|--sealed|--vault]
+    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked]
         [--plateaus N] [--misses]
 """
 
@@ -45,6 +45,9 @@ SEALED_CURVES = DATA / "real_curves_sealed"
 # Collected after the sealed set was scored, from repositories no other set uses (and checked for
 # copies), labelled blind, committed before it was scored.
 VAULT_CURVES = DATA / "real_curves_vault"
+# Collected after the vault set's fixes, from repositories no other set uses or the vault's
+# collectors claimed (and checked for copies), labelled blind, committed before it was scored.
+LOCKED_CURVES = DATA / "real_curves_locked"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -53,6 +56,7 @@ HELD_OUT: dict[str, Path] = {
     "blind": BLIND_CURVES,
     "sealed": SEALED_CURVES,
     "vault": VAULT_CURVES,
+    "locked": LOCKED_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
