@@ -8,8 +8,8 @@ has not improved for ``p`` epochs) and CatBoost's "Iter" overfitting detector (t
 the validation loss, has not improved for ``N`` epochs). Then the share of generated noisy
 plateaus the detector calls overfitting. One JSON line:
 
-    python -m benchmarks.diagnosis_agreement [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked]
-        [--plateaus N] [--misses]
+    python -m benchmarks.diagnosis_agreement
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked] [--plateaus N] [--misses]
 """
 
 import argparse

@@ -756,7 +756,11 @@ def _underfit(
     if reach is not None:
         return reach < thresholds.underfit_reach
     if n_classes is not None and n_classes >= 2:
-        return fit.tail > thresholds.underfit_chance * math.log(n_classes)
+        # Both losses high for the task: a validation loss well below it says the model fits
+        # the task, whatever a training loss logged from single noisy batches (or under
+        # dropout and augmentation) reads.
+        ended = min(fit.tail, series.mean(valid[-series.tail_length(len(valid)) :]))
+        return ended > thresholds.underfit_chance * math.log(n_classes)
     return fit.tail > thresholds.underfit_share * train[0]
 
 
