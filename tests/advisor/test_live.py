@@ -211,20 +211,21 @@ def test_underfitting_means_it() -> None:
     )
 
 
+def labelled_run(root: Path, name: str) -> dict[str, Any]:
+    """One labelled real run, by name."""
+    return next(c for c in load_real_curves(root) if c["name"] == name)
+
+
 def real_run(root: Path, name: str) -> Diagnosis:
     """One labelled real run, diagnosed finished."""
-    return diagnosis_of(next(c for c in load_real_curves(root) if c["name"] == name))
-
-
-def vault_run(name: str) -> dict[str, Any]:
-    return next(c for c in load_real_curves(HELD_OUT["vault"]) if c["name"] == name)
+    return diagnosis_of(labelled_run(root, name))
 
 
 def test_one_spike_of_a_logged_training_loss_is_not_divergence() -> None:
     """A Hugging Face BEiT fine-tune whose logged training loss (the last batch's, at each
     evaluation) jumps once, 0.26 to 0.49, and comes back: replayed live it is never called
     diverging nor stopped (it went on to 95% accuracy). Two evaluations above the low are."""
-    curve = vault_run("beit-chest-ct-lung-cancer-4class")
+    curve = labelled_run(HELD_OUT["vault"], "beit-chest-ct-lung-cancer-4class")
     live = Ours()
     outcome = replay(curve, live)
     assert outcome.stop is None and Verdict.DIVERGING not in live.verdicts, live.verdicts
@@ -250,11 +251,7 @@ def test_a_validation_loss_low_for_the_task_is_not_underfitting() -> None:
     drifts down to 0.13, while the Trainer's training loss, one noisy batch per evaluation,
     swings above 0.5 ln 2. Replayed live it is never told it cannot fit its training data; the
     same run with both losses held at 0.45 or above is."""
-    curve = next(
-        c
-        for c in load_real_curves(HELD_OUT["locked"])
-        if c["name"] == "roberta-base-binary-classification-101-evals"
-    )
+    curve = labelled_run(HELD_OUT["locked"], "roberta-base-binary-classification-101-evals")
     live = Ours()
     replay(curve, live)
     assert Verdict.UNDERFITTING not in live.verdicts, live.verdicts
@@ -271,7 +268,7 @@ def test_a_noisy_metric_far_above_chance_has_beaten_chance() -> None:
     best stretch (about 0.37) is many standard errors of a stretch above chance (0.11), however
     far one evaluation swings, so it is not "no signal" and is not stopped. The same swings
     around chance are no signal."""
-    curve = vault_run("hargurjeet-isic-9class-cnn-augmentor-rebalanced-30ep")
+    curve = labelled_run(HELD_OUT["vault"], "hargurjeet-isic-9class-cnn-augmentor-rebalanced-30ep")
     live = Ours()
     replay(curve, live)
     assert Verdict.NO_SIGNAL not in live.verdicts and live.rule.stopped is False, live.verdicts
@@ -292,8 +289,7 @@ def test_a_validation_prefix_names_the_same_metric() -> None:
     is not taken for one that never beat its first epoch: it overfits."""
     assert resolve_criterion("val_accuracy", None).higher_is_better
     assert not resolve_criterion("eval_wer", None).higher_is_better
-    curve = vault_run("icons-multilabel-resnet18-colorjitter-continued")
-    d = real_run(HELD_OUT["vault"], curve["name"])
+    d = real_run(HELD_OUT["vault"], "icons-multilabel-resnet18-colorjitter-continued")
     assert d.verdict == Verdict.OVERFITTING, d.summary
 
 
@@ -312,13 +308,9 @@ def test_a_training_loss_that_starts_low_learned_when_the_metric_starts_high() -
     """A frozen-body transfer run whose training loss fell only 5% in four epochs, at 93-94%
     accuracy: it learned within its first epoch, and is not "still far from fitting its
     training data". The same losses under an accuracy that stays at chance are underfitting."""
-    d = real_run(HOLDOUT_CURVES, "hm2-ch11-fashion-transfer-b-on-a-frozen-4ep")
+    curve = labelled_run(HOLDOUT_CURVES, "hm2-ch11-fashion-transfer-b-on-a-frozen-4ep")
+    d = diagnosis_of(curve)
     assert d.verdict == Verdict.HEALTHY and "fitting its training data" not in d.summary
-    curve = next(
-        c
-        for c in load_real_curves(HOLDOUT_CURVES)
-        if c["name"] == "hm2-ch11-fashion-transfer-b-on-a-frozen-4ep"
-    )
     guessing = [
         {**e, "metrics": {"accuracy": 0.1 + 0.001 * i}} for i, e in enumerate(curve["epochs"])
     ]
@@ -488,9 +480,7 @@ def test_a_metric_below_its_best_is_not_still_learning_when_only_the_training_lo
     """A real VGG16-features run (labelled overfitting) whose accuracy ended beyond its noise
     below its best while its training loss kept falling: the verdict misses it, but the answer
     must not call that learning and advise training longer: it is memorisation."""
-    curve = next(
-        c for c in load_real_curves(FRESH_CURVES) if c["name"] == "cats-dogs-vgg16-bottleneck-30ep"
-    )
+    curve = labelled_run(FRESH_CURVES, "cats-dogs-vgg16-bottleneck-30ep")
     d = diagnose(Curves.of(curve["epochs"]), resolve_criterion(curve["metric"]["name"], True))
     assert d.verdict == Verdict.HEALTHY and d.evidence.train_loss_falling
     assert "below its best" in d.summary
@@ -502,7 +492,7 @@ def test_a_risen_validation_loss_is_not_still_learning_while_the_training_loss_f
     above its best, the training loss falling fast. Too little to call overfitting, but the
     answer must not advise training longer: it says how far the loss rose, and from when. The
     same run with its validation loss still reaching new lows is still learning."""
-    curve = next(c for c in load_real_curves(FRESH_CURVES) if c["name"] == "lstm-imdb")
+    curve = labelled_run(FRESH_CURVES, "lstm-imdb")
     accuracy = resolve_criterion(curve["metric"]["name"], True)
     d = diagnose(Curves.of(curve["epochs"]), accuracy)
     assert d.verdict == Verdict.HEALTHY and d.evidence.train_loss_falling
