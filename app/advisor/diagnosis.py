@@ -1027,11 +1027,15 @@ def _summary(
         else ""
     )
     loss = ev.signals["valid_loss"]
-    rise = series.rel(loss["last_value"] - loss["best_value"], loss["best_value"])
-    risen = (
-        f"the validation loss ended {rise:.1%} above its best ({loss['best_value']:.4g} at "
-        f"{at(loss['best_epoch'])})"
-    )
+
+    def risen() -> str:
+        # Said only for a loss beyond its noise above its best: most answers never need it.
+        rise = series.rel(loss["last_value"] - loss["best_value"], loss["best_value"])
+        return (
+            f"the validation loss ended {rise:.1%} above its best ({loss['best_value']:.4g} at "
+            f"{at(loss['best_epoch'])})"
+        )
+
     # A rise one of the loss's weak rules saw, which counts only while the training loss keeps
     # falling to new lows.
     weak = (
@@ -1043,7 +1047,7 @@ def _summary(
             f"{ev.criterion} is at or near its best ({ev.best_value:.4g} at {at(ev.best_epoch)})"
         )
     elif metric is None:
-        standing = risen + (weak if loss["degraded"] else ", within its noise")
+        standing = risen() + (weak if loss["degraded"] else ", within its noise")
     else:
         short = abs(series.rel(metric["last_value"] - metric["best_value"], metric["best_value"]))
         standing = (
@@ -1079,7 +1083,7 @@ def _summary(
             f"the training loss flat: nothing to cure.{confident}"
         )
     if ev.train_loss_falling and loss_above:
-        said = f"{standing}; {risen}" if metric is not None else risen
+        said = f"{standing}; {risen()}" if metric is not None else risen()
         if loss["degraded"]:
             return f"{said}{weak}. No reason to train longer.{confident}"
         return (
