@@ -15,8 +15,10 @@ row, as for a service that does not answer ``should_stop``): the epochs a stop o
 would save, and the models it would cost; ``ours_first_verdict`` stops at the first stop verdict,
 unconfirmed: the most epochs any stop on these verdicts could save. Beside them, on the same
 evaluations: Keras ``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``,
-fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback`` (valid_loss, patience 3) and
-Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?", 1998). Each is scored on:
+the same monitoring the metric (``monitor="val_accuracy"``, patience 5, 10 and 20; a run with no
+metric on its validation loss), fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback``
+(valid_loss, patience 3) and Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?",
+1998). Each is scored on:
 
 (a) ``harmful``: stopped, and the kept weights' metric is more than 1% (relative) below the best
     the whole run reached; the count and its share of runs with a metric;
@@ -81,25 +83,28 @@ class Stopper(Protocol):
         ...
 
 
-def _valid(curve: Curve) -> list[float]:
-    return [e["valid_loss"] for e in curve["epochs"]]
-
-
 @dataclass
 class Patience:
     """Keras EarlyStopping(monitor="val_loss", patience, restore_best_weights=True): the weights
     are put back only when it stops (Keras 3 restores nothing at the end of a run it let finish),
-    or, with ``restore_at_end`` (fastai's SaveModelCallback), always."""
+    or, with ``restore_at_end`` (fastai's SaveModelCallback), always. With ``on_metric``, the
+    monitor is the run's metric (``monitor="val_accuracy"``), in its direction; a run without
+    one is monitored on its validation loss."""
 
     patience: int
     restore_at_end: bool = False
+    on_metric: bool = False
     best: float = math.inf
     best_at: int = 0
     wait: int = 0
     stopped: bool = False
 
     def see(self, curve: Curve, i: int) -> bool:
-        value = curve["epochs"][i]["valid_loss"]
+        evaluation, metric = curve["epochs"][i], curve.get("metric")
+        value = evaluation["valid_loss"]
+        if self.on_metric and metric:
+            value = evaluation["metrics"][metric["name"]]
+            value = -value if metric.get("higher_is_better", True) else value
         if value < self.best:
             self.best, self.best_at, self.wait = value, i, 0
             return False
@@ -231,6 +236,11 @@ STOPPERS: dict[str, Callable[[], Stopper]] = {
     "keras_p3": lambda: Patience(3),
     "keras_p5": lambda: Patience(5),
     "fastai_p3": lambda: Patience(3, restore_at_end=True),
+    # The same on the metric (monitor="val_accuracy"), patience up to where it harms as few
+    # runs as the issue allows: what the usual rule saves at that harm.
+    "keras_metric_p5": lambda: Patience(5, on_metric=True),
+    "keras_metric_p10": lambda: Patience(10, on_metric=True),
+    "keras_metric_p20": lambda: Patience(20, on_metric=True),
     "prechelt_gl5": lambda: Prechelt("GL", 5),
     "prechelt_pq1": lambda: Prechelt("PQ", 1),
     "prechelt_up3": lambda: Prechelt("UP", 3),

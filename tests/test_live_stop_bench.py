@@ -104,3 +104,23 @@ def test_verdict_changes_count_reversals_and_the_change_needed_apart() -> None:
     assert ours.changes() == (4, 3, False)
     ours.verdicts = ["insufficient_data", "healthy"]
     assert ours.changes() == (0, 0, False)
+
+
+def test_patience_on_the_metric_follows_the_metric_in_its_direction() -> None:
+    """A validation loss that rises from the second evaluation while the error rate keeps falling
+    (lower is better): patience on the loss stops and keeps the first weights, patience on the
+    metric lets the run go on; a run with no metric is watched on its loss either way."""
+    losses = [1.0, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4]
+    errors = [0.5, 0.4, 0.3, 0.25, 0.2, 0.18, 0.15]
+    epochs = [
+        {"epoch": i, "train_loss": 1.0 - 0.1 * i, "valid_loss": v, "metrics": {"error": e}}
+        for i, (v, e) in enumerate(zip(losses, errors, strict=True))
+    ]
+    curve = {"label": "not_overfitting", "epochs": epochs}
+    with_metric = {**curve, "metric": {"name": "error", "higher_is_better": False}}
+    on_loss = live_stop.replay(with_metric, live_stop.Patience(3))
+    assert (on_loss.stop, on_loss.kept) == (4, 1)
+    on_metric = live_stop.replay(with_metric, live_stop.Patience(3, on_metric=True))
+    assert (on_metric.stop, on_metric.kept, on_metric.kept_shortfall) == (None, 6, 0.0)
+    no_metric = live_stop.replay({**curve, "metric": None}, live_stop.Patience(3, on_metric=True))
+    assert (no_metric.stop, no_metric.kept) == (4, 1)
