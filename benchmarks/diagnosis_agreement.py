@@ -9,7 +9,7 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked] [--plateaus N] [--misses]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve] [--plateaus N] [--misses]
 """
 
 import argparse
@@ -48,6 +48,9 @@ VAULT_CURVES = DATA / "real_curves_vault"
 # Collected after the vault set's fixes, from repositories no other set uses or the vault's
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 LOCKED_CURVES = DATA / "real_curves_locked"
+# Collected after the locked set was scored, from repositories no other set uses (and checked for
+# copies), overfitting runs sought where they exist, labelled blind, committed before it was scored.
+RESERVE_CURVES = DATA / "real_curves_reserve"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -57,6 +60,7 @@ HELD_OUT: dict[str, Path] = {
     "sealed": SEALED_CURVES,
     "vault": VAULT_CURVES,
     "locked": LOCKED_CURVES,
+    "reserve": RESERVE_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 

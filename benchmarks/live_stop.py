@@ -1,7 +1,7 @@
 """Scoreboard for the live stop: every labelled real run replayed one evaluation at a time, as the
 callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
 
-    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|all]
+    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|all]
         [--http] [--runs]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
