@@ -9,7 +9,8 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve] [--plateaus N] [--misses]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve]
+        [--plateaus N] [--misses]
 """
 
 import argparse

@@ -1,8 +1,8 @@
 """Scoreboard for the live stop: every labelled real run replayed one evaluation at a time, as the
 callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
 
-    python -m benchmarks.live_stop [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|all]
-        [--http] [--runs]
+    python -m benchmarks.live_stop
+        [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|all] [--http] [--runs]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
 ``should_stop``, the confirmation count, the kept epoch) fed each evaluation's diagnosis. By

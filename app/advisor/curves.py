@@ -135,17 +135,19 @@ _AGREEMENT = Known(True, 1.0, _constant(0.0), chance_without_classes=True)
 _RANKING = Known(True, 1.0, _constant(0.5), chance_without_classes=True)
 _UNBOUNDED_LOWER = Known(False)
 
-# Common metric names, as Keras, fastai, Hugging Face (evaluate) and torchmetrics log them (read
-# in any case), so a report that names only the metric still gets diagnosed, and judged against
-# what its task allows. Unbounded metrics (errors of a regression, perplexity) have no ceiling;
-# ones some libraries report in percent (ROUGE in the Trainer's examples) have none either, and
-# BLEU and SQuAD's exact match, which come either way, are left out.
+# Common metric names, as Keras, fastai, Hugging Face (evaluate), torchmetrics and Ultralytics
+# (accuracy_top1, mAP50-95) log them (read in any case), so a report that names only the metric
+# still gets diagnosed, and judged against what its task allows. Unbounded metrics (errors of a
+# regression, perplexity) have no ceiling; ones some libraries report in percent (ROUGE in the
+# Trainer's examples) have none either, and BLEU and SQuAD's exact match, which come either way,
+# are left out.
 METRICS: dict[str, Known] = {
     **dict.fromkeys(
         (
             "accuracy",
             "acc",
             "top1",
+            "accuracy_top1",
             "balanced_accuracy",
             "sparse_categorical_accuracy",
             "categorical_accuracy",
@@ -155,7 +157,7 @@ METRICS: dict[str, Known] = {
         _ACCURACY,
     ),
     "binary_accuracy": Known(True, 1.0, _constant(0.5), chance_without_classes=True),
-    "top5": Known(True, 1.0, lambda k: min(1.0, 5 / k)),
+    **dict.fromkeys(("top5", "accuracy_top5"), Known(True, 1.0, lambda k: min(1.0, 5 / k))),
     **dict.fromkeys(
         (
             "accuracy_multi",
@@ -171,7 +173,9 @@ METRICS: dict[str, Known] = {
         ("f1", "f1_score", "fbeta", "fbeta_score", "precision", "recall", "precision_score"),
         _SCORE,
     ),
-    **dict.fromkeys(("recall_score", "ap", "map", "average_precision"), _SCORE),
+    **dict.fromkeys(
+        ("recall_score", "ap", "map", "map50", "map75", "map50-95", "average_precision"), _SCORE
+    ),
     **dict.fromkeys(
         ("dice", "dice_multi", "iou", "mean_iou", "miou", "jaccard", "jaccard_index"), _SCORE
     ),

@@ -249,7 +249,8 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
     beyond noise, or doubled (an oscillating blow-up is its own "noise"), or above where training
     started. Stretches, not single epochs, because some frameworks log a noisy last-batch loss.
     A memorised training loss (below half ``valid_best``, the validation loss's best) wobbling
-    near its floor by less than a quarter of its range is not the optimisation failing."""
+    near its floor by less than a quarter of its range, or of its way up to ``valid_best``, is not
+    the optimisation failing."""
     n = len(train)
     # Two evaluations at least: a framework that logs its last batch's loss (the Trainer, at an
     # evaluation) can spike one evaluation, which is no sign of the optimisation failing.
@@ -273,7 +274,9 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
         )
     span = max(train) - low
     memorised = tail < thresholds.memorised_gap * valid_best
-    if worsening and memorised and rise < thresholds.diverging_share * span:
+    # A run that starts memorised (training resumed, a second fit) has a range of jitter alone:
+    # the way up to the validation loss is the scale a failing optimisation would cover.
+    if worsening and memorised and rise < thresholds.diverging_share * max(span, valid_best - low):
         worsening = False
     learned = train[0] - low >= thresholds.not_learning_drop * train[0]
     return Training(min_at, tail, worsening, rise, span, learned, memorised)
@@ -572,7 +575,7 @@ def _judge(
     # underfitting is not released by one look that learns again.
     waits = live and not was_underfit
 
-    memorises = _memorises(train, fit, thresholds)
+    memorises = _memorises(train, fit, thresholds, n_classes)
     guessed = (
         chance(valid, crit, raw, metric, loss, n_classes, thresholds)
         if metric is not None and raw is not None and (memorises or n_classes is not None)
@@ -720,11 +723,21 @@ def _unsettled(
     return None
 
 
-def _memorises(train: list[float], fit: Training, thresholds: Thresholds) -> bool:
+def _memorises(
+    train: list[float], fit: Training, thresholds: Thresholds, n_classes: int | None
+) -> bool:
     """The training loss fell by a good share after the first epoch, whose average often mixes
-    in the loss of the untrained model."""
+    in the loss of the untrained model, and, for n classes, below ``underfit_chance`` times
+    ln(n): a model still fitting its training data no better than that has memorised nothing
+    yet, and its metric may still leave chance behind."""
     start = train[1] if len(train) > 1 else train[0]
-    return start - fit.tail > thresholds.memorised_drop * start
+    if start - fit.tail <= thresholds.memorised_drop * start:
+        return False
+    return (
+        n_classes is None
+        or n_classes < 2
+        or fit.tail < thresholds.underfit_chance * math.log(n_classes)
+    )
 
 
 def _underfit(

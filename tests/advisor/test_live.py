@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.advisor.curves import Curves, resolve_criterion
+from app.advisor.curves import Curves, ceiling, chance_level, resolve_criterion
 from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
 from benchmarks.diagnosis_agreement import (
     FRESH_CURVES,
@@ -267,7 +267,8 @@ def test_a_noisy_metric_far_above_chance_has_beaten_chance() -> None:
     """A 9-class melanoma CNN whose accuracy swings between 0.15 and 0.45 while it climbs: its
     best stretch (about 0.37) is many standard errors of a stretch above chance (0.11), however
     far one evaluation swings, so it is not "no signal" and is not stopped. The same swings
-    around chance are no signal."""
+    around chance, from a model whose training loss fell to half of the run's (below half of
+    guessing's, ln 9), are no signal."""
     curve = labelled_run(HELD_OUT["vault"], "hargurjeet-isic-9class-cnn-augmentor-rebalanced-30ep")
     live = Ours()
     replay(curve, live)
@@ -276,7 +277,11 @@ def test_a_noisy_metric_far_above_chance_has_beaten_chance() -> None:
     accuracy = [e["metrics"]["accuracy"] for e in epochs]
     mean = sum(accuracy) / len(accuracy)
     at_chance = [
-        {**e, "metrics": {"accuracy": max(0.0, a - mean + 1 / 9)}}
+        {
+            **e,
+            "train_loss": e["train_loss"] / 2,
+            "metrics": {"accuracy": max(0.0, a - mean + 1 / 9)},
+        }
         for e, a in zip(epochs, accuracy, strict=True)
     ]
     d = diagnose(Curves.of(at_chance), ACCURACY, n_classes=9)
@@ -289,6 +294,9 @@ def test_a_validation_prefix_names_the_same_metric() -> None:
     is not taken for one that never beat its first epoch: it overfits."""
     assert resolve_criterion("val_accuracy", None).higher_is_better
     assert not resolve_criterion("eval_wer", None).higher_is_better
+    # Ultralytics' names: top-1 accuracy by the class count, top-5 too, and mAP up to 1.
+    assert (chance_level("accuracy_top1", 2), chance_level("accuracy_top5", 10)) == (0.5, 0.5)
+    assert ceiling("mAP50-95") == 1.0 and resolve_criterion("mAP50", None).higher_is_better
     d = real_run(HELD_OUT["vault"], "icons-multilabel-resnet18-colorjitter-continued")
     assert d.verdict == Verdict.OVERFITTING, d.summary
 
@@ -441,6 +449,38 @@ def test_a_memorised_training_loss_wobbling_near_its_floor_does_not_hide_overfit
     train[-7:] = [0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1]
     d = diagnose(Curves.of(records(list(zip(train, valid, acc, strict=True)))), ACCURACY)
     assert d.verdict == Verdict.DIVERGING
+
+
+def test_a_memorised_run_resumed_at_its_floor_is_not_diverging() -> None:
+    """Ten more epochs of a fastai fine-tune whose smoothed training loss starts at its floor
+    (0.06-0.08, a twelfth of the validation loss): its range is jitter alone, and a rise of a
+    hundredth is no failing optimisation. Replayed live it is never diverging and not stopped;
+    the same run whose training loss climbs a quarter of the way to the validation loss is."""
+    curve = labelled_run(HELD_OUT["reserve"], "skin-lesion-resnet18-extra-10")
+    live = Ours()
+    replay(curve, live)
+    assert Verdict.DIVERGING not in live.verdicts and not live.rule.stopped, live.verdicts
+    climbing = [
+        {**e, "train_loss": e["train_loss"] + (0.05 * (i - 4) if i > 4 else 0.0)}
+        for i, e in enumerate(curve["epochs"])
+    ]
+    d = diagnosis_of({**curve, "epochs": climbing})
+    assert d.verdict == Verdict.DIVERGING, d.summary
+
+
+def test_a_training_loss_above_half_of_guessing_has_memorised_nothing_yet() -> None:
+    """A 10-class audio CNN whose training loss fell from 2.3 to 1.3 while its noisy validation
+    accuracy stayed near chance for nine epochs, and went on to 0.98: it fits its training data
+    not much better than guessing (0.5 ln 10 = 1.15), so it is not told it learns nothing, and
+    not stopped. The same run with its training loss driven to 0.1 memorises: no signal."""
+    curve = labelled_run(HELD_OUT["reserve"], "animal-sound-cnn-melspec-100ep")
+    live = Ours()
+    replay(curve, live)
+    assert Verdict.NO_SIGNAL not in live.verdicts and not live.rule.stopped, live.verdicts
+    head = curve["epochs"][:9]
+    memorised = [{**e, "train_loss": 2.3 * 0.6**i} for i, e in enumerate(head)]
+    d = diagnosis_of({**curve, "epochs": memorised})
+    assert d.verdict == Verdict.NO_SIGNAL, d.summary
 
 
 def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
