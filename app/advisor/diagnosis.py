@@ -299,11 +299,17 @@ def counts(
     fit: Training,
     thresholds: Thresholds,
     was_underfit: bool = False,
+    counted_before: bool = False,
 ) -> bool:
     """A degraded signal counts against the model while its training loss does not get worse;
     the weak rules (steady, held) only while it keeps falling since the signal's best, and so
     does every rule once the run was said to underfit (``was_underfit``): a model that cannot fit
-    its training data memorises nothing unless its training loss still clearly falls."""
+    its training data memorises nothing unless its training loss still clearly falls. A signal
+    the previous look's overfitting rested on (``counted_before``, from the same best) needs the
+    fall to enter, not to stay: one noisy evaluation of a training loss logged per batch is not
+    the model ceasing to memorise."""
+    if counted_before and reading.degraded:
+        return not fit.worsening
     if reading.rule in _WEAK or (was_underfit and reading.degraded):
         return keeps_falling(train, reading.best, fit, thresholds)
     return reading.degraded and not fit.worsening
@@ -384,6 +390,7 @@ def diagnose(
     if len(curves) < thresholds.min_epochs:
         return _insufficient(curves, crit, thresholds)
     held = _held_signals(previous)
+    counted = _counted_signals(previous)
     was_underfit = previous is not None and previous.get("verdict") == Verdict.UNDERFITTING
     look = _look(curves, crit, thresholds)
     judged = _judge(
@@ -393,6 +400,7 @@ def diagnose(
         thresholds,
         n_classes,
         held,
+        counted=counted,
         was_underfit=was_underfit,
         adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
@@ -406,7 +414,14 @@ def diagnose(
         # The verdict waits for a second look; whether this look would be worth stopping on is
         # still this look's to say, so that the next one can confirm it.
         unwaited = _judge(
-            curves, look, crit, thresholds, n_classes, held, was_underfit=was_underfit
+            curves,
+            look,
+            crit,
+            thresholds,
+            n_classes,
+            held,
+            counted=counted,
+            was_underfit=was_underfit,
         )
         worth = _stop_worthy(curves, unwaited, thresholds)
         return replace(judged, evidence=judged.evidence._replace(stop_worthy=worth))
@@ -506,6 +521,22 @@ def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, int | float] 
     }
 
 
+# The signals an overfitting verdict rests on, by the signal it names (a Signal, or the plain
+# string a stored answer holds: the same key).
+_RESTS_ON: dict[str | None, frozenset[str]] = {
+    Signal.METRIC: frozenset({"metric"}),
+    Signal.VALID_LOSS: frozenset({"valid_loss"}),
+    Signal.BOTH: frozenset({"metric", "valid_loss"}),
+}
+
+
+def _counted_signals(previous: Mapping[str, Any] | None) -> frozenset[str]:
+    """The signals the previous look's overfitting verdict rested on; none for another verdict."""
+    if previous is None or previous.get("verdict") != Verdict.OVERFITTING:
+        return frozenset()
+    return _RESTS_ON.get(previous.get("signal"), frozenset())
+
+
 class _Look(NamedTuple):
     """What a look reads off the curves before judging them: the validation signals (the costly
     part, noise estimates included), read once however many ways the look is judged."""
@@ -534,12 +565,14 @@ def _judge(
     n_classes: int | None,
     held: Mapping[str, int | float] | None = None,
     *,
+    counted: frozenset[str] = frozenset(),
     was_underfit: bool = False,
     adjacent: bool = False,
     live: bool = False,
 ) -> Diagnosis:
     """The verdict on the epochs as they stand, read as ``look``; ``held``: for a run looked at
     before, the signals degraded at the previous look, by name, with the epoch each was best at;
+    ``counted``: those of them the previous look's overfitting verdict rested on;
     ``was_underfit``: the previous look said underfitting, which then holds until the losses part
     by twice the gap that let it in; ``adjacent``: that look was at the evaluation just before
     (only then is a newly degraded signal pending: a batch of evaluations appended at once is its
@@ -549,13 +582,16 @@ def _judge(
     train, valid = curves.train_loss, curves.valid_loss
     loss, metric, raw = look
     pending: set[str] = set()
+    loss_counted = metric_counted = False
     if held is not None:
         at_loss = _index_of(curves.epochs, held.get("valid_loss"))
         if at_loss is not None:
             loss = signals.held_over(loss, at_loss)
+            loss_counted = "valid_loss" in counted and loss.best == at_loss
         at_metric = _index_of(curves.epochs, held.get("metric"))
         if metric is not None and at_metric is not None:
             metric = signals.held_over(metric, at_metric)
+            metric_counted = "metric" in counted and metric.best == at_metric
         if adjacent:
             pending = {
                 name
@@ -588,9 +624,11 @@ def _judge(
     metric_worse = (
         metric is not None
         and "metric" not in pending
-        and counts(metric, train, fit, thresholds, was_underfit)
+        and counts(metric, train, fit, thresholds, was_underfit, metric_counted)
     )
-    loss_rises = "valid_loss" not in pending and counts(loss, train, fit, thresholds, was_underfit)
+    loss_rises = "valid_loss" not in pending and counts(
+        loss, train, fit, thresholds, was_underfit, loss_counted
+    )
     overconfident = (
         loss_rises
         and metric is not None

@@ -483,6 +483,22 @@ def test_a_training_loss_above_half_of_guessing_has_memorised_nothing_yet() -> N
     assert d.verdict == Verdict.NO_SIGNAL, d.summary
 
 
+def test_overfitting_said_does_not_flicker_with_one_noisy_training_loss() -> None:
+    """A YOLOv8 classifier whose validation loss stays up from evaluation 19 (the held rule) while
+    its per-epoch training loss zigzags (0.19, 0.23, 0.18, 0.22): entering overfitting needs the
+    training loss to have kept falling, staying does not, so once said it holds to the end. The
+    same evaluations judged at once, with no look before, still need the fall: at evaluation 21
+    (a training-loss spike) the run reported whole is healthy."""
+    curve = labelled_run(HELD_OUT["reserve"], "emotion8-yolov8n-cls-train")
+    live = Ours()
+    replay(curve, live)
+    said = live.verdicts.index(Verdict.OVERFITTING)
+    assert set(live.verdicts[said:]) == {Verdict.OVERFITTING}, live.verdicts
+    assert said <= 21 and live.changes().reversals <= 1, live.verdicts
+    whole = diagnosis_of({**curve, "epochs": curve["epochs"][:22]})
+    assert whole.verdict == Verdict.HEALTHY, whole.summary
+
+
 def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     """The last stretch averages below the best, but the last evaluation is the best: the
     answer says so instead of calling it a dip."""
