@@ -20,6 +20,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from itertools import repeat
 from operator import gt, mul
 from typing import Any, NamedTuple
@@ -392,16 +393,19 @@ def diagnose(
     held = _held_signals(previous)
     counted = _counted_signals(previous)
     was_underfit = previous is not None and previous.get("verdict") == Verdict.UNDERFITTING
-    look = _look(curves, crit, thresholds)
-    judged = _judge(
+    # The look judged as the run stands, with what the previous look knew.
+    judge = partial(
+        _judge,
         curves,
-        look,
+        _look(curves, crit, thresholds),
         crit,
         thresholds,
         n_classes,
         held,
         counted=counted,
         was_underfit=was_underfit,
+    )
+    judged = judge(
         adjacent=previous is not None
         and previous.get("evidence", {}).get("n_epochs") == len(curves) - 1,
         live=previous is not None,
@@ -413,17 +417,7 @@ def diagnose(
     if judged.evidence.pending:
         # The verdict waits for a second look; whether this look would be worth stopping on is
         # still this look's to say, so that the next one can confirm it.
-        unwaited = _judge(
-            curves,
-            look,
-            crit,
-            thresholds,
-            n_classes,
-            held,
-            counted=counted,
-            was_underfit=was_underfit,
-        )
-        worth = _stop_worthy(curves, unwaited, thresholds)
+        worth = _stop_worthy(curves, judge(), thresholds)
         return replace(judged, evidence=judged.evidence._replace(stop_worthy=worth))
     if not _stop_worthy(curves, judged, thresholds):
         return judged
