@@ -9,7 +9,7 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe]
         [--plateaus N] [--misses]
 """
 
@@ -52,6 +52,9 @@ LOCKED_CURVES = DATA / "real_curves_locked"
 # Collected after the locked set was scored, from repositories no other set uses (and checked for
 # copies), overfitting runs sought where they exist, labelled blind, committed before it was scored.
 RESERVE_CURVES = DATA / "real_curves_reserve"
+# Collected after the reserve set's changes, from repositories no other set uses or the reserve's
+# collectors claimed (and checked for copies), labelled blind, committed before it was scored.
+SAFE_CURVES = DATA / "real_curves_safe"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -62,6 +65,7 @@ HELD_OUT: dict[str, Path] = {
     "vault": VAULT_CURVES,
     "locked": LOCKED_CURVES,
     "reserve": RESERVE_CURVES,
+    "safe": SAFE_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
