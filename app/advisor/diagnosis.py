@@ -339,15 +339,18 @@ def chance(
         noise = metric.threshold / math.sqrt(k) if len(raw) >= thresholds.metric.measurable else 0
         margin = max(noise, thresholds.chance_margin * abs(level))
         return Chance(level, "n_classes", best_stretch - sign * level > margin)
-    # The first epoch stands in for chance only where it could be chance: below what guessing
-    # between two classes scores, for metrics with a known chance level, and on a validation
-    # loss that rose from the start (memorised labels make confident mistakes).
+    # The first epoch stands in for chance only where it could be chance: for a metric whose
+    # chance level a class count would give (accuracy without the count), below what guessing
+    # between two classes scores, and on a validation loss that rose from the start (memorised
+    # labels make confident mistakes). The first WER, F1 or mAP of a fine-tune says nothing of
+    # chance: a pretrained model is good from its first evaluation.
     level = raw[0]
     margin = max(metric.threshold, thresholds.metric.z * metric.noise)
     highest_chance = chance_level(crit.name, 2)
     beaten = (
         len(raw) < thresholds.first_epoch_min_epochs
-        or (highest_chance is not None and sign * (level - highest_chance) > 0)
+        or highest_chance is None
+        or sign * (level - highest_chance) > 0
         or not loss.degraded
         or best_stretch - sign * level > margin
         or valid[0] - loss.best_stretch > loss.threshold
@@ -635,8 +638,10 @@ def _judge(
     deciding = judged
     instability: str | None = None
     high_rate = _schedule_high(curves, thresholds)
-    if fit.worsening and (
-        fit.rise >= thresholds.diverging_share * fit.span or judged.degraded or loss_rises
+    if (
+        fit.worsening
+        and (fit.rise >= thresholds.diverging_share * fit.span or judged.degraded or loss_rises)
+        and not (was_underfit and train[-1] < train[-2])
     ):
         verdict = Verdict.DIVERGING
     elif guess is not None and not guess.beaten and not high_rate:

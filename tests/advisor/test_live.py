@@ -499,6 +499,21 @@ def test_overfitting_said_does_not_flicker_with_one_noisy_training_loss() -> Non
     assert whole.verdict == Verdict.HEALTHY, whole.summary
 
 
+def test_a_first_wer_or_f1_is_no_chance_level() -> None:
+    """A Whisper fine-tune whose first WER (0.37) is already a pretrained model's, whose
+    validation loss is lowest at its second evaluation and whose WER improves late to 0.31: with
+    no chance level for WER, its first evaluation is not taken for guessing, so it is never told
+    it learns nothing and is not stopped; the same goes for a BERT tagger whose entity F1 is 0.72
+    from its first epoch (overfitting, not no signal). Accuracy with no class count still falls
+    back on its first epoch (test_no_signal_from_the_class_count_or_the_first_epoch)."""
+    curve = labelled_run(HELD_OUT["safe"], "seq2seq-base-common11-7000")
+    live = Ours()
+    replay(curve, live)
+    assert Verdict.NO_SIGNAL not in live.verdicts and not live.rule.stopped, live.verdicts
+    tagger = real_run(HELD_OUT["reserve"], "bert-jnlpba-ner")
+    assert tagger.verdict == Verdict.OVERFITTING and tagger.evidence.chance is None, tagger.summary
+
+
 def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     """The last stretch averages below the best, but the last evaluation is the best: the
     answer says so instead of calling it a dip."""
