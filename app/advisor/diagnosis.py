@@ -90,7 +90,8 @@ class Thresholds:
     # Underfitting: a training loss within ``underfit_gap`` (relative) of the validation loss
     # and high for the task: a bounded metric that covered less than ``underfit_reach`` of the
     # way from chance to its ceiling; else, for n classes, a training loss above
-    # ``underfit_chance`` times ln(n), the cross-entropy of guessing. With nothing to say what
+    # ``underfit_chance`` times ln(n), the cross-entropy of guessing (a training loss below it is
+    # also what memorising needs before no_signal is said). With nothing to say what
     # the task allows (an autoencoder, a regression), only a loss that ended above
     # ``underfit_share`` of its first value, one that barely moved: a fall to 60% of its
     # start is how far a converged autoencoder comes.
@@ -770,11 +771,17 @@ def _memorises(
     start = train[1] if len(train) > 1 else train[0]
     if start - fit.tail <= thresholds.memorised_drop * start:
         return False
-    return (
-        n_classes is None
-        or n_classes < 2
-        or fit.tail < thresholds.underfit_chance * math.log(n_classes)
-    )
+    guessing = _guessing_loss(n_classes, thresholds)
+    return guessing is None or fit.tail < guessing
+
+
+def _guessing_loss(n_classes: int | None, thresholds: Thresholds) -> float | None:
+    """``underfit_chance`` times ln(n), the cross-entropy of guessing among n classes: a loss
+    above it fits no better than that, for underfitting and memorising alike; None without a
+    class count."""
+    if n_classes is None or n_classes < 2:
+        return None
+    return thresholds.underfit_chance * math.log(n_classes)
 
 
 def _underfit(
@@ -805,12 +812,13 @@ def _underfit(
     reach = _reach(crit, metric, n_classes)
     if reach is not None:
         return reach < thresholds.underfit_reach
-    if n_classes is not None and n_classes >= 2:
+    guessing = _guessing_loss(n_classes, thresholds)
+    if guessing is not None:
         # Both losses high for the task: a validation loss well below it says the model fits
         # the task, whatever a training loss logged from single noisy batches (or under
         # dropout and augmentation) reads.
         ended = min(fit.tail, series.mean(valid[-series.tail_length(len(valid)) :]))
-        return ended > thresholds.underfit_chance * math.log(n_classes)
+        return ended > guessing
     return fit.tail > thresholds.underfit_share * train[0]
 
 
