@@ -9,7 +9,7 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare]
         [--plateaus N] [--misses]
 """
 
@@ -55,6 +55,7 @@ RESERVE_CURVES = DATA / "real_curves_reserve"
 # Collected after the reserve set's changes, from repositories no other set uses or the reserve's
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 SAFE_CURVES = DATA / "real_curves_safe"
+SPARE_CURVES = DATA / "real_curves_spare"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -66,6 +67,7 @@ HELD_OUT: dict[str, Path] = {
     "locked": LOCKED_CURVES,
     "reserve": RESERVE_CURVES,
     "safe": SAFE_CURVES,
+    "spare": SPARE_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
