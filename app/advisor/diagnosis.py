@@ -744,14 +744,17 @@ def _unsettled(
 ) -> str | None:
     """Why a degraded validation signal is instability rather than overfitting: the learning
     rate is in its high phase (``high_rate``, :func:`_schedule_high`), or the validation loss
-    jumped: it blew up (one evaluation ``blow_up`` times the one before it) or rose while the
-    training loss barely moved, for a model that has not memorised its training set."""
+    jumped: it blew up recently (one evaluation ``blow_up`` times the one before it) or rose
+    while the training loss barely moved, for a model that has not memorised its training set."""
     if high_rate:
         return "schedule"
     if not loss.degraded:
         return None
     valid = curves.valid_loss
-    after = valid[loss.best :]
+    # A blow-up explains the run as it stands only while it is recent (within the evaluations
+    # it takes to measure noise): long after one, a validation loss still up there while
+    # training went on is what the model did since, not the optimisation's state now.
+    after = valid[max(loss.best, len(valid) - thresholds.metric.measurable - 1) :]
     if any(map(gt, after[1:], map(mul, after[:-1], repeat(thresholds.blow_up)))):
         return "jump"
     train = curves.train_loss

@@ -514,6 +514,29 @@ def test_a_first_wer_or_f1_is_no_chance_level() -> None:
     assert tagger.verdict == Verdict.OVERFITTING and tagger.evidence.chance is None, tagger.summary
 
 
+def test_a_blow_up_long_past_no_longer_explains_a_memorising_run() -> None:
+    """A YOLO classifier whose validation loss is best at its first evaluation (0.22), blows up
+    fourfold at the second and then climbs to 2.2 over a hundred epochs while its training loss
+    falls from 0.28 to 0.002 and its accuracy never comes back: the blow-up is long past, and
+    the run as it stands memorises (overfitting, stopped, the first evaluation kept). A fastai
+    flat-cos run whose validation loss blew up from 6.3 to 148 in its first epochs is still in
+    that blow-up at its fifth and sixth evaluations: unstable, not stopped then (it recovers to
+    0.32)."""
+    curve = labelled_run(HELD_OUT["spare"], "voleypassclasifier-classify-train2")
+    whole = diagnosis_of(curve)
+    assert whole.verdict == Verdict.OVERFITTING, whole.summary
+    live = Ours()
+    replay(curve, live)
+    assert live.rule.stopped and live.rule.kept_epoch == 0, live.verdicts
+    flat_cos = labelled_run(REAL_CURVES, "fastai-resnet18-digits-n200-e40-lr3e-3-flat-cos")
+    for n in (5, 6):
+        early = diagnosis_of({**flat_cos, "epochs": flat_cos["epochs"][:n]})
+        assert early.verdict == Verdict.UNSTABLE, (n, early.summary)
+    live = Ours()
+    replay(flat_cos, live)
+    assert not live.rule.stopped, live.verdicts
+
+
 def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     """The last stretch averages below the best, but the last evaluation is the best: the
     answer says so instead of calling it a dip."""
