@@ -759,7 +759,13 @@ def _unsettled(
         return "jump"
     train = curves.train_loss
     fall = series.rel(train[loss.best] - fit.tail, train[loss.best])
-    if not fit.memorised and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01):
+    # A training loss that fell by a good share has not barely moved, however far a validation
+    # loss from a best near zero rose in relative terms.
+    if (
+        not fit.memorised
+        and fall < thresholds.memorised_drop
+        and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01)
+    ):
         return "jump"
     return None
 

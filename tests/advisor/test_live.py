@@ -537,6 +537,24 @@ def test_a_blow_up_long_past_no_longer_explains_a_memorising_run() -> None:
     assert not live.rule.stopped, live.verdicts
 
 
+def test_a_training_loss_that_fell_by_a_good_share_has_not_barely_moved() -> None:
+    """An InceptionV3 transfer run whose validation loss was best near zero (0.0003) and rose to
+    0.64 while its training loss fell from 0.08 to 0.003: the relative rise is a thousandfold,
+    but the training loss fell 97%, so the run memorises (overfitting), not "a validation loss
+    that rose while the training loss barely moved". The same evaluations with a training loss
+    that stays where it was at the validation loss's best are unstable."""
+    curve = labelled_run(HELD_OUT["blind"], "horses-humans-inceptionv3-transfer-69ep")
+    d = diagnosis_of(curve)
+    assert d.verdict == Verdict.OVERFITTING and "barely" not in d.summary, d.summary
+    best = min(range(len(curve["epochs"])), key=lambda i: curve["epochs"][i]["valid_loss"])
+    level = curve["epochs"][best]["train_loss"]
+    flat = [
+        {**e, "train_loss": level * (1 + 0.01 * (i % 2))} for i, e in enumerate(curve["epochs"])
+    ]
+    d = diagnosis_of({**curve, "epochs": flat})
+    assert d.verdict == Verdict.UNSTABLE, d.summary
+
+
 def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     """The last stretch averages below the best, but the last evaluation is the best: the
     answer says so instead of calling it a dip."""
