@@ -9,7 +9,7 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed]
         [--plateaus N] [--misses]
 """
 
@@ -56,6 +56,7 @@ RESERVE_CURVES = DATA / "real_curves_reserve"
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 SAFE_CURVES = DATA / "real_curves_safe"
 SPARE_CURVES = DATA / "real_curves_spare"
+STOWED_CURVES = DATA / "real_curves_stowed"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -68,6 +69,7 @@ HELD_OUT: dict[str, Path] = {
     "reserve": RESERVE_CURVES,
     "safe": SAFE_CURVES,
     "spare": SPARE_CURVES,
+    "stowed": STOWED_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
