@@ -267,8 +267,15 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
         stretch = series.windows(train, k)
         low_stretch = stretch.lowest_mean
         rise_stretch = tail - low_stretch
-        worsening = stretch.lowest_start + k - 1 < n - k and (
-            rise_stretch > low_stretch
+        best_ends = stretch.lowest_start + k
+        # Doubled, by more than a k-mean of the jitter the run showed up to its best stretch
+        # could rise: a loss logged from one batch per evaluation swings that far by itself,
+        # while a blow-up comes out of a quiet run.
+        doubled = rise_stretch > low_stretch and rise_stretch > thresholds.loss.z * series.noise(
+            train[:best_ends]
+        ) * math.sqrt(2 / k)
+        worsening = best_ends - 1 < n - k and (
+            doubled
             or (
                 rise_stretch > thresholds.train_rise_rel * low_stretch
                 and rise_stretch > thresholds.loss.z * series.noise(train)
@@ -451,11 +458,12 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     at any of the looks so far (:func:`signals.clear_of_noise`)."""
     if judged.verdict not in STOP_VERDICTS:
         return False
-    if judged.verdict == Verdict.DIVERGING:
-        # A training loss that has started to come back down may be a spike, not divergence.
-        train = curves.train_loss
-        return train[-1] >= train[-2]
     ev = judged.evidence
+    if judged.verdict == Verdict.DIVERGING:
+        # A training loss that has started to come back down may be a spike, not divergence;
+        # one rising while the metric still reaches new bests has not cost the run its weights.
+        train = curves.train_loss
+        return train[-1] >= train[-2] and not _reaches_new_bests(curves, ev, "metric")
     raw = None if ev.criterion == VALID_LOSS.name else curves.metric(ev.criterion)
     if raw is not None and min(raw) == max(raw):
         # A metric that never moved from its first value (a model still answering one class):
@@ -472,8 +480,7 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     # Neither signal alone stops a run the other one says is still learning: a metric that dips
     # while the validation loss still reaches new lows has memorised nothing yet, and a
     # validation loss that rises while the metric still reaches new bests is over-confidence,
-    # whose stop would keep weights the run is still beating. The look already found each
-    # signal's best evaluation.
+    # whose stop would keep weights the run is still beating.
     other = (
         "valid_loss"
         if ev.signal == Signal.METRIC
@@ -481,11 +488,8 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
         if ev.signal == Signal.VALID_LOSS
         else None
     )
-    if other in ev.signals:
-        best = _index_of(curves.epochs, ev.signals[other]["best_epoch"])
-        n = len(curves)
-        if best is not None and best >= n - series.tail_length(n):
-            return False
+    if other is not None and _reaches_new_bests(curves, ev, other):
+        return False
     if ev.signals[deciding]["degradation"] >= severe[1]:
         return True
     if len(curves) < thresholds.metric.measurable:
@@ -496,6 +500,17 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     return signals.clear_of_noise(
         series.negated(raw) if ev.higher_is_better else raw, thresholds.live
     )
+
+
+def _reaches_new_bests(curves: Curves, ev: Evidence, name: str) -> bool:
+    """The signal ``name`` found its best within the last stretch: the run is still beating the
+    weights a stop would keep. The look already found each signal's best evaluation."""
+    reading = ev.signals.get(name)
+    if reading is None:
+        return False
+    best = _index_of(curves.epochs, reading["best_epoch"])
+    n = len(curves)
+    return best is not None and best >= n - series.tail_length(n)
 
 
 def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:

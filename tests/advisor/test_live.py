@@ -234,6 +234,44 @@ def test_one_spike_of_a_logged_training_loss_is_not_divergence() -> None:
     assert diagnose(Curves.of(records(rising)), ACCURACY).verdict == Verdict.DIVERGING
 
 
+def test_a_training_loss_of_one_batch_per_evaluation_swings_without_diverging() -> None:
+    """A ResNet34 on QuickDraw logged every 20 steps with one batch's training loss, which swings
+    between 0.12 and 3.5 from the start: at its 80th evaluation the last five average 1.23
+    against a best five of 0.45, "doubled", but no further than such swings carry a mean of
+    five. Replayed live it is not stopped as diverging (it went on to 0.86 accuracy). The same
+    doubling out of a quiet run, a loss near 0.45 that starts to swing up to 3, is diverging."""
+    curve = labelled_run(HELD_OUT["stowed"], "rohchanghyun-quickdraw-resnet34-scratch")
+    head = curve["epochs"][:80]
+    d = diagnosis_of({**curve, "epochs": head})
+    assert d.verdict != Verdict.DIVERGING, d.summary
+    live = Ours()
+    assert replay(curve, live).stop is None, live.verdicts
+    quiet = [
+        {**e, "train_loss": 0.45 + 0.01 * (i % 2) if i < 75 else [0.6, 2.5, 0.7, 3.0, 1.3][i - 75]}
+        for i, e in enumerate(head)
+    ]
+    d = diagnosis_of({**curve, "epochs": quiet})
+    assert d.verdict == Verdict.DIVERGING, d.summary
+
+
+def test_a_training_loss_rising_while_the_metric_reaches_new_bests_is_no_stop() -> None:
+    """A set-prediction model whose training and validation losses rise over its first six
+    evaluations (2.39 to 3.08) while its accuracy reaches a new best at every one of them (0.43
+    to 0.48), and which went on to 0.61: diverging, said, but not stopped on, because the
+    weights a stop would keep are ones the run is still beating. The same rise with the
+    accuracy falling is stopped."""
+    curve = labelled_run(HELD_OUT["stowed"], "reasongr-train-full-run-2025-06-10-0036")
+    live = Ours()
+    outcome = replay(curve, live)
+    assert Verdict.DIVERGING in live.verdicts[:7] and outcome.stop is None, live.verdicts
+    falling = [
+        {**e, "metrics": dict.fromkeys(e["metrics"], 0.5 - 0.01 * i)} if i else e
+        for i, e in enumerate(curve["epochs"][:7])
+    ]
+    live = Ours()
+    assert replay({**curve, "epochs": falling}, live).stop is not None, live.verdicts
+
+
 def test_a_validation_loss_off_its_best_is_not_said_to_be_at_it() -> None:
     """A Lightning transformer reported without a metric, its validation loss 80% above its best
     after a weak rule's rise (not counted: the training loss ticked up on its last evaluation).
