@@ -55,7 +55,11 @@ RESERVE_CURVES = DATA / "real_curves_reserve"
 # Collected after the reserve set's changes, from repositories no other set uses or the reserve's
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 SAFE_CURVES = DATA / "real_curves_safe"
+# Collected after the safe set's fixes, from repositories no other set uses (and checked for
+# copies), labelled blind, committed before it was scored.
 SPARE_CURVES = DATA / "real_curves_spare"
+# Collected after the spare set's fixes, from repositories no other set uses or the spare's
+# collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 STOWED_CURVES = DATA / "real_curves_stowed"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
