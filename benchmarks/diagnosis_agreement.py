@@ -9,7 +9,8 @@ the validation loss, has not improved for ``N`` epochs). Then the share of gener
 plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
-        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed]
+        [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
+         |--cellar]
         [--plateaus N] [--misses]
 """
 
@@ -61,6 +62,9 @@ SPARE_CURVES = DATA / "real_curves_spare"
 # Collected after the spare set's fixes, from repositories no other set uses or the spare's
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 STOWED_CURVES = DATA / "real_curves_stowed"
+# Collected after the stowed set's fixes, from repositories no other set uses (and checked for
+# copies), overfitting runs sought where they exist, labelled blind, committed before it was scored.
+CELLAR_CURVES = DATA / "real_curves_cellar"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -74,6 +78,7 @@ HELD_OUT: dict[str, Path] = {
     "safe": SAFE_CURVES,
     "spare": SPARE_CURVES,
     "stowed": STOWED_CURVES,
+    "cellar": CELLAR_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 

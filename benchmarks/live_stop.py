@@ -2,7 +2,8 @@
 callbacks see it, beside the early-stopping rules practitioners use. One JSON line:
 
     python -m benchmarks.live_stop
-        [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|safe|spare|stowed|all]
+        [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|safe|spare|stowed
+               |cellar|all]
         [--http] [--runs]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
