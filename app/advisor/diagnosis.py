@@ -465,10 +465,11 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
         train = curves.train_loss
         return train[-1] >= train[-2] and not _reaches_new_bests(curves, ev, "metric")
     raw = None if ev.criterion == VALID_LOSS.name else curves.metric(ev.criterion)
-    if raw is not None and min(raw) == max(raw):
-        # A metric that never moved from its first value (a model still answering one class):
-        # the weights a stop would keep are no better than the start's, so the run may as well
-        # go on until it learns something.
+    if raw is not None and _best_at_start(raw, ev.higher_is_better):
+        # A metric whose best is the value it began on, held exactly from the first evaluation
+        # (a model answering one class, however it moved once it began to learn): the weights a
+        # stop would keep are no better than the start's, so the run may as well go on until it
+        # learns something.
         return False
     if judged.verdict != Verdict.OVERFITTING:
         return True
@@ -500,6 +501,14 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     return signals.clear_of_noise(
         series.negated(raw) if ev.higher_is_better else raw, thresholds.live
     )
+
+
+def _best_at_start(raw: list[float], higher_is_better: bool) -> bool:
+    """The metric's best is its first value, repeated exactly at the next two evaluations (or
+    all of a shorter run's): the same answers three times over, where two equal readings of a
+    small validation set, or of a fine-tune already at its ceiling, may be chance."""
+    best = max(raw) if higher_is_better else min(raw)
+    return raw[0] == best and all(v == best for v in raw[1:3])
 
 
 def _reaches_new_bests(curves: Curves, ev: Evidence, name: str) -> bool:

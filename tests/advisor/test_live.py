@@ -272,6 +272,24 @@ def test_a_training_loss_rising_while_the_metric_reaches_new_bests_is_no_stop() 
     assert replay({**curve, "epochs": falling}, live).stop is not None, live.verdicts
 
 
+def test_a_metric_best_where_it_began_answering_one_class_is_no_stop() -> None:
+    """A Pima diabetes MLP trained with SGD: its accuracy sits at 0.6753, the majority class, for
+    its first nine evaluations, dips to 0.46 while the model starts to tell the classes apart,
+    and climbs to 0.72 at its last, its validation loss falling to its lowest there. Replayed
+    live it was stopped at its 19th evaluation on the dip, keeping a model that answers one
+    class. A best that is the first value, held exactly, is a start no stop can improve on; the
+    same run with its first accuracies a little apart is still stopped on the dip."""
+    curve = labelled_run(HELD_OUT["cellar"], "diabetes-mlp-sgd-50ep")
+    live = Ours()
+    assert replay(curve, live).stop is None, live.verdicts
+    learned = [
+        {**e, "metrics": {"accuracy": e["metrics"]["accuracy"] + 0.001 * (i < 9) * i}}
+        for i, e in enumerate(curve["epochs"])
+    ]
+    live = Ours()
+    assert replay({**curve, "epochs": learned}, live).stop is not None, live.verdicts
+
+
 def test_a_validation_loss_off_its_best_is_not_said_to_be_at_it() -> None:
     """A Lightning transformer reported without a metric, its validation loss 80% above its best
     after a weak rule's rise (not counted: the training loss ticked up on its last evaluation).
