@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -212,9 +213,11 @@ METRICS: dict[str, Known] = {
 VALIDATION_PREFIXES = ("val_", "valid_", "validation_", "eval_", "test_")
 
 
+@cache
 def known_metric(name: str) -> Known | None:
     """What the table knows of a metric named ``name`` (in any case, with or without a
-    validation prefix)."""
+    validation prefix). Cached: a report's metric is looked up several times a look, and the
+    names a service meets are few."""
     lower = name.lower()
     prefix = next((p for p in VALIDATION_PREFIXES if lower.startswith(p)), "")
     return METRICS.get(lower) or METRICS.get(lower[len(prefix) :])

@@ -1088,10 +1088,10 @@ def _summary(
                 else f" while {ev.criterion} ended at {metric['last_value']:.4g} and"
             )
         change = series.rel(deciding.last_value - deciding.best_value, deciding.best_value)
-        best_epoch = deciding.to_dict(curves.epochs)["best_epoch"]
         return (
-            f"{deciding.name} was best at {at(best_epoch)} ({deciding.best_value:.4g}) and "
-            f"ended {abs(change):.1%} worse ({deciding.last_value:.4g}){both}{flat} the "
+            f"{deciding.name} was best at {curves.at(deciding.best)} "
+            f"({deciding.best_value:.4g}) and ended {abs(change):.1%} worse "
+            f"({deciding.last_value:.4g}){both}{flat} the "
             f"training loss kept {'falling' if ev.train_loss_trend == 'improving' else 'steady'}"
             f": {ev.severity} overfitting. {kept}"
         )
