@@ -10,7 +10,7 @@ plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
         [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
-         |--cellar]
+         |--cellar|--larder]
         [--plateaus N] [--misses]
 """
 
@@ -65,6 +65,9 @@ STOWED_CURVES = DATA / "real_curves_stowed"
 # Collected after the stowed set's fixes, from repositories no other set uses (and checked for
 # copies), overfitting runs sought where they exist, labelled blind, committed before it was scored.
 CELLAR_CURVES = DATA / "real_curves_cellar"
+# Collected after the cellar set's fix, from repositories no other set uses or the cellar's
+# collectors claimed (and checked for copies), labelled blind, committed before it was scored.
+LARDER_CURVES = DATA / "real_curves_larder"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -79,6 +82,7 @@ HELD_OUT: dict[str, Path] = {
     "spare": SPARE_CURVES,
     "stowed": STOWED_CURVES,
     "cellar": CELLAR_CURVES,
+    "larder": LARDER_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
