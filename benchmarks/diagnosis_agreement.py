@@ -10,7 +10,7 @@ plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
         [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
-         |--cellar|--larder]
+         |--cellar|--larder|--pantry]
         [--plateaus N] [--misses]
 """
 
@@ -68,6 +68,9 @@ CELLAR_CURVES = DATA / "real_curves_cellar"
 # Collected after the cellar set's fix, from repositories no other set uses or the cellar's
 # collectors claimed (and checked for copies), labelled blind, committed before it was scored.
 LARDER_CURVES = DATA / "real_curves_larder"
+# The larder round's Keras runs, finished after the larder set was scored: the same exclusions,
+# checked for copies, labelled blind, committed before it was scored.
+PANTRY_CURVES = DATA / "real_curves_pantry"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -83,6 +86,7 @@ HELD_OUT: dict[str, Path] = {
     "stowed": STOWED_CURVES,
     "cellar": CELLAR_CURVES,
     "larder": LARDER_CURVES,
+    "pantry": PANTRY_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
