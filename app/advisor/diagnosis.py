@@ -268,14 +268,15 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
         low_stretch = stretch.lowest_mean
         rise_stretch = tail - low_stretch
         best_ends = stretch.lowest_start + k
-        # Doubled, by more than a k-mean of the jitter the run showed up to its best stretch
-        # could rise: a loss logged from one batch per evaluation swings that far by itself,
-        # while a blow-up comes out of a quiet run.
-        doubled = rise_stretch > low_stretch and rise_stretch > thresholds.loss.z * series.noise(
-            train[:best_ends]
-        ) * math.sqrt(2 / k)
         worsening = best_ends - 1 < n - k and (
-            doubled
+            # Doubled, by more than a k-mean of the jitter the run showed up to its best stretch
+            # could rise: a loss logged from one batch per evaluation swings that far by itself,
+            # while a blow-up comes out of a quiet run.
+            (
+                rise_stretch > low_stretch
+                and rise_stretch
+                > thresholds.loss.z * series.noise(train[:best_ends]) * math.sqrt(2 / k)
+            )
             or (
                 rise_stretch > thresholds.train_rise_rel * low_stretch
                 and rise_stretch > thresholds.loss.z * series.noise(train)

@@ -97,8 +97,8 @@ def test_agreement_on_the_held_out_logs() -> None:
 # more repositories, collected after the vault set's fixes), reserve (133 runs from 77 more
 # repositories, overfitting runs sought where they exist), safe (103 runs from 56 more
 # repositories, collected after the reserve set's changes), spare (108 runs from 64 more
-# repositories, collected after the safe set's fixes) and stowed (109 runs from 63 more
-# repositories, collected after the spare set's fixes) and cellar (108 runs from 70 more
+# repositories, collected after the safe set's fixes), stowed (109 runs from 63 more
+# repositories, collected after the spare set's fixes), cellar (108 runs from 70 more
 # repositories, collected after the stowed set's fixes, overfitting runs sought where they
 # exist), larder (74 runs from 47 more repositories, collected after the cellar set's fix) and
 # pantry (the larder round's 23 Keras runs from 18 more repositories, finished after it was
