@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -213,11 +213,11 @@ METRICS: dict[str, Known] = {
 VALIDATION_PREFIXES = ("val_", "valid_", "validation_", "eval_", "test_")
 
 
-@cache
+# Bounded, as modality.resolve's: the names come from reports, and a client may send any.
+@lru_cache(maxsize=1024)
 def known_metric(name: str) -> Known | None:
     """What the table knows of a metric named ``name`` (in any case, with or without a
-    validation prefix). Cached: a report's metric is looked up several times a look, and the
-    names a service meets are few."""
+    validation prefix). Cached: a report's metric is looked up several times a look."""
     lower = name.lower()
     prefix = next((p for p in VALIDATION_PREFIXES if lower.startswith(p)), "")
     return METRICS.get(lower) or METRICS.get(lower[len(prefix) :])
