@@ -65,6 +65,10 @@ class Signal(StrEnum):
     BOTH = "both"
 
 
+# A validation loss half as high again as its best has risen severely.
+_SEVERE_LOSS = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Tuning knobs. Losses move proportionally more than bounded metrics, hence separate floors."""
@@ -73,12 +77,13 @@ class Thresholds:
     # Evaluations in a row a stop verdict must be worth stopping on before the live rule stops.
     live_looks: int = 2
     live: signals.Sequential = field(default_factory=signals.Sequential)
-    loss: Floors = field(default_factory=lambda: Floors(full=0.03))
+    # The severe rule counts a rise of the validation loss that ``severity_loss`` calls severe.
+    loss: Floors = field(default_factory=lambda: Floors(full=0.03, severe=_SEVERE_LOSS))
     # The steady rule reads the loss only: a bounded metric slipping for two epochs is too common
     # on healthy runs to mean anything before its noise can be measured.
     metric: Floors = field(default_factory=lambda: Floors(full=0.015, steady=None, held_share=None))
     # Relative degradation at which overfitting becomes moderate / severe.
-    severity_loss: tuple[float, float] = (0.15, 0.5)
+    severity_loss: tuple[float, float] = (0.15, _SEVERE_LOSS)
     severity_metric: tuple[float, float] = (0.04, 0.12)
     # The training loss "keeps falling" after the validation loss's best epoch: it fell since by
     # at least this fraction, and by more than its own jitter.
@@ -301,6 +306,8 @@ def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thr
 
 
 _WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
+# Rules that let a rise count without showing it clear of three times the jitter.
+_UNPROVEN = (*_WEAK, signals.Rule.SEVERE)
 
 
 def counts(
@@ -492,7 +499,10 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     )
     if other is not None and _reaches_new_bests(curves, ev, other):
         return False
-    if ev.signals[deciding]["degradation"] >= severe[1]:
+    reading = ev.signals[deciding]
+    # A severe rise stops at once, without waiting for the noise test, only when a window or a
+    # trend found it clear of three times the jitter.
+    if reading["degradation"] >= severe[1] and reading["rule"] not in _UNPROVEN:
         return True
     if len(curves) < thresholds.metric.measurable:
         return False

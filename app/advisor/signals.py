@@ -34,6 +34,12 @@ class Rule(StrEnum):
     # half the threshold. Entering at the threshold and leaving at half of it keeps a verdict
     # from flickering while the signal hovers near the threshold.
     STILL = "still"
+    # The last stretch sits above the best stretch by at least ``Floors.severe`` of the best
+    # value, and beyond ``Floors.z_severe`` times the jitter: a rise that large is no wobble,
+    # however much the curve swings once it has begun to overfit (the swings of a model that
+    # memorises are part of the later stretch its jitter is measured on, which raises the window
+    # rule's threshold with the very rise it has to find).
+    SEVERE = "severe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,10 @@ class Floors:
     # The held rule: share of epochs after the best stretch above it (None turns it off).
     held_share: float | None = 0.8
     held_epochs: int = 4
+    # The severe rule: the rise, as a share of the best value (None turns it off), and the jitter
+    # multiple it must also clear.
+    severe: float | None = None
+    z_severe: float = 2.0
 
     def floor(self, epochs_since_best: int) -> float:
         share = min(1.0, max(self.short_share, epochs_since_best / self.ramp))
@@ -155,6 +165,13 @@ def read(
         rule = Rule.WINDOW
     elif room and series.trend_rise(y[best_ends:], floors.z_trend, floor):
         rule = Rule.TREND
+    elif (
+        room
+        and floors.severe is not None
+        and rise >= floors.severe * scale
+        and rise > floors.z_severe * spread
+    ):
+        rule = Rule.SEVERE
     elif (
         floors.steady is not None
         and series.mostly_rising(y, best)
