@@ -4,12 +4,14 @@ hand-written shapes), plus the rules the verdicts rest on."""
 import math
 import random
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from app.advisor import signals
 from app.advisor.curves import Criterion, Curves, infer_criterion, resolve_criterion
-from app.advisor.diagnosis import Severity, Signal, Verdict, diagnose
+from app.advisor.diagnosis import DEFAULT_THRESHOLDS, Severity, Signal, Verdict, diagnose
 from app.advisor.series import noise
 from tests.conftest import load_curves
 
@@ -325,3 +327,26 @@ def test_memorising_is_measured_after_the_first_epoch() -> None:
     acc = [0.5] * 8
     d = diagnose(series(train, valid, acc), n_classes=2)
     assert d.verdict == Verdict.UNDERFITTING and d.evidence.chance is None
+
+
+# A BERT IMDB fine-tune's validation losses (the larder set): best 0.221, then swings of an
+# overfit model between 0.27 and 0.56.
+SWINGING_RISE = [0.228, 0.221, 0.268, 0.292, 0.463, 0.560, 0.403, 0.400, 0.527, 0.467]
+
+
+def test_the_severe_rule_needs_half_the_best_value_and_twice_the_jitter() -> None:
+    """The swings after the best raise the window rule's threshold above the rise; a rise of at
+    least half the best value, beyond twice the widened jitter, is severe. The same shape risen
+    by less than half its best is not, nor is it on a metric (the rule reads the loss only)."""
+    loss = DEFAULT_THRESHOLDS.loss
+    reading = signals.read("valid_loss", SWINGING_RISE, False, loss)
+    rise = reading.degradation * reading.best_value
+    assert reading.rule == signals.Rule.SEVERE
+    assert 2 * reading.noise < rise < reading.threshold and rise >= 0.5 * reading.best_value
+    best = min(SWINGING_RISE)
+    smaller = [best + (v - best) * 0.35 for v in SWINGING_RISE]
+    assert signals.read("valid_loss", smaller, False, loss).rule is None
+    metric = signals.read("accuracy", SWINGING_RISE, False, DEFAULT_THRESHOLDS.metric)
+    assert metric.rule is None
+    louder = replace(loss, z_severe=1.01 * rise / reading.noise)
+    assert signals.read("valid_loss", SWINGING_RISE, False, louder).rule is None
