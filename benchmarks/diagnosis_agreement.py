@@ -10,7 +10,7 @@ plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
         [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
-         |--cellar|--larder|--pantry]
+         |--cellar|--larder|--pantry|--attic]
         [--plateaus N] [--misses]
 """
 
@@ -71,6 +71,7 @@ LARDER_CURVES = DATA / "real_curves_larder"
 # The larder round's Keras runs, finished after the larder set was scored: the same exclusions,
 # checked for copies, labelled blind, committed before it was scored.
 PANTRY_CURVES = DATA / "real_curves_pantry"
+ATTIC_CURVES = DATA / "real_curves_attic"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -87,6 +88,7 @@ HELD_OUT: dict[str, Path] = {
     "cellar": CELLAR_CURVES,
     "larder": LARDER_CURVES,
     "pantry": PANTRY_CURVES,
+    "attic": ATTIC_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
