@@ -76,9 +76,6 @@ class Thresholds:
     min_epochs: int = 4
     # Evaluations in a row a stop verdict must be worth stopping on before the live rule stops.
     live_looks: int = 2
-    # A severe rise stops without the live rule's noise test beyond this many times its
-    # reading's threshold.
-    severe_clear: float = 2.0
     live: signals.Sequential = field(default_factory=signals.Sequential)
     # The severe rule counts a rise of the validation loss that ``severity_loss`` calls severe.
     loss: Floors = field(default_factory=lambda: Floors(full=0.03, severe=_SEVERE_LOSS))
@@ -504,15 +501,8 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
         return False
     reading = ev.signals[deciding]
     # A severe rise stops at once, without waiting for the noise test, only when a window or a
-    # trend found it and it is well beyond its threshold: on a small validation set a metric
-    # swings by a severe share between evaluations, and a severe share alone stopped 19% of
-    # runs of pure noise (``diagnosis_null --loud``).
-    rise = reading["degradation"] * abs(reading["best_value"])
-    if (
-        reading["degradation"] >= severe[1]
-        and reading["rule"] not in _UNPROVEN
-        and rise > thresholds.severe_clear * reading["threshold"]
-    ):
+    # trend found it clear of three times the jitter.
+    if reading["degradation"] >= severe[1] and reading["rule"] not in _UNPROVEN:
         return True
     if len(curves) < thresholds.metric.measurable:
         return False
