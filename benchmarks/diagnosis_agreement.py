@@ -71,6 +71,8 @@ LARDER_CURVES = DATA / "real_curves_larder"
 # The larder round's Keras runs, finished after the larder set was scored: the same exclusions,
 # checked for copies, labelled blind, committed before it was scored.
 PANTRY_CURVES = DATA / "real_curves_pantry"
+# Collected after the severe rule, from repositories no other set uses (and checked for copies),
+# labelled blind, committed before it was scored.
 ATTIC_CURVES = DATA / "real_curves_attic"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {

@@ -74,8 +74,8 @@ LOUD = (0.15, 0.3)
 
 def null_run(rng: random.Random, noise: Noise, loudness: tuple[float, float] = QUIET) -> Curve:
     """A run with no overfitting: see the module's docstring; ``loudness``: the range the noise's
-    standard deviation is drawn from, as a share of the validation loss's level (a fifth of it,
-    in points, for the accuracy)."""
+    standard deviation is drawn from, as a share of the validation loss's level (two fifths of
+    it, as a fraction of accuracy, for the metric)."""
     n = round(math.exp(rng.uniform(math.log(8), math.log(200))))
     warmup = rng.choice([0.0, rng.uniform(1.0, max(1.5, n / 4))])
     tau = rng.uniform(1.0, max(1.5, n / 4))
