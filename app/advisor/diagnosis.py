@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
-from itertools import repeat
-from operator import gt, mul
+from itertools import compress, repeat
+from operator import ge, gt, le, mul
 from typing import Any, NamedTuple
 
 from app.advisor import series, signals
@@ -1013,10 +1013,14 @@ def _kept(
     loss."""
     if metric is None or raw is None:
         return loss.best, [loss.best]
-    sign = 1.0 if crit.higher_is_better else -1.0
-    best = sign * metric.best_value
     tolerance = min(metric.noise, KEEP_TOLERANCE * abs(metric.best_value))
-    near = [i for i, v in enumerate(raw) if best - sign * v <= tolerance]
+    # Within the tolerance of the best, on the better side of best - tolerance (C-level maps:
+    # this runs on every look).
+    if crit.higher_is_better:
+        near_best = map(ge, raw, repeat(metric.best_value - tolerance))
+    else:
+        near_best = map(le, raw, repeat(metric.best_value + tolerance))
+    near = list(compress(range(len(raw)), near_best))
     valid = curves.valid_loss
     return min(near, key=valid.__getitem__), near[-MAX_CANDIDATES:]
 

@@ -25,9 +25,10 @@ can apply them as they are; a modality the builder does not train speaks its own
 gave, never a level's nominal figure.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from app.advisor.architectures import ARCHS, sibling
@@ -551,6 +552,18 @@ def evaluate(rung: Rung, facts: Facts, history: History) -> Option | Skip:
     return step._replace(rationale=f"{go_on} {step.rationale}")
 
 
+@lru_cache(maxsize=1024)
+def _walk(facts: Facts, history: History) -> tuple[Option | Skip, ...]:
+    """Every rung evaluated for a run: the same for each look at a run while its recipe and
+    lineage stay as they are, so a run reported evaluation by evaluation walks it once."""
+    return tuple(evaluate(r, facts, history) for r in RUNGS)
+
+
+def forget_walks() -> None:
+    """Drop the remembered ladder walks (for measuring a recipe seen for the first time)."""
+    _walk.cache_clear()
+
+
 def recommend(
     diagnosis: Diagnosis,
     facts: Facts,
@@ -563,7 +576,7 @@ def recommend(
     if diagnosis.verdict != Verdict.OVERFITTING:
         return _no_remedy(diagnosis, facts)
 
-    results = [evaluate(r, facts, history) for r in RUNGS]
+    results = _walk(facts, history)
     options = [r for r in results if isinstance(r, Option)]
     smaller = results[-1]
     first_smaller = (facts.time_limited or facts.memory_limited) and isinstance(smaller, Option)
@@ -648,7 +661,7 @@ def _demote(candidates: list[Option], evidence: Evidence) -> tuple[list[Option],
 
 
 def _steps(
-    results: list[Option | Skip],
+    results: Sequence[Option | Skip],
     chosen: Option | None,
     alternatives: list[Option],
     history: History,

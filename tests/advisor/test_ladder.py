@@ -10,7 +10,16 @@ import pytest
 from app.advisor.architectures import ARCHS, sibling, smaller_sibling
 from app.advisor.curves import Curves
 from app.advisor.diagnosis import Verdict, diagnose
-from app.advisor.ladder import RUNGS, Facts, History, Recommendation, Step, evaluate, recommend
+from app.advisor.ladder import (
+    RUNGS,
+    Facts,
+    History,
+    Recommendation,
+    Step,
+    evaluate,
+    forget_walks,
+    recommend,
+)
 from tests.conftest import RUNG_ORDER, overfitting_diagnosis
 
 ORDER = [r.id.value for r in RUNGS]
@@ -167,6 +176,21 @@ def test_mixup_levels_keep_the_kind() -> None:
     facts = Facts(more_data_available=False, augment="strong", mixup_kind="cutmix", mixup_alpha=0.2)
     rec = walk(facts, History(confirmed=frozenset({"mixup"})))
     assert rec.change == {"mixup": {"kind": "cutmix", "alpha": 0.4}}
+
+
+def test_a_run_looked_at_again_gets_the_walk_its_recipe_and_lineage_give() -> None:
+    """The ladder is walked once per recipe and lineage (a run reported live is looked at after
+    every evaluation): later looks answer as a first walk would, and a new verdict in the
+    lineage walks it again."""
+    forget_walks()
+    first = walk(FRESH)
+    assert walk(FRESH) == first
+    forget_walks()
+    assert walk(FRESH) == first
+    refuted = walk(FRESH, History(refuted=frozenset({first.rung or ""})))
+    assert refuted.rung != first.rung
+    assert "refuted" in skipped(refuted)[first.rung or ""]
+    assert walk(FRESH) == first
 
 
 def test_refuted_rungs_are_skipped_even_when_absent() -> None:
