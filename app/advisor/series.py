@@ -135,6 +135,31 @@ def windows_sums(y: Sequence[float], width: int) -> list[float]:
     return list(map(sub, islice(sums, width, None), sums))
 
 
+# Steps of one example among at most this many: on a larger validation set one example is
+# below every floor the verdict uses anyway.
+_MOST_EXAMPLES = 500
+# How far from a whole count of examples a logged value may sit (logs round what they print).
+_COUNT_SLACK = 0.05
+
+
+def count_step(y: Sequence[float]) -> float:
+    """1/N when every value of ``y`` is a count of N examples (an accuracy on a validation set of
+    N, as logged), shown by values that repeat and at least four levels on that grid; 0 for a
+    series that moves freely. N is read off the smallest gap between levels, one to four
+    examples wide."""
+    levels = sorted(set(y))
+    if len(levels) < 4 or 2 * len(levels) > len(y):
+        return 0.0
+    gap: float = min(map(sub, levels[1:], levels[:-1]))
+    for examples in range(1, 5):
+        n = round(examples / gap)
+        if 1 < n <= _MOST_EXAMPLES and all(
+            abs(v * n - round(v * n)) <= _COUNT_SLACK for v in levels
+        ):
+            return 1 / n
+    return 0.0
+
+
 def trend_rise(y: Sequence[float], z: float, floor: float) -> bool:
     """A least-squares trend over ``y`` that rises by more than ``floor`` in all and whose slope
     is more than ``z`` standard errors above zero: a slow, steady slide that no single window

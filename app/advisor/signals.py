@@ -139,7 +139,6 @@ def read(
     # k-epoch tail: a single lucky epoch does not make the rest of the run look degraded.
     sums = series.windows_sums(y, k)
     stretch = series.windows(y, k, sums)
-    best_ends = stretch.lowest_start + k - 1
     quiet = y[settled:] if settled else y
     jitter = series.noise(quiet)
     scale = abs(raw[best]) if abs(raw[best]) > 1e-12 else (max(y) - min(y)) or 1.0
@@ -155,39 +154,17 @@ def read(
         else 1.0
     )
     spread = jitter * widening
-    threshold = max(floor, floors.z * spread)
     rise = stretch.last_mean - stretch.lowest_mean
-
-    # Both the best epoch and the best stretch must lie before the tail that is judged.
-    room = best < n - k and best_ends < n - k
-    rule = None
-    if room and rise > threshold:
-        rule = Rule.WINDOW
-    elif room and series.trend_rise(y[best_ends:], floors.z_trend, floor):
-        rule = Rule.TREND
-    elif (
-        room
-        and floors.severe is not None
-        and rise >= floors.severe * scale
-        and rise > floors.z_severe * spread
-    ):
-        rule = Rule.SEVERE
-    elif (
-        floors.steady is not None
-        and series.mostly_rising(y, best)
-        and y[-1] - stretch.lowest_mean
-        > (
-            max(floor, floors.z_steady * spread)
-            if n >= floors.measurable
-            else floors.steady * scale
-        )
-    ):
-        rule = Rule.STEADY
-    elif room and floors.held_share is not None and rise > floor:
-        after = y[best_ends + 1 :]
-        above = sum(v > stretch.lowest_mean + spread for v in after)
-        if len(after) >= floors.held_epochs and above >= floors.held_share * len(after):
-            rule = Rule.HELD
+    rule = _rule(y, best, stretch, k, floor, spread, scale, floors)
+    if rule is not None:
+        # A metric counted on a small validation set moves in steps of one example: a rise
+        # within one such step is an example answered differently, not a model that got worse
+        # (the window rule's relative floor is below one example of a set of fewer than ~100).
+        step = _STEP_SLACK * series.count_step(y)
+        if step > floor:
+            floor = step
+            rule = _rule(y, best, stretch, k, floor, spread, scale, floors)
+    threshold = max(floor, floors.z * spread)
     onset = None
     if rule is not None:
         onset = series.settled_after(y, best, y[best] + jitter) or best + 1
@@ -204,6 +181,58 @@ def read(
         rule=rule,
         onset=onset,
     )
+
+
+# A rise must beat one example's step by this much: logs round the values they print.
+_STEP_SLACK = 1.1
+
+
+def _rule(
+    y: list[float],
+    best: int,
+    stretch: series.Windows,
+    k: int,
+    floor: float,
+    spread: float,
+    scale: float,
+    floors: Floors,
+) -> Rule | None:
+    """The first rule by which ``y`` (lower is better) got worse since its best, if any; ``floor``
+    and ``spread``: the least rise that counts and the jitter as a stretch of k epochs sees it,
+    in the series' units."""
+    n = len(y)
+    best_ends = stretch.lowest_start + k - 1
+    rise = stretch.last_mean - stretch.lowest_mean
+    # Both the best epoch and the best stretch must lie before the tail that is judged.
+    room = best < n - k and best_ends < n - k
+    if room and rise > max(floor, floors.z * spread):
+        return Rule.WINDOW
+    if room and series.trend_rise(y[best_ends:], floors.z_trend, floor):
+        return Rule.TREND
+    if (
+        room
+        and floors.severe is not None
+        and rise >= floors.severe * scale
+        and rise > floors.z_severe * spread
+    ):
+        return Rule.SEVERE
+    if (
+        floors.steady is not None
+        and series.mostly_rising(y, best)
+        and y[-1] - stretch.lowest_mean
+        > (
+            max(floor, floors.z_steady * spread)
+            if n >= floors.measurable
+            else floors.steady * scale
+        )
+    ):
+        return Rule.STEADY
+    if room and floors.held_share is not None and rise > floor:
+        after = y[best_ends + 1 :]
+        above = sum(v > stretch.lowest_mean + spread for v in after)
+        if len(after) >= floors.held_epochs and above >= floors.held_share * len(after):
+            return Rule.HELD
+    return None
 
 
 def held_over(reading: Reading, best_before: int) -> Reading:

@@ -12,7 +12,7 @@ import pytest
 from app.advisor import signals
 from app.advisor.curves import Criterion, Curves, infer_criterion, resolve_criterion
 from app.advisor.diagnosis import DEFAULT_THRESHOLDS, Severity, Signal, Verdict, diagnose
-from app.advisor.series import noise
+from app.advisor.series import count_step, negated, noise
 from tests.conftest import load_curves
 
 CURVES = load_curves()
@@ -350,3 +350,21 @@ def test_the_severe_rule_needs_half_the_best_value_and_twice_the_jitter() -> Non
     assert metric.rule is None
     louder = replace(loss, z_severe=1.01 * rise / reading.noise)
     assert signals.read("valid_loss", SWINGING_RISE, False, louder).rule is None
+
+
+def test_a_metric_counted_on_a_small_set_drops_by_more_than_one_example_to_get_worse() -> None:
+    """An accuracy on 45 validation examples, logged to four decimals, moves in steps of 1/45:
+    at its best five evaluations on 38 right, then on 37 for ten, it got one example worse,
+    which the window rule's floor alone would count. One example is no overfitting; two are.
+    A metric that moves freely, or takes too few levels to show a grid, has no step."""
+    best, one_less, two_less = (round(c / 45, 4) for c in (38, 37, 36))
+    rising = [round(c / 45, 4) for c in (20, 27, 30, 33, 36, 37)]
+    flat = [*rising, *[best] * 5, *[one_less] * 10]
+    assert count_step(negated(flat)) == 1 / 45
+    metric = DEFAULT_THRESHOLDS.metric
+    assert signals.read("accuracy", flat, True, metric).rule is None
+    worse = [*rising, *[best] * 5, *[one_less] * 4, *[two_less] * 6]
+    assert signals.read("accuracy", worse, True, metric).rule is not None
+    free = [0.5 + 0.01 * i + 0.001 * (i % 3) for i in range(21)]
+    assert count_step(free) == 0.0
+    assert count_step([0.5, 0.6, 0.5, 0.6, 0.7, 0.6, 0.5, 0.7]) == 0.0

@@ -321,6 +321,24 @@ def test_a_validation_loss_half_as_high_again_as_its_best_is_overfitting() -> No
         assert loss["degradation"] * loss["best_value"] < loss["threshold"], (name, loss)
 
 
+def test_one_example_of_a_small_validation_set_is_no_reason_to_stop() -> None:
+    """A heart-failure MLP scored on 45 validation examples: its accuracy reached 38 of them
+    (0.8444) at its 41st evaluation and sat at 37 (0.8222) from its 80th on, while its
+    validation loss kept falling for thirty more. Replayed live it was stopped at its 84th
+    evaluation of 139 on that one example; now it is not. The same run two examples below its
+    best from its 80th evaluation on is still stopped. Found on the attic set after its first
+    score."""
+    curve = labelled_run(HELD_OUT["attic"], "heart-failure-ann-earlystop")
+    live = Ours()
+    assert replay(curve, live).stop is None, live.verdicts
+    two_less = [
+        {**e, "metrics": {"accuracy": round(e["metrics"]["accuracy"] - (i >= 80) / 45, 4)}}
+        for i, e in enumerate(curve["epochs"])
+    ]
+    live = Ours()
+    assert replay({**curve, "epochs": two_less}, live).stop is not None, live.verdicts
+
+
 def test_a_validation_loss_low_for_the_task_is_not_underfitting() -> None:
     """A RoBERTa binary classifier reported every 50 steps without a metric: its validation loss
     drifts down to 0.13, while the Trainer's training loss, one noisy batch per evaluation,
