@@ -306,8 +306,9 @@ def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thr
 
 
 _WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
-# Rules that let a rise count without showing it clear of three times the jitter.
-_UNPROVEN = (*_WEAK, signals.Rule.SEVERE)
+# Rules that let a rise count without this look showing it clear of three times the jitter (a
+# held-over reading is one this look's rules did not find).
+_UNPROVEN = (*_WEAK, signals.Rule.SEVERE, signals.Rule.STILL)
 
 
 def counts(
@@ -542,13 +543,21 @@ def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:
     return i if i < len(epochs) and epochs[i] == epoch else None
 
 
-def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, int | float] | None:
-    """The signals degraded at the previous look, with their best epochs; None without one."""
+class _Held(NamedTuple):
+    """A signal degraded at the previous look: the epoch it was best at, and the threshold its
+    rise was judged against there."""
+
+    best_epoch: int | float
+    threshold: float
+
+
+def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, _Held] | None:
+    """The signals degraded at the previous look; None without one."""
     if previous is None:
         return None
     readings = previous.get("evidence", {}).get("signals", {})
     return {
-        name: reading["best_epoch"]
+        name: _Held(reading["best_epoch"], float(reading.get("threshold") or math.inf))
         for name, reading in readings.items()
         if reading.get("degraded") and isinstance(reading.get("best_epoch"), int | float)
     }
@@ -596,7 +605,7 @@ def _judge(
     crit: Criterion,
     thresholds: Thresholds,
     n_classes: int | None,
-    held: Mapping[str, int | float] | None = None,
+    held: Mapping[str, _Held] | None = None,
     *,
     counted: frozenset[str] = frozenset(),
     was_underfit: bool = False,
@@ -617,13 +626,18 @@ def _judge(
     pending: set[str] = set()
     loss_counted = metric_counted = False
     if held is not None:
-        at_loss = _index_of(curves.epochs, held.get("valid_loss"))
-        if at_loss is not None:
-            loss = signals.held_over(loss, at_loss)
+        held_loss, held_metric = held.get("valid_loss"), held.get("metric")
+        at_loss = _index_of(curves.epochs, held_loss and held_loss.best_epoch)
+        if held_loss is not None and at_loss is not None:
+            # Held at the threshold the verdict was said at; a signal only pending then, at its
+            # own, so that a swing that did not last is let go.
+            before = held_loss.threshold if "valid_loss" in counted else math.inf
+            loss = signals.held_over(loss, at_loss, before)
             loss_counted = "valid_loss" in counted and loss.best == at_loss
-        at_metric = _index_of(curves.epochs, held.get("metric"))
-        if metric is not None and at_metric is not None:
-            metric = signals.held_over(metric, at_metric)
+        at_metric = _index_of(curves.epochs, held_metric and held_metric.best_epoch)
+        if metric is not None and held_metric is not None and at_metric is not None:
+            before = held_metric.threshold if "metric" in counted else math.inf
+            metric = signals.held_over(metric, at_metric, before)
             metric_counted = "metric" in counted and metric.best == at_metric
         if adjacent:
             pending = {

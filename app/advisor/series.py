@@ -147,9 +147,10 @@ def count_step(y: Sequence[float]) -> float:
     N, as logged), shown by values that repeat and at least four levels on that grid; 0 for a
     series that moves freely. N is read off the smallest gap between levels, one to four
     examples wide."""
-    levels = sorted(set(y))
-    if len(levels) < 4 or 2 * len(levels) > len(y):
+    distinct = set(y)
+    if len(distinct) < 4 or 2 * len(distinct) > len(y):
         return 0.0
+    levels = sorted(distinct)
     gap: float = min(map(sub, levels[1:], levels[:-1]))
     for examples in range(1, 5):
         n = round(examples / gap)

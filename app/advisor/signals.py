@@ -235,16 +235,21 @@ def _rule(
     return None
 
 
-def held_over(reading: Reading, best_before: int) -> Reading:
+def held_over(reading: Reading, best_before: int, threshold_before: float = math.inf) -> Reading:
     """``reading`` kept degraded (:attr:`Rule.STILL`) when it was degraded at the previous look
     with its best at index ``best_before``, has found no new best since, and still sits above
-    half its threshold."""
+    half its threshold: the lower of this look's and ``threshold_before``, the one the verdict
+    was said at (a rise swells the jitter measured on the later part of the run, and with it
+    the threshold, so that each look's own would let the verdict go while the rise goes on)."""
     if reading.degraded or reading.best != best_before:
         return reading
     rise = reading.degradation * max(abs(reading.best_value), 1e-12)
-    if rise <= reading.threshold / 2:
+    threshold = min(reading.threshold, threshold_before)
+    if rise <= threshold / 2:
         return reading
-    return reading._replace(rule=Rule.STILL, onset=reading.onset or reading.best + 1)
+    return reading._replace(
+        rule=Rule.STILL, onset=reading.onset or reading.best + 1, threshold=threshold
+    )
 
 
 def clear_of_noise(y: list[float], test: Sequential) -> bool:
