@@ -563,6 +563,27 @@ def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, _Held] | None
     }
 
 
+def _held_over(
+    reading: Reading,
+    name: str,
+    held: Mapping[str, _Held],
+    counted: frozenset[str],
+    epochs: list[Epoch],
+) -> tuple[Reading, bool]:
+    """Signal ``name``'s reading kept degraded when it was at the previous look
+    (:func:`signals.held_over`), and whether the previous look's overfitting verdict rested on
+    it from the same best."""
+    before = held.get(name)
+    at = _index_of(epochs, before.best_epoch) if before is not None else None
+    if before is None or at is None:
+        return reading, False
+    # Held at the threshold the verdict was said at; a signal only pending then, at its own, so
+    # that a swing that did not last is let go.
+    threshold = before.threshold if name in counted else math.inf
+    reading = signals.held_over(reading, at, threshold)
+    return reading, name in counted and reading.best == at
+
+
 # The signals an overfitting verdict rests on, by the signal it names (a Signal, or the plain
 # string a stored answer holds: the same key).
 _RESTS_ON: dict[str | None, frozenset[str]] = {
@@ -626,19 +647,9 @@ def _judge(
     pending: set[str] = set()
     loss_counted = metric_counted = False
     if held is not None:
-        held_loss, held_metric = held.get("valid_loss"), held.get("metric")
-        at_loss = _index_of(curves.epochs, held_loss and held_loss.best_epoch)
-        if held_loss is not None and at_loss is not None:
-            # Held at the threshold the verdict was said at; a signal only pending then, at its
-            # own, so that a swing that did not last is let go.
-            before = held_loss.threshold if "valid_loss" in counted else math.inf
-            loss = signals.held_over(loss, at_loss, before)
-            loss_counted = "valid_loss" in counted and loss.best == at_loss
-        at_metric = _index_of(curves.epochs, held_metric and held_metric.best_epoch)
-        if metric is not None and held_metric is not None and at_metric is not None:
-            before = held_metric.threshold if "metric" in counted else math.inf
-            metric = signals.held_over(metric, at_metric, before)
-            metric_counted = "metric" in counted and metric.best == at_metric
+        loss, loss_counted = _held_over(loss, "valid_loss", held, counted, curves.epochs)
+        if metric is not None:
+            metric, metric_counted = _held_over(metric, "metric", held, counted, curves.epochs)
         if adjacent:
             pending = {
                 name

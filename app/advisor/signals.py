@@ -159,7 +159,8 @@ def read(
     if rule is not None:
         # A metric counted on a small validation set moves in steps of one example: a rise
         # within one such step is an example answered differently, not a model that got worse
-        # (the window rule's relative floor is below one example of a set of fewer than ~100).
+        # (a metric's relative floor, 1.5% of its best, is below one example of a set of fewer
+        # than ~70).
         step = _STEP_SLACK * series.count_step(y)
         if step > floor:
             floor = step
