@@ -544,20 +544,25 @@ def _index_of(epochs: list[Epoch], epoch: Epoch | None) -> int | None:
 
 
 class _Held(NamedTuple):
-    """A signal degraded at the previous look: the epoch it was best at, and the threshold its
-    rise was judged against there."""
+    """A signal degraded at the previous look: the epoch it was best at, the threshold its rise
+    was judged against there, and whether it was only pending then (found at that look alone)."""
 
     best_epoch: int | float
     threshold: float
+    pending: bool = False
 
 
 def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, _Held] | None:
     """The signals degraded at the previous look; None without one."""
     if previous is None:
         return None
-    readings = previous.get("evidence", {}).get("signals", {})
+    evidence = previous.get("evidence", {})
+    readings = evidence.get("signals", {})
+    pending = set(evidence.get("pending") or [])
     return {
-        name: _Held(reading["best_epoch"], float(reading.get("threshold") or math.inf))
+        name: _Held(
+            reading["best_epoch"], float(reading.get("threshold") or math.inf), name in pending
+        )
         for name, reading in readings.items()
         if reading.get("degraded") and isinstance(reading.get("best_epoch"), int | float)
     }
@@ -572,13 +577,15 @@ def _held_over(
 ) -> tuple[Reading, bool]:
     """Signal ``name``'s reading kept degraded when it was at the previous look
     (:func:`signals.held_over`), and whether the previous look's overfitting verdict rested on
-    it from the same best."""
+    it from the same best. A signal only pending at the previous look is not held: the second
+    look in a row that confirms it must find it again, or a one-look swing would be confirmed by
+    its own echo (the hold-over lets go only at half the threshold)."""
     before = held.get(name)
     at = _index_of(epochs, before.best_epoch) if before is not None else None
-    if before is None or at is None:
+    if before is None or at is None or before.pending:
         return reading, False
-    # Held at the threshold the verdict was said at; a signal only pending then, at its own, so
-    # that a swing that did not last is let go.
+    # Held at the threshold the verdict was said at; a signal degraded but not counted then, at
+    # its own.
     threshold = before.threshold if name in counted else math.inf
     reading = signals.held_over(reading, at, threshold)
     return reading, name in counted and reading.best == at

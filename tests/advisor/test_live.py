@@ -139,6 +139,18 @@ def test_a_degraded_signal_holds_until_it_recovers() -> None:
     assert all(d.verdict == Verdict.OVERFITTING for d in answers[first:])
 
 
+def test_a_rise_seen_at_one_look_is_confirmed_only_by_finding_it_again() -> None:
+    """A Moku emitter-control MLP labelled not overfitting: its validation loss went 0.2162 to
+    0.2202 at its seventh evaluation (steady rule, pending) and no rule found a rise after. The
+    hold-over, meant for a verdict already said, kept the pending reading degraded at the next
+    look and so confirmed it: overfitting at the eighth and ninth evaluations. A pending signal
+    must be found again."""
+    curve = labelled_run(HELD_OUT["attic"], "moku-emitter-control-mlp")
+    answers = replayed(curve["epochs"][:12])
+    assert answers[6].evidence.pending == ["valid_loss"]
+    assert Verdict.OVERFITTING not in [d.verdict for d in answers], [d.verdict for d in answers]
+
+
 def test_a_rise_said_to_overfit_is_held_at_the_threshold_it_was_said_at() -> None:
     """The Keras IMDB dense model of Deep Learning with Python: its validation loss bottoms out
     at its fourth evaluation and climbs from the sixth, each rise swelling the jitter measured
