@@ -10,7 +10,7 @@ plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
         [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
-         |--cellar|--larder|--pantry|--attic]
+         |--cellar|--larder|--pantry|--attic|--garret]
         [--plateaus N] [--misses]
 """
 
@@ -74,6 +74,9 @@ PANTRY_CURVES = DATA / "real_curves_pantry"
 # Collected after the severe rule, from repositories no other set uses (and checked for copies),
 # labelled blind, committed before it was scored.
 ATTIC_CURVES = DATA / "real_curves_attic"
+# Collected after a pending signal had to be found again to count, from repositories no other set
+# uses (and checked for copies), labelled blind, committed before it was scored.
+GARRET_CURVES = DATA / "real_curves_garret"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -91,6 +94,7 @@ HELD_OUT: dict[str, Path] = {
     "larder": LARDER_CURVES,
     "pantry": PANTRY_CURVES,
     "attic": ATTIC_CURVES,
+    "garret": GARRET_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
