@@ -284,15 +284,22 @@ def clear_of_noise(y: list[float], test: Sequential) -> bool:
     return series.mean(last) - stretch.lowest_mean > z * math.sqrt(2) * spread
 
 
-def still_improving(reading: Reading, raw: list[float]) -> bool:
-    """The last stretch beats the stretch just before it by more than the reading's threshold."""
+def recent_gain(raw: list[float], higher_is_better: bool) -> float | None:
+    """How far the last stretch beats the stretch just before it (positive: better); None for a
+    run too short to hold both."""
     n = len(raw)
     k = series.tail_length(n)
     before = raw[-2 * k : -k] if n >= 2 * k + 1 else raw[:-k]
     if not before:
-        return False
+        return None
     gain = series.mean(raw[-k:]) - series.mean(before)
-    return (gain if reading.higher_is_better else -gain) > reading.threshold
+    return gain if higher_is_better else -gain
+
+
+def still_improving(reading: Reading, raw: list[float]) -> bool:
+    """The last stretch beats the stretch just before it by more than the reading's threshold."""
+    gain = recent_gain(raw, reading.higher_is_better)
+    return gain is not None and gain > reading.threshold
 
 
 def improving_since(reading: Reading, raw: list[float], index: int) -> bool:
