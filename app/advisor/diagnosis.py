@@ -508,7 +508,7 @@ def _stop_worthy(curves: Curves, judged: "Diagnosis", thresholds: Thresholds) ->
     # Nor does a signal on its way back: its last stretch beats the one before by more than
     # twice its jitter. A stop now keeps weights from before the dip that the run is climbing
     # back towards, and may pass (a YOLO segmenter whose mask mAP fell from 0.85 to 0.22 and was
-    # climbing, 0.38, 0.52, 0.67, was stopped keeping its fifth epoch; it ended at 0.915).
+    # climbing, 0.38, 0.52, 0.67, was stopped keeping epoch 5; it ended at 0.915).
     y = valid if deciding == "valid_loss" or raw is None else raw
     gain = signals.recent_gain(y, reading["higher_is_better"])
     if gain is not None and gain > thresholds.recovering * reading["noise"]:
