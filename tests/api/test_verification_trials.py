@@ -3,6 +3,7 @@ queued and those it reused, who trained each and where, and their curves growing
 The trainings are handed in through the worker API as a worker does (the curves made up here, so
 the test is quick and its numbers exact); tests/web/test_browser.py trains real ones."""
 
+from datetime import datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -90,7 +91,10 @@ def test_a_verification_lists_its_trials_live_and_those_it_reused(db_url: str) -
         for t in done:
             assert t["status"] == "done" and t["device"] == "cpu" and t["duration_s"] == 1.5
             assert t["epochs_done"] == EPOCHS and not t["reused"]
-            assert t["started_at"] <= t["finished_at"]
+            # As instants: a time on a whole second is written without its fraction ("...48Z"),
+            # which sorts after "...48.012000Z" as text.
+            started = datetime.fromisoformat(t["started_at"])
+            assert started <= datetime.fromisoformat(t["finished_at"])
             assert t["figures"]["final_metric"] == t["curve"][-1]["metrics"]["accuracy"]
         by_line = {line["trial_id"] for line in job["result"]["per_seed"]}
         assert by_line == {t["id"] for t in done}
