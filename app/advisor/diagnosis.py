@@ -561,7 +561,7 @@ class _Held(NamedTuple):
 
     best_epoch: int | float
     threshold: float
-    pending: bool = False
+    pending: bool
 
 
 def _held_signals(previous: Mapping[str, Any] | None) -> dict[str, _Held] | None:
@@ -593,8 +593,10 @@ def _held_over(
     look in a row that confirms it must find it again, or a one-look swing would be confirmed by
     its own echo (the hold-over lets go only at half the threshold)."""
     before = held.get(name)
-    at = _index_of(epochs, before.best_epoch) if before is not None else None
-    if before is None or at is None or before.pending:
+    if before is None or before.pending:
+        return reading, False
+    at = _index_of(epochs, before.best_epoch)
+    if at is None:
         return reading, False
     # Held at the threshold the verdict was said at; a signal degraded but not counted then, at
     # its own.
