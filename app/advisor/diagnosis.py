@@ -638,6 +638,13 @@ def _look(curves: Curves, crit: Criterion, thresholds: Thresholds) -> _Look:
         return _Look(loss, None, None)
     raw = curves.metric(crit.name)
     metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric, settled)
+    if metric.degraded and not loss.degraded:
+        # A metric that slipped while the validation loss did not rise has no second witness:
+        # on a run too short to measure how far its stretches wander, it must beat the noise
+        # the live rule assumes there (AR(1), thresholds.live.rho), not white noise.
+        metric = signals.read(
+            crit.name, raw, crit.higher_is_better, thresholds.metric, settled, thresholds.live.rho
+        )
     return _Look(loss, metric, raw)
 
 

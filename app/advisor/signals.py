@@ -125,12 +125,28 @@ class Reading(NamedTuple):
         }
 
 
+def ar_reach(k: int, rho: float) -> float:
+    """How many times the jitter measured by second differences (:func:`series.noise`) a mean of
+    ``k`` epochs of AR(1) noise with ``rho`` wanders, times sqrt(k): the jitter understates such
+    noise by sqrt((1 - rho)(3 - rho)/3), and a mean of k of its epochs averages out less than
+    white noise does, by sqrt(1 + 2 sum_j (k - j) rho^j / k)."""
+    understated = math.sqrt((1 - rho) * (3 - rho) / 3)
+    return math.sqrt(1 + 2 * sum((k - j) * rho**j for j in range(1, k)) / k) / understated
+
+
 def read(
-    name: str, raw: list[float], higher_is_better: bool, floors: Floors, settled: int = 0
+    name: str,
+    raw: list[float],
+    higher_is_better: bool,
+    floors: Floors,
+    settled: int = 0,
+    prior_rho: float | None = None,
 ) -> Reading:
     """Read one series (at least two epochs) for degradation after its best epoch; its noise is
     measured from index ``settled`` on (where a learning-rate schedule came down from its peak:
-    the swings of the high-rate phase are the optimiser's, not the signal's wobble)."""
+    the swings of the high-rate phase are the optimiser's, not the signal's wobble).
+    ``prior_rho``: on a run too short to measure how far its stretches wander, assume noise with
+    this autocorrelation instead of none (:func:`ar_reach`)."""
     y = series.negated(raw) if higher_is_better else raw
     n = len(y)
     k = series.tail_length(n)
@@ -145,14 +161,12 @@ def read(
     floor = floors.floor(n - 1 - best) * scale
     # The jitter as a stretch of k epochs sees it, put back in one epoch's units: white noise
     # averages out over k epochs, autocorrelated noise much less, and this measures which.
-    widening = (
-        min(
-            floors.widening_max,
-            max(1.0, series.noise(quiet, k, None if settled else sums) * math.sqrt(k) / jitter),
-        )
-        if jitter > 0
-        else 1.0
-    )
+    widening = 1.0
+    if jitter > 0:
+        wander = series.noise(quiet, k, None if settled else sums) * math.sqrt(k)
+        if wander == 0 and prior_rho is not None:
+            wander = jitter * ar_reach(k, prior_rho)
+        widening = min(floors.widening_max, max(1.0, wander / jitter))
     spread = jitter * widening
     rise = stretch.last_mean - stretch.lowest_mean
     rule = _rule(y, best, stretch, k, floor, spread, scale, floors)
@@ -275,10 +289,7 @@ def clear_of_noise(y: list[float], test: Sequential) -> bool:
     stretch = series.windows(y, k)
     # A stop must not rest on one bad evaluation: the last stretch is taken without its worst.
     last = sorted(y[-k:])[:-1] if k >= 3 else y[-k:]
-    rho = test.rho
-    sigma = series.noise(y) / math.sqrt((1 - rho) * (3 - rho) / 3)
-    widening = math.sqrt(1 + 2 * sum((k - j) * rho**j for j in range(1, k)) / k)
-    spread = max(series.noise(y, k), sigma * widening / math.sqrt(k))
+    spread = max(series.noise(y, k), series.noise(y) * ar_reach(k, test.rho) / math.sqrt(k))
     comparisons = max(1.0, n - 3.0) * max(1.0, (n - k) / k)
     z = series.t_quantile(1 - test.alpha / comparisons, series.later_count(n) - 1)
     return series.mean(last) - stretch.lowest_mean > z * math.sqrt(2) * spread

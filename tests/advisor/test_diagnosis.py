@@ -247,6 +247,25 @@ def test_a_metric_getting_worse_decides_even_with_a_flat_loss() -> None:
     assert d.stop_epoch == 0 and d.onset_epoch is not None and d.onset_epoch > d.stop_epoch
 
 
+def test_a_short_metric_slip_with_no_loss_rise_must_beat_autocorrelated_noise() -> None:
+    """An 11-evaluation run of the noise calibration (AR(1) noise, rho = 0.5, and no overfitting
+    in it): accuracy slips 0.628 -> 0.593 while the validation loss holds. Too short to measure
+    how far its stretches wander, the slip must beat AR(1) noise, not white noise; the same slip
+    with the validation loss rising beside it is two witnesses, and overfitting."""
+    train = [1.6754, 1.2207, 0.9202, 0.7238, 0.5927, 0.5059, 0.4527, 0.4135, 0.3853, 0.3711, 0.3585]
+    valid = [0.664, 0.6594, 0.6645, 0.6581, 0.6603, 0.6564, 0.6534, 0.6542, 0.6562, 0.6596, 0.6555]
+    acc = [0.6243, 0.6324, 0.6041, 0.6241, 0.5896, 0.6047, 0.6051, 0.597, 0.6044, 0.5897, 0.5862]
+    d = diagnose(series(train, valid, acc))
+    assert d.verdict == Verdict.HEALTHY
+    reading = d.evidence.signals["metric"]
+    white = signals.read("accuracy", acc, True, DEFAULT_THRESHOLDS.metric)
+    assert white.degraded and not reading["degraded"]
+    assert reading["threshold"] > white.threshold
+    rising = [v + 0.02 * max(0, i - 3) for i, v in enumerate(valid)]
+    both = diagnose(series(train, rising, acc))
+    assert (both.verdict, both.signal) == (Verdict.OVERFITTING, Signal.BOTH)
+
+
 def test_a_still_improving_metric_turns_a_rising_loss_into_over_confidence() -> None:
     n = 20
     valid = [0.5 + 0.01 * max(0, i - 8) for i in range(n)]
