@@ -10,7 +10,7 @@ plateaus the detector calls overfitting. One JSON line:
 
     python -m benchmarks.diagnosis_agreement
         [--holdout|--fresh|--unseen|--blind|--sealed|--vault|--locked|--reserve|--safe|--spare|--stowed
-         |--cellar|--larder|--pantry|--attic|--garret]
+         |--cellar|--larder|--pantry|--attic|--garret|--loft]
         [--plateaus N] [--misses]
 """
 
@@ -77,6 +77,9 @@ ATTIC_CURVES = DATA / "real_curves_attic"
 # Collected after a pending signal had to be found again to count, from repositories no other set
 # uses (and checked for copies), labelled blind, committed before it was scored.
 GARRET_CURVES = DATA / "real_curves_garret"
+# Collected after a metric with no second witness had to beat AR(1) noise, from repositories no
+# other set uses (and checked for copies), labelled blind, committed before it was scored.
+LOFT_CURVES = DATA / "real_curves_loft"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
     "holdout": HOLDOUT_CURVES,
@@ -95,6 +98,7 @@ HELD_OUT: dict[str, Path] = {
     "pantry": PANTRY_CURVES,
     "attic": ATTIC_CURVES,
     "garret": GARRET_CURVES,
+    "loft": LOFT_CURVES,
 }
 SCORED_LABELS = ("overfitting", "not_overfitting", "no_signal")
 
