@@ -746,7 +746,11 @@ def _judge(
         metric_worse
         or (loss.degraded and "valid_loss" not in pending)
         or (guess is not None and not guess.beaten)
-    ) and (instability := _unsettled(curves, loss, fit, thresholds, high_rate)):
+    ) and (
+        instability := _unsettled(
+            curves, loss, fit, thresholds, high_rate, loss_counted or metric_counted
+        )
+    ):
         verdict = Verdict.UNSTABLE
     elif metric_worse:
         verdict, signal = Verdict.OVERFITTING, Signal.BOTH if loss_rises else Signal.METRIC
@@ -828,12 +832,19 @@ def _schedule_high(curves: Curves, thresholds: Thresholds) -> bool:
 
 
 def _unsettled(
-    curves: Curves, loss: Reading, fit: Training, thresholds: Thresholds, high_rate: bool
+    curves: Curves,
+    loss: Reading,
+    fit: Training,
+    thresholds: Thresholds,
+    high_rate: bool,
+    memorising: bool = False,
 ) -> str | None:
     """Why a degraded validation signal is instability rather than overfitting: the learning
     rate is in its high phase (``high_rate``, :func:`_schedule_high`), or the validation loss
     jumped: it blew up recently (one evaluation ``blow_up`` times the one before it) or rose
-    while the training loss barely moved, for a model that has not memorised its training set."""
+    while the training loss barely moved, for a model that has not memorised its training set.
+    A rise the previous look's overfitting rested on (``memorising``) is memorisation going on:
+    its growing past the training loss's fall does not make it a jump."""
     if high_rate:
         return "schedule"
     if not loss.degraded:
@@ -850,7 +861,8 @@ def _unsettled(
     # A training loss that fell by a good share has not barely moved, however far a validation
     # loss from a best near zero rose in relative terms.
     if (
-        not fit.memorised
+        not memorising
+        and not fit.memorised
         and fall < thresholds.memorised_drop
         and loss.degradation > thresholds.unstable_ratio * max(fall, 0.01)
     ):

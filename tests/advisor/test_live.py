@@ -659,6 +659,25 @@ def test_a_first_wer_or_f1_is_no_chance_level() -> None:
     assert tagger.verdict == Verdict.OVERFITTING and tagger.evidence.chance is None, tagger.summary
 
 
+def test_a_run_said_to_memorise_does_not_turn_unstable_as_its_rise_grows() -> None:
+    """A histopathology CNN (safe set, labelled overfitting): its validation loss went from
+    0.65 to 1.19 in one evaluation and stayed near 1.1-1.17 while its training loss fell
+    noisily and its accuracy dropped from 0.78 to 0.67-0.70. Said overfitting at that evaluation,
+    it was answered unstable at the next ("rose while the training loss barely moved": the rise
+    had grown past five times the training loss's fall since the validation loss's best), then
+    overfitting, then unstable to the end. A rise the previous look's overfitting rested on is
+    memorisation going on, not the optimisation jumping: the verdict holds, and the run is
+    stopped keeping its best weights. Judged whole, with no look before it, the run reads
+    unstable as before."""
+    curve = labelled_run(HELD_OUT["safe"], "histopathologic-cancer-v6")
+    live = Ours()
+    outcome = replay(curve, live)
+    said = live.verdicts[live.verdicts.index(Verdict.OVERFITTING) :]
+    assert set(said) == {Verdict.OVERFITTING}, live.verdicts
+    assert outcome.stop is not None and outcome.kept_shortfall == 0.0, outcome
+    assert diagnosis_of(curve).verdict == Verdict.UNSTABLE
+
+
 def test_a_blow_up_long_past_no_longer_explains_a_memorising_run() -> None:
     """A YOLO classifier whose validation loss is best at its first evaluation (0.22), blows up
     fourfold at the second and then climbs to 2.2 over a hundred epochs while its training loss
