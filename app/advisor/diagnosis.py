@@ -638,7 +638,7 @@ def _look(curves: Curves, crit: Criterion, thresholds: Thresholds) -> _Look:
         return _Look(loss, None, None)
     raw = curves.metric(crit.name)
     metric = signals.read(crit.name, raw, crit.higher_is_better, thresholds.metric, settled)
-    if metric.degraded and not loss.degraded:
+    if metric.degraded and metric.assumed_white and not loss.degraded:
         # A metric that slipped while the validation loss did not rise has no second witness:
         # on a run too short to measure how far its stretches wander, it must beat the noise
         # the live rule assumes there (AR(1), thresholds.live.rho), not white noise.
@@ -837,7 +837,7 @@ def _unsettled(
     fit: Training,
     thresholds: Thresholds,
     high_rate: bool,
-    memorising: bool = False,
+    memorising: bool,
 ) -> str | None:
     """Why a degraded validation signal is instability rather than overfitting: the learning
     rate is in its high phase (``high_rate``, :func:`_schedule_high`), or the validation loss

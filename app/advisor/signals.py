@@ -103,6 +103,9 @@ class Reading(NamedTuple):
     threshold: float
     rule: Rule | None  # set when degraded
     onset: int | None  # index of the first epoch of the degradation
+    # The run was too short to measure how far its stretches wander, and no prior was assumed:
+    # the stretches were read as white noise.
+    assumed_white: bool = False
 
     @property
     def degraded(self) -> bool:
@@ -162,10 +165,12 @@ def read(
     # The jitter as a stretch of k epochs sees it, put back in one epoch's units: white noise
     # averages out over k epochs, autocorrelated noise much less, and this measures which.
     widening = 1.0
+    assumed_white = False
     if jitter > 0:
         wander = series.noise(quiet, k, None if settled else sums) * math.sqrt(k)
         if wander == 0 and prior_rho is not None:
             wander = jitter * ar_reach(k, prior_rho)
+        assumed_white = wander == 0
         widening = min(floors.widening_max, max(1.0, wander / jitter))
     spread = jitter * widening
     rise = stretch.last_mean - stretch.lowest_mean
@@ -195,6 +200,7 @@ def read(
         threshold=threshold,
         rule=rule,
         onset=onset,
+        assumed_white=assumed_white,
     )
 
 
