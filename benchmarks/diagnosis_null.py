@@ -14,7 +14,8 @@ verdict's relative floors hide shows the noise tests' own calibration. For each 
 benchmark prints the share of runs whose final answer is ``overfitting`` (the whole run reported
 at once, and the verdict printed when a run reported live ends) and the share the live rule
 stops (the client's :class:`LiveStop` on the diagnosis of every evaluation, as the callbacks see
-it).
+it), each with its 95% Wilson interval (``..._ci95``): 300 runs measure a rate of 5% to within
+about 2.5 points, and other seeds draw other runs.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from statistics import NormalDist
 from typing import Any
 
 from benchmarks.diagnosis_agreement import Curve, diagnosis_of, generated_run
@@ -95,6 +97,16 @@ def null_run(rng: random.Random, noise: Noise, loudness: tuple[float, float] = Q
     return generated_run(train, valid, accuracy, with_metric=rng.random() < 0.5)
 
 
+def wilson(hits: int, runs: int, level: float = 0.95) -> list[float]:
+    """The Wilson score interval of a rate of ``hits`` in ``runs``: unlike the normal one, it
+    stays inside [0, 1] and is not empty at 0 hits, where a null's rates sit."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = hits / runs
+    centre = (p + z * z / (2 * runs)) / (1 + z * z / runs)
+    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / (1 + z * z / runs)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def rates(
     noise: Noise, runs: int, seed: int, loudness: tuple[float, float] = QUIET
 ) -> dict[str, Any]:
@@ -117,12 +129,17 @@ def rates(
         outcome = replay(curve, live)
         stopped += outcome.stop is not None
         final_live += outcome.final == "overfitting"
-    return {
-        "final_overfitting": round(final / runs, 4),
-        "final_overfitting_live": round(final_live / runs, 4),
-        "stopped_live": round(stopped / runs, 4),
-        "final_by_rule": rules,
+    counts = {
+        "final_overfitting": final,
+        "final_overfitting_live": final_live,
+        "stopped_live": stopped,
     }
+    report: dict[str, Any] = {}
+    for name, hits in counts.items():
+        report[name] = round(hits / runs, 4)
+        report[f"{name}_ci95"] = wilson(hits, runs)
+    report["final_by_rule"] = rules
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

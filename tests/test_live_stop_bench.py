@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy.stats import binomtest
 
 from benchmarks import append_cost, diagnosis_null, live_stop
 from benchmarks.diagnosis_agreement import HOLDOUT_CURVES, REAL_CURVES, load_real_curves
@@ -55,6 +56,19 @@ def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert noise["iid"]["stopped_live"] <= 0.02
     assert noise["ar1_0.5"]["stopped_live"] <= 0.1  # 2.0% measured on 1,000 runs
     assert set(noise) == {"iid", "ar1_0.3_0.6", "ar1_0.5", "heavy_t3"}
+    for figures in noise.values():
+        for name in ("final_overfitting", "final_overfitting_live", "stopped_live"):
+            low, high = figures[f"{name}_ci95"]
+            assert low <= figures[name] <= high and high - low < 0.25
+
+
+@pytest.mark.parametrize(("hits", "runs"), [(0, 300), (6, 300), (20, 300), (60, 60), (3, 7)])
+def test_the_null_rates_carry_the_wilson_interval(hits: int, runs: int) -> None:
+    """The interval a rate is printed with is the Wilson score interval, as scipy computes it."""
+    reference = binomtest(hits, runs).proportion_ci(confidence_level=0.95, method="wilson")
+    assert diagnosis_null.wilson(hits, runs) == pytest.approx(
+        [reference.low, reference.high], abs=1e-4
+    )
 
 
 def test_the_replay_answers_what_the_service_answers(tmp_path: Path) -> None:
