@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.advisor.curves import Curves, resolve_criterion
-from app.advisor.diagnosis import Diagnosis, Verdict, diagnose
+from app.advisor.diagnosis import DEFAULT_THRESHOLDS, Diagnosis, Thresholds, Verdict, diagnose
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 REAL_CURVES = DATA / "real_curves"
@@ -116,14 +116,23 @@ def load_real_curves(root: Path = REAL_CURVES) -> list[Curve]:
     return runs
 
 
-def diagnosis_of(curve: Curve, previous: dict[str, Any] | None = None) -> Diagnosis:
-    """The service's diagnosis of a run; ``previous``: the one answered at its previous look."""
+def diagnosis_of(
+    curve: Curve,
+    previous: dict[str, Any] | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Diagnosis:
+    """The service's diagnosis of a run; ``previous``: the one answered at its previous look;
+    ``thresholds``: the service's own unless a benchmark asks what others would answer."""
     metric = curve.get("metric")
     criterion = (
         resolve_criterion(metric["name"], metric.get("higher_is_better")) if metric else None
     )
     return diagnose(
-        Curves.of(curve["epochs"]), criterion, n_classes=curve.get("n_classes"), previous=previous
+        Curves.of(curve["epochs"]),
+        criterion,
+        thresholds,
+        n_classes=curve.get("n_classes"),
+        previous=previous,
     )
 
 

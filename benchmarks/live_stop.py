@@ -4,7 +4,7 @@ callbacks see it, beside the early-stopping rules practitioners use. One JSON li
     python -m benchmarks.live_stop
         [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|safe|spare|stowed
                |cellar|larder|pantry|attic|garret|loft|all]
-        [--http] [--runs]
+        [--http] [--runs] [--frontier]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
 ``should_stop``, the confirmation count, the kept epoch) fed each evaluation's diagnosis. By
@@ -15,10 +15,13 @@ a real ``advisor serve`` on loopback instead (slower, the same answers).
 ``ours_verdict_only`` is the same client rule fed the verdict alone (a stop verdict twice in a
 row, as for a service that does not answer ``should_stop``): the epochs a stop on the verdict
 would save, and the models it would cost; ``ours_first_verdict`` stops at the first stop verdict,
-unconfirmed: the most epochs any stop on these verdicts could save. Beside them, on the same
-evaluations: Keras ``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``,
-the same monitoring the metric (``monitor="val_accuracy"``, patience 5, 10 and 20; a run with no
-metric on its validation loss), fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback``
+unconfirmed: the most epochs any stop on these verdicts could save. ``--frontier`` adds ours
+with the live rule's noise test loosened from the 2% of false alarms it allows over a whole run
+to 5%, 20% and 50% (``ours_alpha_0.05``, ...): what a looser test would save, and what it
+costs. Beside them, on the same evaluations: Keras
+``EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)``, the same
+monitoring the metric (``monitor="val_accuracy"``, patience 5, 10 and 20; a run with no metric
+on its validation loss), fastai's ``EarlyStoppingCallback`` with ``SaveModelCallback``
 (valid_loss, patience 3) and Prechelt's GL, PQ and UP criteria ("Early Stopping — but when?",
 1998). Each is scored on:
 
@@ -50,13 +53,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 from overfit_advisor.stopping import STOP_VERDICTS, LiveStop
 
-from app.advisor.diagnosis import Verdict
+from app.advisor.diagnosis import DEFAULT_THRESHOLDS, Thresholds, Verdict
 from benchmarks.diagnosis_agreement import (
     HELD_OUT,
     REAL_CURVES,
@@ -160,6 +164,26 @@ class Prechelt:
         return self.best_at
 
 
+# The diagnosis answered after evaluation i, knowing the previous answer; and the run diagnosed
+# as finished after its last evaluation trained.
+Diagnose = Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]]
+Finish = Callable[[Curve, int], dict[str, Any]]
+
+
+def in_process(thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[Diagnose, Finish]:
+    """The diagnoses computed by the function the service calls on every append."""
+
+    def diagnose(curve: Curve, i: int, previous: dict[str, Any] | None) -> dict[str, Any]:
+        head = {**curve, "epochs": curve["epochs"][: i + 1]}
+        return diagnosis_of(head, previous, thresholds).to_dict()
+
+    def finish(curve: Curve, last: int) -> dict[str, Any]:
+        head = {**curve, "epochs": curve["epochs"][: last + 1]}
+        return diagnosis_of(head, thresholds=thresholds).to_dict()
+
+    return diagnose, finish
+
+
 @dataclass
 class Ours:
     """The client's own rule, fed the diagnosis the service answers after each evaluation (the
@@ -171,15 +195,9 @@ class Ours:
 
     confirm: int = 1
     feed: Literal["should_stop", "verdict", "first_verdict"] = "should_stop"
-    diagnose: Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]] = (
-        lambda curve, i, previous: diagnosis_of(
-            {**curve, "epochs": curve["epochs"][: i + 1]}, previous
-        ).to_dict()
-    )
+    diagnose: Diagnose = field(default_factory=lambda: in_process()[0])
     # The run diagnosed whole, as finished, up to the last evaluation trained.
-    finish: Callable[[Curve, int], dict[str, Any]] = lambda curve, last: diagnosis_of(
-        {**curve, "epochs": curve["epochs"][: last + 1]}
-    ).to_dict()
+    finish: Finish = field(default_factory=lambda: in_process()[1])
     rule: LiveStop = field(init=False)
     verdicts: list[str] = field(default_factory=list)
     previous: dict[str, Any] | None = None
@@ -333,12 +351,7 @@ def scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return figures
 
 
-def http_diagnoses(
-    url: str,
-) -> tuple[
-    Callable[[Curve, int, dict[str, Any] | None], dict[str, Any]],
-    Callable[[Curve, int], dict[str, Any]],
-]:
+def http_diagnoses(url: str) -> tuple[Diagnose, Finish]:
     """Each evaluation posted through the client's TrackedRun, one run per curve, answered by
     the real service: the diagnosis the callbacks read; and the run finished there."""
     from overfit_advisor.tracking import TrackedRun
@@ -385,6 +398,18 @@ def served_ours(url: str) -> Ours:
     return Ours(diagnose=diagnose, finish=finish)
 
 
+# The false-alarm rates the live noise test may be loosened to (it allows 2% over a whole run):
+# what a looser test would save, and what it would cost.
+FRONTIER = (0.05, 0.2, 0.5)
+
+
+def loosened(alpha: float) -> Ours:
+    """Ours with the live rule's noise test allowing ``alpha`` false alarms over a whole run."""
+    live = replace(DEFAULT_THRESHOLDS.live, alpha=alpha)
+    diagnose, finish = in_process(replace(DEFAULT_THRESHOLDS, live=live))
+    return Ours(diagnose=diagnose, finish=finish)
+
+
 def labelled(roots: Iterable[Path]) -> list[Curve]:
     return [c for root in roots for c in load_real_curves(root) if c["label"] in SCORED_LABELS]
 
@@ -398,11 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", choices=sorted(SETS), default="all")
     parser.add_argument("--http", action="store_true", help="replay through a real server")
     parser.add_argument("--runs", action="store_true", help="list ours' stops and harms")
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="ours with the live noise test loosened, beside the others",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     curves = labelled(SETS[args.set])
     make = dict(STOPPERS)
+    if args.frontier:
+        make |= {f"ours_alpha_{alpha}": partial(loosened, alpha) for alpha in FRONTIER}
     report: dict[str, Any] = {"set": args.set, "runs": len(curves)}
     report["with_metric"] = sum(bool(c.get("metric")) for c in curves)
     report["overfitting"] = sum(c["label"] == "overfitting" for c in curves)
@@ -417,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     p5 = report["stoppers"]["keras_p5"]
     # Ours against patience=5, and beside it the most a stop on our verdicts could save.
     report["vs_keras_p5"] = {}
-    for name in ("ours", "ours_first_verdict"):
+    for name in ("ours", "ours_first_verdict", *(n for n in make if n.startswith("ours_alpha"))):
         figures = report["stoppers"][name]
         ratios = {"harmful": _share(figures["harmful"], p5["harmful"])}
         for saved in ("epochs_saved", "epochs_saved_harmless"):

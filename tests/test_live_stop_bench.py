@@ -3,6 +3,7 @@ them: their figures stay within the issue's targets on the labelled sets, and th
 replay answers what a real server answers a callback, evaluation by evaluation."""
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ def test_the_live_stop_beats_patience_without_costing_models(
     # Diagnosed as finished when training ends, a run is told what its whole curve shows: the
     # last look of a run in progress waits to confirm a signal that just got worse.
     assert ours["final_agreement"] >= ours["last_look_agreement"]
+
+
+def test_a_looser_noise_test_stops_more_and_sooner(capsys: pytest.CaptureFixture[str]) -> None:
+    """The frontier: the live rule with its noise test allowing more false alarms. The verdicts
+    do not depend on it, so each looser test stops every run a stricter one stops, at the same
+    evaluation or sooner; on the tuning set the loosest saves strictly more than ours."""
+    report = printed(live_stop.main, ["--set", "tuning", "--frontier"], capsys)
+    names = ["ours", *(f"ours_alpha_{alpha}" for alpha in live_stop.FRONTIER)]
+    figures = [report["stoppers"][name] for name in names]
+    for stricter, looser in pairwise(figures):
+        for figure in ("stopped_overfitting", "stopped_not_overfitting", "epochs_saved"):
+            assert looser[figure] >= stricter[figure], figure
+    assert figures[-1]["epochs_saved"] > figures[0]["epochs_saved"]
+    assert set(report["vs_keras_p5"]) >= set(names)
 
 
 def test_noise_calibration_figures(capsys: pytest.CaptureFixture[str]) -> None:
