@@ -1221,8 +1221,10 @@ def _summary(
         standing = risen() + (weak if loss["degraded"] else ", within its noise")
     else:
         short = abs(series.rel(metric["last_value"] - metric["best_value"], metric["best_value"]))
+        # Worse is lower for an accuracy and higher for an error (MAE ended 8.7% above its best).
+        side = "below" if metric["higher_is_better"] else "above"
         standing = (
-            f"{ev.criterion} ended at {metric['last_value']:.4g}, {short:.1%} below its best "
+            f"{ev.criterion} ended at {metric['last_value']:.4g}, {short:.1%} {side} its best "
             f"({metric['best_value']:.4g} at {at(metric['best_epoch'])}), a dip the run's own "
             "swings can explain"
         )

@@ -730,6 +730,23 @@ def test_a_metric_whose_last_evaluation_is_its_best_is_at_its_best() -> None:
     assert "below its best" not in d.summary and "at or near its best" in d.summary, d.summary
 
 
+def test_an_error_metric_that_dipped_is_said_above_its_best() -> None:
+    """A real PhenoFormer regressor (shed set) scored by MAE, lower is better: it ended at 7.489
+    against its best 6.89. The answer says the error ended above its best, not "below" it,
+    which would read as better; an accuracy that slipped stays "below its best"."""
+    curve = labelled_run(HELD_OUT["shed"], "phenoformer-v35")
+    d = diagnosis_of(curve)
+    assert "MAE ended at 7.489, 8.7% above its best (6.89" in d.summary, d.summary
+    assert "below its best" not in d.summary
+    higher = {
+        **curve,
+        "metric": {**curve["metric"], "higher_is_better": True},
+        "epochs": [{**e, "metrics": {"MAE": 20 - e["metrics"]["MAE"]}} for e in curve["epochs"]],
+    }
+    d = diagnosis_of(higher)
+    assert "MAE ended at" in d.summary and "below its best" in d.summary, d.summary
+
+
 def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
     """Every labelled real run replayed live: underfitting, once said, is never released for a
     look or two and then said again (a look whose training loss dips, or whose metric dips
