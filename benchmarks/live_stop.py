@@ -3,7 +3,7 @@ callbacks see it, beside the early-stopping rules practitioners use. One JSON li
 
     python -m benchmarks.live_stop
         [--set tuning|holdout|fresh|unseen|blind|sealed|vault|locked|reserve|safe|spare|stowed
-               |cellar|larder|pantry|attic|garret|loft|all]
+               |cellar|larder|pantry|attic|garret|loft|shed|all]
         [--http] [--runs] [--frontier]
 
 Ours is the client's own rule (:class:`overfit_advisor.stopping.LiveStop`: the service's
