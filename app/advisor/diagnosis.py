@@ -113,6 +113,10 @@ class Thresholds:
     # sits below ``memorised_gap`` times the validation loss (a memorised model fits nothing new).
     unstable_ratio: float = 5.0
     memorised_gap: float = 0.5
+    # A memorised model's training loss keeps falling, for the weak rules, once it fell by this
+    # share (to a tenth) since the validation signal's best, whether or not its last evaluation
+    # is a new low: near zero (0.0006, 0.0013, 0.0008) its jitter is most of its value.
+    memorised_fall: float = 0.9
     # A validation loss this many times the evaluation before it blew up: memorisation raises
     # it gradually.
     blow_up: float = 3.0
@@ -301,8 +305,11 @@ def training(train: list[float], thresholds: Thresholds, valid_best: float) -> T
 
 
 def keeps_falling(train: list[float], since: int, fit: Training, thresholds: Thresholds) -> bool:
-    """The training loss fell clearly from epoch index ``since`` to the end."""
+    """The training loss fell clearly from epoch index ``since`` to the end, to new lows; for a
+    memorised model, by ``memorised_fall`` of its value at ``since``."""
     fall = train[since] - fit.tail
+    if fit.memorised and fall >= thresholds.memorised_fall * train[since]:
+        return True
     return fall > thresholds.train_fall * train[since] and series.mostly_rising(
         series.negated(train[since:]), 0
     )

@@ -747,6 +747,21 @@ def test_an_error_metric_that_dipped_is_said_above_its_best() -> None:
     assert "MAE ended at" in d.summary and "below its best" in d.summary, d.summary
 
 
+def test_a_memorised_model_keeps_falling_without_a_new_low_at_its_last_evaluation() -> None:
+    """A real ECG ResNet (shed set): the validation loss rose from 0.078 (epoch 3) to 0.108 and
+    held there while the training loss fell from 0.078 to about 0.001, whose last values (0.0006,
+    0.0007, 0.0013) jitter by most of their size. The model memorised its training set: the held
+    rise is overfitting, and the kept weights are epoch 3's. The same evaluations with a training
+    loss 0.06 higher, not memorised and not at a new low at the end, are not."""
+    curve = labelled_run(HELD_OUT["shed"], "mitbih-arrhythmia-resnet1d")
+    d = diagnosis_of(curve)
+    assert d.verdict == Verdict.OVERFITTING and d.signal == "valid_loss", d.summary
+    assert d.stop_epoch == 3 and "training loss kept falling" in d.summary
+    lifted = [{**e, "train_loss": e["train_loss"] + 0.06} for e in curve["epochs"]]
+    d = diagnosis_of({**curve, "epochs": lifted})
+    assert d.verdict == Verdict.HEALTHY, d.summary
+
+
 def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
     """Every labelled real run replayed live: underfitting, once said, is never released for a
     look or two and then said again (a look whose training loss dips, or whose metric dips
