@@ -319,6 +319,9 @@ _WEAK = (signals.Rule.STEADY, signals.Rule.HELD)
 # Rules that let a rise count without this look showing it clear of three times the jitter (a
 # held-over reading is one this look's rules did not find).
 _UNPROVEN = (*_WEAK, signals.Rule.SEVERE, signals.Rule.STILL)
+# Rules whose reading counts, unless an overfitting already rested on it, only while the
+# training loss keeps falling (:func:`counts`).
+_ENTERS_FALLING = (*_WEAK, signals.Rule.STILL)
 
 
 def counts(
@@ -335,10 +338,12 @@ def counts(
     its training data memorises nothing unless its training loss still clearly falls. A signal
     the previous look's overfitting rested on (``counted_before``, from the same best) needs the
     fall to enter, not to stay: one noisy evaluation of a training loss logged per batch is not
-    the model ceasing to memorise."""
+    the model ceasing to memorise. A reading only held over (:attr:`Rule.STILL`) that no
+    overfitting rested on enters as the weak rules do: this look's rules did not find it, and
+    the look before did not count it."""
     if counted_before and reading.degraded:
         return not fit.worsening
-    if reading.rule in _WEAK or (was_underfit and reading.degraded):
+    if reading.rule in _ENTERS_FALLING or (was_underfit and reading.degraded):
         return keeps_falling(train, reading.best, fit, thresholds)
     return reading.degraded and not fit.worsening
 

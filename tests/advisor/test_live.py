@@ -762,6 +762,27 @@ def test_a_memorised_model_keeps_falling_without_a_new_low_at_its_last_evaluatio
     assert d.verdict == Verdict.HEALTHY, d.summary
 
 
+def test_a_weak_rise_held_over_does_not_count_without_the_training_loss_falling() -> None:
+    """A real 639-evaluation YOLO11 pose run (shed set, labelled not overfitting): late in the
+    run its validation loss sits above its best by the held rule for looks at a time, which
+    counts only while the training loss keeps falling, and it does not. Where the held rule
+    lapses for one look, the reading is held over (still): that must not count where the held
+    reading did not, or the answer flickers to overfitting for one look and back, four times."""
+    curve = labelled_run(HELD_OUT["shed"], "synthetic-keypoints-yolo11n-pose-scratch-train2")
+    live = Ours()
+    looks = []
+    for i in range(600):
+        live.see(curve, i)
+        answer = live.previous
+        assert answer is not None
+        loss = answer["evidence"].get("signals", {}).get("valid_loss", {})  # none while young
+        looks.append((answer["verdict"], loss.get("rule")))
+    held_over = [i for i in range(480, 600) if looks[i][1] == "still" and looks[i - 1][1] == "held"]
+    assert len(held_over) >= 4, looks[480:600]
+    assert all(looks[i - 1][0] == looks[i][0] == Verdict.HEALTHY for i in held_over)
+    assert all(verdict != Verdict.OVERFITTING for verdict, _ in looks[480:600])
+
+
 def test_underfitting_once_said_does_not_flicker_on_real_runs() -> None:
     """Every labelled real run replayed live: underfitting, once said, is never released for a
     look or two and then said again (a look whose training loss dips, or whose metric dips
