@@ -80,9 +80,9 @@ GARRET_CURVES = DATA / "real_curves_garret"
 # Collected after a metric with no second witness had to beat AR(1) noise, from repositories no
 # other set uses (and checked for copies), labelled blind, committed before it was scored.
 LOFT_CURVES = DATA / "real_curves_loft"
-# Collected after the live noise test's frontier was measured (the detector as at loft's score,
-# with a rise said to be memorisation kept from turning into a jump), from repositories no other
-# set uses (and checked for copies), labelled blind, committed before it was scored.
+# Collected after the live noise test's frontier was measured (the detector at 5c7e773), from
+# repositories no other set uses (and checked for copies), labelled blind, committed before it
+# was scored.
 SHED_CURVES = DATA / "real_curves_shed"
 # The held-out sets by the flag that scores each (the tuning set, REAL_CURVES, without one).
 HELD_OUT: dict[str, Path] = {
