@@ -432,9 +432,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     curves = labelled(SETS[args.set])
-    make = dict(STOPPERS)
-    if args.frontier:
-        make |= {f"ours_alpha_{alpha}": partial(loosened, alpha) for alpha in FRONTIER}
+    frontier: dict[str, Callable[[], Stopper]] = (
+        {f"ours_alpha_{alpha}": partial(loosened, alpha) for alpha in FRONTIER}
+        if args.frontier
+        else {}
+    )
+    make = STOPPERS | frontier
     report: dict[str, Any] = {"set": args.set, "runs": len(curves)}
     report["with_metric"] = sum(bool(c.get("metric")) for c in curves)
     report["overfitting"] = sum(c["label"] == "overfitting" for c in curves)
@@ -449,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     p5 = report["stoppers"]["keras_p5"]
     # Ours against patience=5, and beside it the most a stop on our verdicts could save.
     report["vs_keras_p5"] = {}
-    for name in ("ours", "ours_first_verdict", *(n for n in make if n.startswith("ours_alpha"))):
+    for name in ("ours", "ours_first_verdict", *frontier):
         figures = report["stoppers"][name]
         ratios = {"harmful": _share(figures["harmful"], p5["harmful"])}
         for saved in ("epochs_saved", "epochs_saved_harmless"):
